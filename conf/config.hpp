@@ -1,0 +1,168 @@
+// The whole configuration schema as plain structs with their defaults.
+//
+// conf/ fills these from YAML once (config_load.hpp) and validates them; the rest of the
+// program reads them and never sees YAML. Every key of ../CONTRACT.md has a member here,
+// including sections that only later parts of the gateway act on.
+#pragma once
+
+#include "conf/cidr.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace conf {
+
+using Seconds = std::chrono::seconds;
+
+// Where in the file a value came from, for messages that name it.
+struct Mark {
+    int line = 0;  // 1-based; 0 when the value is a default
+    int column = 0;
+};
+
+enum class ListenTls { None, StartTls, Implicit };
+enum class ListenAuth { None, Optional, Required };
+enum class BareNewline { Accept, Reject };
+enum class Security { None, Opportunistic, Mandatory, Implicit };
+enum class HeaderFrom { Keep, Rewrite };
+enum class LogFormat { Syslog, Json };
+enum class LogLevel { Debug, Info, Warning, Error };
+
+struct HostPort {
+    std::string host;  // literal address or name, without brackets
+    uint16_t port = 0;
+};
+
+struct Listen {
+    std::string address;  // as written, e.g. "[::]:25"
+    HostPort endpoint;
+    ListenTls tls = ListenTls::None;
+    ListenAuth auth = ListenAuth::None;
+    BareNewline bare_newline = BareNewline::Accept;
+    Mark mark;
+};
+
+struct ServerTls {
+    std::string certificate;
+    std::string key;
+};
+
+struct ServerSasl {
+    std::string sasldb;
+    std::vector<std::string> mechanisms{"PLAIN", "LOGIN"};
+    bool plaintext_without_tls = false;
+};
+
+struct RewriteRule {
+    std::string from;  // exact address, glob, domain, or /regex/
+    std::string to;
+    Mark mark;
+};
+
+struct SenderPolicy {
+    std::vector<RewriteRule> rewrite;
+    HeaderFrom header_from = HeaderFrom::Keep;
+};
+
+struct Route {
+    std::vector<std::string> to;    // recipient domain patterns; empty means any
+    std::vector<std::string> from;  // sender patterns; empty means any
+    std::vector<std::string> via;   // "direct" or upstream names, tried in order
+    Mark mark;
+};
+
+struct UpstreamAuth {
+    std::string username;
+    std::string password_file;
+    std::string token_file;
+    std::string token_command;
+    std::vector<std::string> mechanisms;  // allowed, in order of preference; empty means any
+    bool allow_plaintext = false;
+};
+
+struct Upstream {
+    std::string name;
+    std::string host;
+    uint16_t port = 25;
+    Security security = Security::Opportunistic;
+    bool verify = false;
+    std::string ca_file;
+    std::optional<UpstreamAuth> auth;
+    Mark mark;
+};
+
+struct Limits {
+    uint64_t message_size = 25ull * 1024 * 1024;
+    unsigned recipients = 100;
+    unsigned connections = 1000;
+    unsigned connections_per_client = 50;
+    Seconds command_timeout{300};        // RFC 5321 4.5.3.2.7
+    Seconds data_timeout{300};           // per read while receiving message content
+    unsigned errors = 20;                // error replies before 421 and close
+    uint64_t line_length = 1024 * 1024;  // hard bound for one line of message content
+};
+
+struct Direct {
+    Security security = Security::Opportunistic;
+    uint16_t port = 25;
+};
+
+struct Dns {
+    std::vector<HostPort> servers;  // empty: /etc/resolv.conf
+};
+
+struct Queue {
+    std::string dir = "./smtpgw-spool";
+    std::vector<Seconds> retry{Seconds{60}, Seconds{300}, Seconds{900}, Seconds{1800}, Seconds{3600}};
+    Seconds lifetime{5 * 86400};
+    Seconds delay_warning{0};  // 0: no delay warnings
+};
+
+struct Log {
+    std::string file;  // empty: standard error
+    LogLevel level = LogLevel::Info;
+    LogFormat format = LogFormat::Syslog;
+};
+
+struct Control {
+    std::string socket;  // empty: <queue.dir>/control.sock
+};
+
+struct Doctor {
+    std::vector<std::string> dnsbl;
+};
+
+struct Config {
+    std::string source;  // file name, or "(default)" for the embedded configuration
+    std::string hostname;
+    std::vector<Listen> listen = default_listen();  // 127.0.0.1:2525
+    std::vector<Cidr> clients = default_clients();  // 127.0.0.0/8 and ::1
+
+    std::optional<ServerTls> tls;
+    std::optional<ServerSasl> sasl;
+    SenderPolicy sender;
+    std::vector<Route> routes;
+    std::vector<Upstream> upstreams;
+    Limits limits;
+    Direct direct;
+    Dns dns;
+    Queue queue;
+    Log log;
+    Control control;
+    Doctor doctor;
+
+    // The control socket path with its default applied.
+    std::string control_socket() const;
+
+    static std::vector<Listen> default_listen();
+    static std::vector<Cidr> default_clients();
+};
+
+const char* to_string(Security s);
+const char* to_string(ListenTls t);
+const char* to_string(ListenAuth a);
+
+}  // namespace conf

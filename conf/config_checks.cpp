@@ -1,0 +1,200 @@
+#include "conf/config_checks.hpp"
+
+#include <unistd.h>
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <regex>
+
+namespace conf {
+
+namespace {
+
+bool parse_port(std::string_view text, uint16_t& port, bool allow_zero = false) {
+    if (text.empty() || text.size() > 5) return false;
+    unsigned v = 0;
+    for (char c : text) {
+        if (c < '0' || c > '9') return false;
+        v = v * 10 + unsigned(c - '0');
+    }
+    if ((v == 0 && !allow_zero) || v > 65535) return false;
+    port = uint16_t(v);
+    return true;
+}
+
+// Splits "host:port" / "[v6]:port" / "host"; `port_required` decides whether a port must be there.
+// `port_required` is set for listen addresses, which may also give port 0 (any free port).
+std::optional<HostPort> split_host_port(std::string_view text, bool port_required, uint16_t default_port) {
+    HostPort hp;
+    hp.port = default_port;
+    std::string_view host = text, port;
+    if (!text.empty() && text.front() == '[') {
+        auto close = text.find(']');
+        if (close == std::string_view::npos) return std::nullopt;
+        host = text.substr(1, close - 1);
+        auto rest = text.substr(close + 1);
+        if (!rest.empty()) {
+            if (rest.front() != ':') return std::nullopt;
+            port = rest.substr(1);
+            if (!parse_port(port, hp.port, port_required)) return std::nullopt;
+        } else if (port_required) {
+            return std::nullopt;
+        }
+        if (!IpAddress::parse(host) || host.find(':') == std::string_view::npos) return std::nullopt;
+    } else {
+        // Without brackets only IPv4 can carry a port: an IPv6 literal has more than one colon.
+        auto colon = text.find(':');
+        bool one_colon = colon != std::string_view::npos && text.find(':', colon + 1) == std::string_view::npos;
+        if (one_colon) {
+            host = text.substr(0, colon);
+            if (!parse_port(text.substr(colon + 1), hp.port, port_required)) return std::nullopt;
+        } else if (port_required) {
+            return std::nullopt;
+        }
+        if (!IpAddress::parse(host)) return std::nullopt;
+    }
+    hp.host = std::string(host);
+    return hp;
+}
+
+bool is_label_char(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+}
+
+// RFC 1035 2.3.1 (with '_' tolerated): dot-separated labels of up to 63 characters.
+bool is_domain(std::string_view d) {
+    if (d.empty() || d.size() > 253) return false;
+    if (d.back() == '.') d.remove_suffix(1);
+    size_t label = 0;
+    for (size_t i = 0; i < d.size(); ++i) {
+        char c = d[i];
+        if (c == '.') {
+            if (label == 0 || d[i - 1] == '-') return false;
+            label = 0;
+            continue;
+        }
+        if (!is_label_char(c)) return false;
+        if (label == 0 && c == '-') return false;
+        if (++label > 63) return false;
+    }
+    return label > 0 && d.back() != '-';
+}
+
+bool is_glob_domain(std::string_view d) {
+    if (d == "*") return true;
+    std::string s(d);
+    std::replace(s.begin(), s.end(), '*', 'x');
+    return is_domain(s);
+}
+
+bool is_local_part_char(char c) { return c > 32 && c < 127 && !std::strchr("<>()[]\\,;:@\"", c); }
+
+bool is_glob_local(std::string_view l) {
+    if (l.empty()) return false;
+    for (char c : l)
+        if (!is_local_part_char(c) && c != '*') return false;
+    return true;
+}
+
+}  // namespace
+
+std::optional<HostPort> parse_listen_address(std::string_view text) { return split_host_port(text, true, 0); }
+
+std::optional<HostPort> parse_dns_server(std::string_view text) { return split_host_port(text, false, 53); }
+
+bool check_host(const std::string& host, std::string& why) {
+    if (IpAddress::parse(host) || is_domain(host)) return true;
+    why = "\"" + host + "\" is not a host name or IP address";
+    return false;
+}
+
+bool check_domain_pattern(const std::string& pattern, std::string& why) {
+    if (is_glob_domain(pattern)) return true;
+    why = "\"" + pattern + "\" is not a domain pattern (example.com, *.example.com or *)";
+    return false;
+}
+
+bool check_sender_pattern(const std::string& pattern, std::string& why) {
+    if (pattern.size() >= 2 && pattern.front() == '/' && pattern.back() == '/') {
+        try {
+            std::regex re(pattern.substr(1, pattern.size() - 2), std::regex::ECMAScript);
+            return true;
+        } catch (const std::regex_error& e) {
+            why = "\"" + pattern + "\" is not a valid regular expression: " + e.what();
+            return false;
+        }
+    }
+    auto at = pattern.rfind('@');
+    if (at == std::string::npos) {
+        if (is_glob_domain(pattern)) return true;
+    } else if (is_glob_local(pattern.substr(0, at)) && is_glob_domain(pattern.substr(at + 1))) {
+        return true;
+    }
+    why = "\"" + pattern + "\" is not a sender pattern (user@example.com, *@example.com, example.com or /regex/)";
+    return false;
+}
+
+bool check_rewrite_target(const std::string& address, std::string& why) {
+    // Captures ($1..$9) stand for text taken from the sender; check the shape around them.
+    std::string s = std::regex_replace(address, std::regex("\\$[0-9]"), "x");
+    auto at = s.rfind('@');
+    if (at != std::string::npos && at > 0) {
+        bool local_ok = true;
+        for (char c : s.substr(0, at))
+            local_ok = local_ok && is_local_part_char(c);
+        if (local_ok && is_domain(s.substr(at + 1))) return true;
+    }
+    why = "\"" + address + "\" is not an email address (user@example.com; $1 for a capture)";
+    return false;
+}
+
+bool check_upstream_name(const std::string& name, std::string& why) {
+    bool ok = !name.empty() && name != "direct";
+    for (char c : name)
+        ok = ok && is_label_char(c);
+    if (!ok) why = "\"" + name + "\" is not a usable upstream name (letters, digits, - and _; not \"direct\")";
+    return ok;
+}
+
+bool check_readable(const std::string& path, std::string& why) {
+    if (access(path.c_str(), R_OK) == 0) return true;
+    why = "cannot read " + path + ": " + std::strerror(errno);
+    return false;
+}
+
+bool is_client_mechanism(const std::string& m) {
+    static const char* const known[] = {"PLAIN",       "LOGIN",         "CRAM-MD5", "DIGEST-MD5",
+                                        "SCRAM-SHA-1", "SCRAM-SHA-256", "XOAUTH2"};
+    return std::any_of(std::begin(known), std::end(known), [&](const char* k) { return m == k; });
+}
+
+void validate(const Config& c, std::vector<Diagnostic>& diags) {
+    auto error = [&](const Mark& m, const std::string& text) {
+        diags.push_back({c.source, m.line, m.column, true, text});
+    };
+    if (c.listen.empty()) error({}, "listen: at least one listener is needed, e.g. - address: 0.0.0.0:25");
+    for (size_t i = 0; i < c.listen.size(); ++i) {
+        const auto& l = c.listen[i];
+        std::string path = "listen[" + std::to_string(i) + "]";
+        for (size_t j = 0; j < i; ++j) {
+            const auto& o = c.listen[j];
+            if (o.endpoint.host == l.endpoint.host && o.endpoint.port == l.endpoint.port)
+                error(l.mark, path + ".address: " + l.address + " is already listed");
+        }
+        if (l.tls != ListenTls::None && !c.tls)
+            error(l.mark, path + ".tls: " + to_string(l.tls) + " needs the tls: section (certificate and key)");
+        if (l.auth != ListenAuth::None && !c.sasl)
+            error(l.mark, path + ".auth: " + to_string(l.auth) + " needs the sasl: section (sasldb)");
+    }
+    for (size_t i = 0; i < c.routes.size(); ++i) {
+        for (const auto& via : c.routes[i].via) {
+            if (via == "direct") continue;
+            bool known = std::any_of(c.upstreams.begin(), c.upstreams.end(), [&](auto& u) { return u.name == via; });
+            if (!known)
+                error(c.routes[i].mark, "routes[" + std::to_string(i) + "].via: no upstream named \"" + via +
+                                            "\" (define it under upstreams:, or use direct)");
+        }
+    }
+}
+
+}  // namespace conf

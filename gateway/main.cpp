@@ -1,0 +1,205 @@
+// smtpgw: command-line entry point. Start-up errors are caught here, printed as one line,
+// and end the program with exit status 1.
+#include "auth/sasl_library.hpp"
+#include "conf/config_load.hpp"
+#include "gateway/log.hpp"
+#include "gateway/queue_view.hpp"
+#include "gateway/server.hpp"
+#include "gateway/spool.hpp"
+#include "tls/tls_library.hpp"
+
+#include <uv.h>
+
+#include <ares.h>
+#include <spdlog/version.h>
+
+#include <sys/resource.h>
+#include <csignal>
+#include <cstring>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace {
+
+const char* const k_version = "0.1.0";
+
+struct Arguments {
+    std::vector<std::string> words;
+    std::string config_file;
+    bool json = false;
+};
+
+void usage(std::ostream& out) {
+    out << "usage: smtpgw COMMAND [-c FILE]\n"
+           "  serve                 run the gateway in the foreground\n"
+           "  check-config          validate the configuration\n"
+           "  queue list [--json]   list queued messages\n"
+           "  queue show ID         show one queued message\n"
+           "  version               print versions\n"
+           "Without -c, the embedded default configuration is used.\n";
+}
+
+std::optional<Arguments> parse_arguments(int argc, char** argv) {
+    Arguments a;
+    for (int i = 1; i < argc; ++i) {
+        std::string arg = argv[i];
+        if (arg == "-c" || arg == "--config") {
+            if (i + 1 >= argc) return std::nullopt;
+            a.config_file = argv[++i];
+        } else if (arg == "--json") {
+            a.json = true;
+        } else if (!arg.empty() && arg[0] == '-') {
+            return std::nullopt;
+        } else {
+            a.words.push_back(arg);
+        }
+    }
+    if (a.words.empty()) return std::nullopt;
+    return a;
+}
+
+conf::LoadResult load(const Arguments& a) {
+    return a.config_file.empty() ? conf::load_default() : conf::load_file(a.config_file);
+}
+
+// Prints diagnostics; returns the configuration, or nothing after printing why there is none.
+std::optional<conf::Config> load_or_report(const Arguments& a) {
+    auto r = load(a);
+    for (const auto& d : r.diagnostics)
+        std::cerr << d.format() << "\n";
+    return r.config;
+}
+
+int cmd_check_config(const Arguments& a) {
+    auto r = load(a);
+    for (const auto& d : r.diagnostics)
+        std::cout << d.format() << "\n";
+    if (!r.ok()) return 1;
+    std::cout << r.config->source << ": configuration is valid\n";
+    return 0;
+}
+
+int cmd_version() {
+    std::cout << "smtpgw " << k_version << "\n"
+              << "libuv " << uv_version_string() << "\n"
+              << tls::library_version() << "\n"
+              << auth::library_version() << "\n"
+              << "c-ares " << ares_version(nullptr) << "\n"
+              << "spdlog " << SPDLOG_VER_MAJOR << "." << SPDLOG_VER_MINOR << "." << SPDLOG_VER_PATCH << "\n";
+    return 0;
+}
+
+void raise_file_limit() {
+    struct rlimit rl {};
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+struct SignalHandle {
+    uv_signal_t handle{};
+};
+
+int cmd_serve(const Arguments& a) {
+    auto loaded = load_or_report(a);
+    if (!loaded) return 1;
+    auto config = std::make_shared<const conf::Config>(std::move(*loaded));
+    gateway::log::init(config->log, config->hostname);
+    raise_file_limit();
+    std::signal(SIGPIPE, SIG_IGN);
+
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    gateway::Spool spool(config->queue.dir);
+    gateway::Server server(&loop, config, spool);
+    SignalHandle term, interrupt, hangup;
+    bool stopping = false;
+    auto stop = [&] {
+        if (stopping) return;
+        stopping = true;
+        gateway::log::info(gateway::log::Component::Master, "stopping: no new connections");
+        for (auto* s : {&term, &interrupt, &hangup})
+            uv_close(reinterpret_cast<uv_handle_t*>(&s->handle), nullptr);
+        server.stop([&] { spool.close(); });
+    };
+    std::function<void(int)> on_signal = [&](int signum) {
+        if (signum != SIGHUP) return stop();
+        auto r = a.config_file.empty() ? conf::load_default() : conf::load_file(a.config_file);
+        if (!r.ok()) {
+            gateway::log::error(gateway::log::Component::Master,
+                                "reload refused, keeping the running configuration: " + r.first_error());
+            return;
+        }
+        auto source = r.config->source;
+        server.reload(std::make_shared<const conf::Config>(std::move(*r.config)));
+        gateway::log::info(gateway::log::Component::Master, "configuration reloaded from " + source);
+    };
+    int status = 0;
+    try {
+        auto recovered = spool.open(&loop);
+        for (const auto& m : recovered)
+            server.observe_queue_id(m.envelope.id);
+        server.start();
+        gateway::log::info(gateway::log::Component::Master, std::string("smtpgw ") + k_version + " started, " +
+                                                                std::to_string(recovered.size()) +
+                                                                " message(s) in the queue, spool " + config->queue.dir);
+        for (auto [s, signum] : {std::pair{&term, SIGTERM}, {&interrupt, SIGINT}, {&hangup, SIGHUP}}) {
+            uv_signal_init(&loop, &s->handle);
+            s->handle.data = &on_signal;
+            uv_signal_start(
+                &s->handle,
+                [](uv_signal_t* h, int signum) { (*static_cast<std::function<void(int)>*>(h->data))(signum); }, signum);
+        }
+    } catch (const std::exception& e) {
+        std::cerr << "smtpgw: error: " << e.what() << "\n";
+        gateway::log::error(gateway::log::Component::Master, e.what());
+        server.stop([&] { spool.close(); });
+        status = 1;
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&loop) != 0)
+        gateway::log::warning(gateway::log::Component::Master, "event loop closed with open handles");
+    if (status == 0) gateway::log::info(gateway::log::Component::Master, "stopped");
+    gateway::log::shutdown();
+    return status;
+}
+
+int cmd_queue(const Arguments& a) {
+    auto config = load_or_report(a);
+    if (!config) return 1;
+    gateway::SpoolLayout layout{config->queue.dir};
+    const auto& w = a.words;
+    if (w.size() == 2 && w[1] == "list") return gateway::queue_list(layout, a.json, std::cout);
+    if (w.size() == 3 && w[1] == "show") return gateway::queue_show(layout, w[2], a.json, std::cout, std::cerr);
+    usage(std::cerr);
+    return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    auto args = parse_arguments(argc, argv);
+    if (!args) {
+        usage(std::cerr);
+        return 2;
+    }
+    const std::string& command = args->words.front();
+    try {
+        if (command == "serve" && args->words.size() == 1) return cmd_serve(*args);
+        if (command == "check-config" && args->words.size() == 1) return cmd_check_config(*args);
+        if (command == "version") return cmd_version();
+        if (command == "queue") return cmd_queue(*args);
+        if (command == "help") {
+            usage(std::cout);
+            return 0;
+        }
+    } catch (const std::exception& e) {
+        std::cerr << "smtpgw: error: " << e.what() << "\n";
+        return 1;
+    }
+    usage(std::cerr);
+    return 2;
+}

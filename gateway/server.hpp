@@ -1,0 +1,76 @@
+// The listening side of the gateway on one libuv loop: listeners, connection accounting,
+// signals, reload and orderly shutdown. Each accepted socket becomes a ServerConnection.
+//
+// Call order: start() binds every listener (throws on failure); the loop runs; stop() (also
+// on SIGTERM/SIGINT) closes the listeners, asks every session to finish, and calls the
+// stopped callback once the last connection is gone.
+#pragma once
+
+#include "conf/config.hpp"
+#include "gateway/queue_id.hpp"
+#include "gateway/smtp_session.hpp"
+#include "gateway/spool.hpp"
+
+#include <uv.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace gateway {
+
+class ServerConnection;
+
+// What one listener's sessions need, shared by them and replaced as a whole on reload.
+struct ListenerSettings {
+    conf::Listen listen;
+    SessionPolicy policy;
+    std::vector<conf::Cidr> clients;
+};
+
+class Server {
+public:
+    Server(uv_loop_t* loop, std::shared_ptr<const conf::Config> config, Spool& spool);
+    ~Server();
+    Server(const Server&) = delete;
+    Server& operator=(const Server&) = delete;
+
+    void start();
+    void stop(std::function<void()> stopped);
+    // Applies a new configuration to listeners that exist; listen address changes need a restart.
+    void reload(std::shared_ptr<const conf::Config> config);
+    // The queue IDs already in the spool, so new ones never repeat them.
+    void observe_queue_id(const std::string& id) { m_ids.observe(id); }
+
+    // Ports actually bound, in listener order (for listeners configured with port 0 in tests).
+    std::vector<int> bound_ports() const;
+
+    // Used by connections.
+    uv_loop_t* loop() const { return m_loop; }
+    Spool& spool() { return m_spool; }
+    const conf::Config& config() const { return *m_config; }
+    std::string next_queue_id();
+    void message_stored(const Envelope& e);
+    void connection_closed(ServerConnection* c, const conf::IpAddress& ip, bool counted);
+    uv_buf_t read_buffer();
+
+private:
+    struct Listener;
+    void on_connection(Listener& l);
+    std::shared_ptr<const ListenerSettings> settings_for(const conf::Listen& l) const;
+
+    uv_loop_t* m_loop;
+    std::shared_ptr<const conf::Config> m_config;
+    Spool& m_spool;
+    QueueIdGenerator m_ids;
+    std::vector<std::unique_ptr<Listener>> m_listeners;
+    std::map<ServerConnection*, std::shared_ptr<ServerConnection>> m_connections;
+    std::map<conf::IpAddress, unsigned> m_per_client;
+    std::function<void()> m_stopped;
+    bool m_stopping = false;
+    std::vector<char> m_read_buffer;
+};
+
+}  // namespace gateway

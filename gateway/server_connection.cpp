@@ -1,0 +1,239 @@
+#include "gateway/server_connection.hpp"
+
+#include "gateway/log.hpp"
+#include "gateway/net.hpp"
+#include "gateway/spool_internal.hpp"
+
+#include <chrono>
+
+namespace gateway {
+
+namespace {
+
+struct WriteRequest {
+    uv_write_t req;
+    std::string data;
+};
+
+constexpr size_t k_max_buffered_input = 256 * 1024;
+
+template <typename F>
+void guarded(ServerConnection* c, const char* where, F&& f);
+
+}  // namespace
+
+ServerConnection::ServerConnection(Server& server, std::shared_ptr<const ListenerSettings> settings)
+    : m_server(server), m_settings(std::move(settings)) {
+    uv_tcp_init(server.loop(), &m_tcp);
+    uv_timer_init(server.loop(), &m_timer);
+    m_tcp.data = this;
+    m_timer.data = this;
+    m_handles_open = 2;
+}
+
+ServerConnection::~ServerConnection() = default;
+
+void ServerConnection::start(conf::IpAddress ip, const Reply* refusal) {
+    m_ip = ip;
+    m_counted = refusal == nullptr;
+    ClientInfo client;
+    client.ip = ip.to_string();
+    // XXX: the client name stays "unknown" until reverse lookups run on the c-ares resolver.
+    for (const auto& net : m_settings->clients)
+        client.may_relay = client.may_relay || net.contains(ip);
+    m_session = std::make_unique<SmtpSession>(m_settings->policy, std::move(client), *this);
+    uv_tcp_nodelay(&m_tcp, 1);
+    if (refusal)
+        m_session->start_refused(*refusal);
+    else
+        m_session->start();
+    after_step();
+}
+
+void ServerConnection::shutdown() {
+    m_stopping = true;
+    if (!m_session || m_closing) return;
+    m_session->on_shutdown();
+    after_step();
+}
+
+void ServerConnection::abandon() { close("shutdown"); }
+
+// Sends what the session produced, then decides whether to read, wait or close.
+void ServerConnection::after_step() {
+    if (m_closing) return;
+    if (m_session->has_output()) send(m_session->take_output());
+    if (m_session->closing()) {
+        if (m_reading) uv_read_stop(reinterpret_cast<uv_stream_t*>(&m_tcp)), m_reading = false;
+        uv_timer_stop(&m_timer);
+        if (m_writes_in_flight == 0) close({});
+        return;
+    }
+    if (m_stopping && !m_session->waiting()) {
+        m_session->on_shutdown();
+        return after_step();
+    }
+    update_reading();
+    arm_timer();
+}
+
+void ServerConnection::update_reading() {
+    bool want = !m_session->waiting() && !m_spool_paused && m_session->buffered_input() < k_max_buffered_input;
+    auto* stream = reinterpret_cast<uv_stream_t*>(&m_tcp);
+    if (want && !m_reading) {
+        int r = uv_read_start(
+            stream,
+            [](uv_handle_t* h, size_t, uv_buf_t* buf) {
+                *buf = static_cast<ServerConnection*>(h->data)->m_server.read_buffer();
+            },
+            [](uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+                auto* c = static_cast<ServerConnection*>(s->data);
+                guarded(c, "read", [&] { c->on_read(nread, buf); });
+            });
+        if (r != 0) return close("lost connection");
+        m_reading = true;
+    } else if (!want && m_reading) {
+        uv_read_stop(stream);
+        m_reading = false;
+    }
+}
+
+void ServerConnection::arm_timer() {
+    std::chrono::seconds t{0};
+    switch (m_session->timeout()) {
+    case TimeoutKind::None: uv_timer_stop(&m_timer); return;
+    case TimeoutKind::Command: t = m_server.config().limits.command_timeout; break;
+    case TimeoutKind::Data: t = m_server.config().limits.data_timeout; break;
+    }
+    uv_timer_start(
+        &m_timer,
+        [](uv_timer_t* h) {
+            auto* c = static_cast<ServerConnection*>(h->data);
+            guarded(c, "timer", [&] {
+                c->m_session->on_timeout();
+                c->after_step();
+            });
+        },
+        uint64_t(t.count()) * 1000, 0);
+}
+
+void ServerConnection::on_read(ssize_t nread, const uv_buf_t* buf) {
+    if (nread == 0) return;  // EAGAIN
+    if (nread < 0) {
+        m_reading = false;
+        uv_read_stop(reinterpret_cast<uv_stream_t*>(&m_tcp));
+        return close("lost connection");
+    }
+    m_session->feed(std::string_view(buf->base, size_t(nread)));
+    after_step();
+}
+
+void ServerConnection::send(std::string&& bytes) {
+    auto* stream = reinterpret_cast<uv_stream_t*>(&m_tcp);
+    uv_buf_t b = uv_buf_init(bytes.data(), unsigned(bytes.size()));
+    if (m_writes_in_flight == 0) {
+        int n = uv_try_write(stream, &b, 1);
+        if (n == int(bytes.size())) return;
+        if (n > 0)
+            bytes.erase(0, size_t(n));
+        else if (n != UV_EAGAIN)
+            return close("lost connection");
+    }
+    auto* w = new WriteRequest;
+    w->data = std::move(bytes);
+    w->req.data = this;
+    uv_buf_t wb = uv_buf_init(w->data.data(), unsigned(w->data.size()));
+    int r = uv_write(&w->req, stream, &wb, 1, [](uv_write_t* req, int status) {
+        auto* w = reinterpret_cast<WriteRequest*>(req);
+        auto* c = static_cast<ServerConnection*>(req->data);
+        delete w;
+        guarded(c, "write", [&] {
+            c->m_writes_in_flight--;
+            if (status < 0) return c->close("lost connection");
+            if (c->m_session->closing() && c->m_writes_in_flight == 0) c->close({});
+        });
+    });
+    if (r != 0) {
+        delete w;
+        return close("lost connection");
+    }
+    m_writes_in_flight++;
+}
+
+void ServerConnection::close(std::string_view reason) {
+    if (m_closing) return;
+    m_closing = true;
+    if (m_session) m_session->on_disconnect(reason);
+    auto closed = [](uv_handle_t* h) { static_cast<ServerConnection*>(h->data)->on_handle_closed(); };
+    uv_close(reinterpret_cast<uv_handle_t*>(&m_timer), closed);
+    uv_close(reinterpret_cast<uv_handle_t*>(&m_tcp), closed);
+}
+
+void ServerConnection::on_handle_closed() {
+    if (--m_handles_open == 0) m_server.connection_closed(this, m_ip, m_counted);  // may destroy this
+}
+
+void ServerConnection::fail(const char* where, const std::exception& e) {
+    log::error(log::Component::Smtpd, std::string("connection ") + where + " failed: " + e.what());
+    close("internal error");
+}
+
+std::string ServerConnection::new_queue_id() {
+    m_txn_id = m_server.next_queue_id();
+    return m_txn_id;
+}
+
+int64_t ServerConnection::now_us() {
+    using namespace std::chrono;
+    return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+bool ServerConnection::storage_low() { return m_server.spool().storage_low(m_server.config().limits.message_size); }
+
+void ServerConnection::message_write(std::string&& content) {
+    if (!m_txn) m_txn = m_server.spool().begin(m_txn_id);
+    std::weak_ptr<ServerConnection> weak = shared_from_this();
+    bool keep_reading = m_server.spool().write(m_txn, std::move(content), [weak] {
+        if (auto c = weak.lock(); c && !c->m_closing) {
+            c->m_spool_paused = false;
+            c->after_step();
+        }
+    });
+    if (!keep_reading) m_spool_paused = true;  // after_step() stops reading
+}
+
+void ServerConnection::message_commit(Envelope&& envelope) {
+    if (!m_txn) m_txn = m_server.spool().begin(m_txn_id);
+    std::weak_ptr<ServerConnection> weak = shared_from_this();
+    Server* server = &m_server;
+    m_server.spool().commit(m_txn, std::move(envelope), [weak, server](CommitResult r, const Envelope& e) {
+        if (r == CommitResult::Stored) server->message_stored(e);
+        auto c = weak.lock();
+        if (!c || c->m_closing) return;
+        guarded(c.get(), "commit", [&] {
+            c->m_session->on_commit_result(r);
+            c->after_step();
+        });
+    });
+    m_txn.reset();
+}
+
+void ServerConnection::message_abort() {
+    if (m_txn) m_server.spool().abort(m_txn);
+    m_txn.reset();
+}
+
+namespace {
+
+template <typename F>
+void guarded(ServerConnection* c, const char* where, F&& f) {
+    try {
+        f();
+    } catch (const std::exception& e) {
+        c->fail(where, e);
+    }
+}
+
+}  // namespace
+
+}  // namespace gateway

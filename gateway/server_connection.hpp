@@ -1,0 +1,67 @@
+// One client connection: the libuv adapter around an SmtpSession.
+//
+// It moves bytes between the socket and the session, arms the session's timeout, and
+// implements SessionHooks on top of the spool. Every libuv callback is a trampoline that
+// catches exceptions and ends this one connection. The object lives until both of its
+// handles are closed; spool callbacks hold only a weak reference.
+#pragma once
+
+#include "gateway/server.hpp"
+#include "gateway/smtp_session.hpp"
+
+#include <uv.h>
+
+#include <memory>
+#include <string>
+
+namespace gateway {
+
+struct SpoolTxn;
+
+class ServerConnection : public SessionHooks, public std::enable_shared_from_this<ServerConnection> {
+public:
+    ServerConnection(Server& server, std::shared_ptr<const ListenerSettings> settings);
+    ~ServerConnection() override;
+
+    uv_tcp_t* tcp() { return &m_tcp; }
+    // After uv_accept: greet (or refuse with `refusal`) and start reading.
+    void start(conf::IpAddress ip, const Reply* refusal);
+    void shutdown();                                        // the server is stopping
+    void abandon();                                         // the server stopped waiting: close now
+    void fail(const char* where, const std::exception& e);  // an exception in a callback
+
+    // SessionHooks
+    std::string new_queue_id() override;
+    int64_t now_us() override;
+    bool storage_low() override;
+    void message_write(std::string&& content) override;
+    void message_commit(Envelope&& envelope) override;
+    void message_abort() override;
+
+private:
+    void on_read(ssize_t nread, const uv_buf_t* buf);
+    void after_step();
+    void send(std::string&& bytes);
+    void update_reading();
+    void arm_timer();
+    void close(std::string_view reason);
+    void on_handle_closed();
+
+    Server& m_server;
+    std::shared_ptr<const ListenerSettings> m_settings;
+    uv_tcp_t m_tcp{};
+    uv_timer_t m_timer{};
+    std::unique_ptr<SmtpSession> m_session;
+    conf::IpAddress m_ip;
+    std::shared_ptr<SpoolTxn> m_txn;
+    std::string m_txn_id;
+    unsigned m_writes_in_flight = 0;
+    int m_handles_open = 0;
+    bool m_reading = false;
+    bool m_spool_paused = false;
+    bool m_closing = false;
+    bool m_stopping = false;
+    bool m_counted = false;  // counted in the per-client limits
+};
+
+}  // namespace gateway

@@ -1,0 +1,204 @@
+"""Helpers for end-to-end tests: run the real smtpgw binary on loopback and talk to it.
+
+Each Gateway gets its own temporary directory (configuration, spool, log) and listens on a
+port the kernel picks (listen address 127.0.0.1:0); the port is read from the log line the
+gateway writes when it starts listening.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+BIN = os.environ.get("SMTPGW_BIN", os.path.join(os.path.dirname(__file__), "../../build/smtpgw"))
+
+
+def wait_for(predicate, timeout=10.0, interval=0.02, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Gateway:
+    def __init__(self, config="", listen="127.0.0.1:0", hostname="gw.test", directory=None):
+        self.dir = directory or tempfile.mkdtemp(prefix="smtpgw-e2e-")
+        self.spool = os.path.join(self.dir, "spool")
+        self.log_path = os.path.join(self.dir, "smtpgw.log")
+        self.config_path = os.path.join(self.dir, "smtpgw.yaml")
+        self.proc = None
+        self.port = None
+        self.clients = []
+        self.write_config(config, listen, hostname)
+
+    def write_config(self, extra="", listen="127.0.0.1:0", hostname="gw.test"):
+        text = (f"hostname: {hostname}\n"
+                f"queue: {{ dir: {self.spool} }}\n"
+                f"log: {{ file: {self.log_path}, level: info }}\n")
+        if "listen:" not in extra:
+            text += f"listen: [{{ address: \"{listen}\" }}]\n"
+        with open(self.config_path, "w") as f:
+            f.write(text + extra)
+
+    def start(self, expect_failure=False):
+        lines_before = len(self.log_lines())
+        if self.proc:  # a restart
+            self.proc.stdout.close()
+            self.proc.stderr.close()
+        self.proc = subprocess.Popen([BIN, "serve", "-c", self.config_path],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if expect_failure:
+            self.proc.wait(timeout=10)
+            return self.proc
+        started = wait_for(lambda: self._started(lines_before), what="the gateway to start")
+        ports = re.findall(r"listening on \S+ \(port (\d+)\)", "\n".join(started))
+        self.port = int(ports[0])
+        return self.proc
+
+    def _started(self, skip):
+        if self.proc.poll() is not None:
+            raise AssertionError("smtpgw exited: " + self.proc.stderr.read().decode(errors="replace"))
+        lines = self.log_lines()[skip:]
+        if any(" started, " in l for l in lines):
+            return lines
+        return None
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=timeout)
+        return self.proc.returncode if self.proc else None
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def cleanup(self):
+        for c in self.clients:
+            c.close()
+        if self.proc:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc.stdout.close()
+            self.proc.stderr.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # --- what a user looks at ---------------------------------------------------------------
+    def log_lines(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def wait_log(self, pattern, timeout=10):
+        rx = re.compile(pattern)
+        return wait_for(lambda: next((l for l in self.log_lines() if rx.search(l)), None), timeout,
+                        what=f"log line /{pattern}/")
+
+    def run(self, *args):
+        return subprocess.run([BIN, *args, "-c", self.config_path], capture_output=True, text=True, timeout=30)
+
+    def queue(self):
+        out = self.run("queue", "list", "--json")
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    def content(self, qid):
+        with open(os.path.join(self.spool, "queue", qid + ".msg"), "rb") as f:
+            return f.read()
+
+    def swaks(self, *args, timeout=60):
+        return subprocess.run(["swaks", "--server", f"127.0.0.1:{self.port}", "--hide-informational", *args],
+                              capture_output=True, text=True, timeout=timeout)
+
+    def connect(self, source="127.0.0.1"):
+        c = Client(self.port, source)
+        self.clients.append(c)
+        return c
+
+
+class Client:
+    """A scripted SMTP client on a raw socket: exact bytes out, replies in."""
+
+    def __init__(self, port, source="127.0.0.1", timeout=15):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
+        self.buf = b""
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def reply(self):
+        """One whole reply, all its lines, as text; '' at end of stream."""
+        lines = []
+        while True:
+            while b"\r\n" not in self.buf:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return "".join(lines)
+                self.buf += chunk
+            line, self.buf = self.buf.split(b"\r\n", 1)
+            text = line.decode(errors="replace")
+            lines.append(text + "\r\n")
+            if len(text) < 4 or text[3] == " ":
+                return "".join(lines)
+
+    def command(self, line):
+        self.send(line + "\r\n")
+        return self.reply()
+
+    def closed(self):
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self):
+        self.sock.close()
+
+
+def strip_received(content):
+    """The stored message without the Received: header the gateway put in front."""
+    assert content.startswith(b"Received: "), content[:80]
+    lines = content.split(b"\r\n")
+    i = 1
+    while lines[i].startswith((b"\t", b" ")):
+        i += 1
+    return b"\r\n".join(lines[i:])
+
+
+class GatewayTest(unittest.TestCase):
+    """Starts one gateway per test with the class's CONFIG; stops and removes it afterwards."""
+    CONFIG = ""
+
+    def setUp(self):
+        self.gw = Gateway(self.CONFIG)
+        self.gw.start()
+
+    def tearDown(self):
+        self.gw.cleanup()
+
+    def transaction(self, client, sender="app@example.com", rcpts=("someone@example.org",), body=None):
+        self.assertTrue(client.command(f"MAIL FROM:<{sender}>").startswith("250 "))
+        for r in rcpts:
+            self.assertTrue(client.command(f"RCPT TO:<{r}>").startswith("250 "))
+        self.assertTrue(client.command("DATA").startswith("354 "))
+        client.send(body if body is not None else "Subject: t\r\n\r\nhello\r\n.\r\n")
+        return client.reply()
+
+
+def queued_id(reply):
+    m = re.search(r"queued as ([0-9A-F]+)", reply)
+    assert m, reply
+    return m.group(1)

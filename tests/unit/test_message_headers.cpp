@@ -1,0 +1,75 @@
+#include "gateway/message_headers.hpp"
+
+#include <catch2/catch.hpp>
+
+using namespace gateway;
+
+namespace {
+
+const std::string k_mid = "Message-ID: <added@gw.example>\r\n";
+const std::string k_date = "Date: Fri, 27 Nov 2026 18:00:00 +0000\r\n";
+
+std::string run(const std::string& content, size_t step, std::string* message_id = nullptr, size_t limit = 1 << 16) {
+    HeaderStage h(k_mid, k_date, limit);
+    std::string out;
+    for (size_t pos = 0; pos < content.size(); pos += step)
+        h.feed(std::string_view(content).substr(pos, step), out);
+    h.finish(out);
+    if (message_id) *message_id = h.message_id();
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("missing Message-ID and Date are added at the end of the headers", "[headers]") {
+    struct Case {
+        const char* name;
+        std::string in, out, message_id;
+    } cases[] = {
+        {"both present", "Date: x\r\nMessage-ID: <a@b>\r\nSubject: s\r\n\r\nbody\r\n",
+         "Date: x\r\nMessage-ID: <a@b>\r\nSubject: s\r\n\r\nbody\r\n", "<a@b>"},
+        {"both missing", "Subject: s\r\n\r\nbody\r\n", "Subject: s\r\n" + k_mid + k_date + "\r\nbody\r\n",
+         "<added@gw.example>"},
+        {"case-insensitive names", "message-id: <c@d>\r\nDATE: y\r\n\r\n", "message-id: <c@d>\r\nDATE: y\r\n\r\n",
+         "<c@d>"},
+        {"folded Message-ID", "Message-ID:\r\n <f@g>\r\nDate: z\r\n\r\nb\r\n",
+         "Message-ID:\r\n <f@g>\r\nDate: z\r\n\r\nb\r\n", "<f@g>"},
+        {"headers only", "Subject: s\r\nDate: d\r\n", "Subject: s\r\nDate: d\r\n" + k_mid, "<added@gw.example>"},
+        {"empty message", "", k_mid + k_date, "<added@gw.example>"},
+        {"no headers at all: a separator is added", "just text\r\nmore\r\n",
+         k_mid + k_date + "\r\njust text\r\nmore\r\n", "<added@gw.example>"},
+        {"body starting without an empty line", "Subject: s\r\nnot a header\r\n",
+         "Subject: s\r\n" + k_mid + k_date + "\r\nnot a header\r\n", "<added@gw.example>"},
+        {"Message-ID-like text in the body is ignored", "Subject: s\r\n\r\nMessage-ID: <no@no>\r\n",
+         "Subject: s\r\n" + k_mid + k_date + "\r\nMessage-ID: <no@no>\r\n", "<added@gw.example>"},
+        {"Resent-Date is not Date", "Resent-Date: r\r\n\r\n", "Resent-Date: r\r\n" + k_mid + k_date + "\r\n",
+         "<added@gw.example>"},
+    };
+    for (const auto& c : cases) {
+        for (size_t step : {size_t(1), size_t(5), size_t(4096)}) {
+            INFO(c.name << " step " << step);
+            std::string mid;
+            CHECK(run(c.in, step, &mid) == c.out);
+            CHECK(mid == c.message_id);
+        }
+    }
+}
+
+TEST_CASE("an oversized header section passes unchanged", "[headers]") {
+    std::string big = "X-Big: " + std::string(5000, 'a') + "\r\n\r\nbody\r\n";
+    CHECK(run(big, 100, nullptr, 1024) == big);
+}
+
+TEST_CASE("Received header", "[headers]") {
+    TraceInfo t{"printer.lan", "unknown",       "192.0.2.7",     "relay.example.com",
+                "ESMTP",       "18F3A2B4C5D6E", "a@example.org", 0};
+    auto h = received_header(t);
+    CHECK(h.rfind("Received: from printer.lan (unknown [192.0.2.7])\r\n\tby relay.example.com (smtpgw) with ESMTP id "
+                  "18F3A2B4C5D6E\r\n\tfor <a@example.org>; ",
+                  0) == 0);
+    CHECK(h.size() > 2);
+    CHECK(h.substr(h.size() - 2) == "\r\n");
+    t.single_recipient.clear();
+    CHECK(received_header(t).find("for <") == std::string::npos);
+    CHECK(rfc5322_date(0).find("1970") != std::string::npos);
+}
