@@ -103,17 +103,21 @@ void Server::on_connection(Listener& l) {
     bool refuse = false;
     if (m_stopping) {
         refusal = replies::shutting_down(m_config->hostname), refuse = true;
-    } else if (m_connections.size() - 1 >= limits.connections) {
+    } else if (m_active >= limits.connections) {
         refusal = replies::too_many_connections(m_config->hostname), refuse = true;
     } else if (m_per_client[*ip] >= limits.connections_per_client) {
         refusal = replies::too_many_connections_from(m_config->hostname, ip->to_string()), refuse = true;
     }
-    if (!refuse) m_per_client[*ip]++;
+    if (!refuse) {
+        m_per_client[*ip]++;
+        m_active++;
+    }
     conn->start(*ip, refuse ? &refusal : nullptr);
 }
 
 void Server::connection_closed(ServerConnection* c, const conf::IpAddress& ip, bool counted) {
     if (counted) {
+        m_active--;
         auto it = m_per_client.find(ip);
         if (it != m_per_client.end() && --it->second == 0) m_per_client.erase(it);
     }

@@ -67,7 +67,8 @@ private:
     QueueIdGenerator m_ids;
     std::vector<std::unique_ptr<Listener>> m_listeners;
     std::map<ServerConnection*, std::shared_ptr<ServerConnection>> m_connections;
-    std::map<conf::IpAddress, unsigned> m_per_client;
+    std::map<conf::IpAddress, unsigned> m_per_client;  // sessions that were not refused
+    size_t m_active = 0;
     std::function<void()> m_stopped;
     bool m_stopping = false;
     std::vector<char> m_read_buffer;

@@ -112,6 +112,24 @@ class AcceptTest(GatewayTest):
         self.gw.wait_log(rf"cleanup\[\d+\]: {qid}: message-id=<\d{{14}}\.{qid}@gw\.test>")
 
 
+class Ipv6Test(unittest.TestCase):
+    def test_ipv6_listener_and_clients(self):
+        gw = Gateway('listen: [{ address: "[::1]:0" }, { address: "127.0.0.1:0" }]\nclients: ["::1/128"]\n')
+        try:
+            gw.start()
+            ports = [int(p) for p in re.findall(r"listening on \S+ \(port (\d+)\)", "\n".join(gw.log_lines()))]
+            r = subprocess.run(["swaks", "--server", "::1", "--port", str(ports[0]), "--from", "a@corp.example",
+                                "--to", "b@example.org", "--hide-informational"], capture_output=True, text=True)
+            qid = queued_id(r.stdout)
+            gw.wait_log(rf"{qid}: client=unknown\[::1\]$")
+            # The same gateway over IPv4: 127.0.0.1 is not in clients.
+            r = subprocess.run(["swaks", "--server", "127.0.0.1", "--port", str(ports[1]), "--from", "a@corp.example",
+                                "--to", "b@example.org", "--hide-informational"], capture_output=True, text=True)
+            self.assertIn("554 5.7.1 <b@example.org>: Relay access denied", r.stdout)
+        finally:
+            gw.cleanup()
+
+
 class CommandLineTest(unittest.TestCase):
     def test_check_config_reports_file_line_column(self):
         with tempfile.TemporaryDirectory() as d:

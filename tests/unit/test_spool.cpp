@@ -132,7 +132,7 @@ TEST_CASE("many commits share directory syncs (group commit)", "[spool]") {
     spool.close();
 }
 
-TEST_CASE("updates replace the envelope atomically; remove deletes both files", "[spool]") {
+TEST_CASE("updates replace the envelope atomically, remove deletes both files", "[spool]") {
     TempDir dir;
     Loop l;
     Spool spool(dir.path);
