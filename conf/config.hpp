@@ -105,6 +105,27 @@ struct Limits {
     uint64_t line_length = 1024 * 1024;  // hard bound for one line of message content
 };
 
+// The SMTP client: connections, reuse, and Postfix's default timeouts (smtp_*_timeout).
+struct ClientTimeouts {
+    Seconds connect{30};
+    Seconds helo{300};       // greeting and EHLO
+    Seconds mail{300};
+    Seconds rcpt{300};
+    Seconds data_init{120};  // DATA and its 354
+    Seconds data_xfer{180};  // no progress while sending content
+    Seconds data_done{600};  // the final dot and its reply
+    Seconds rset{20};
+    Seconds quit{300};
+};
+
+struct Delivery {
+    unsigned concurrency = 100;              // connections in total
+    unsigned destination_concurrency = 20;   // connections per destination
+    Seconds connection_reuse{2};             // an idle connection waits this long for more mail
+    unsigned line_length = 998;              // longer lines are broken with <CR><LF><SPACE>
+    ClientTimeouts timeouts;
+};
+
 struct Direct {
     Security security = Security::Opportunistic;
     uint16_t port = 25;
@@ -112,6 +133,8 @@ struct Direct {
 
 struct Dns {
     std::vector<HostPort> servers;  // empty: /etc/resolv.conf
+    Seconds timeout{3};             // per try
+    unsigned attempts = 3;
 };
 
 struct Queue {
@@ -148,6 +171,7 @@ struct Config {
     std::vector<Upstream> upstreams;
     Limits limits;
     Direct direct;
+    Delivery delivery;
     Dns dns;
     Queue queue;
     Log log;

@@ -115,6 +115,7 @@ bool check_domain_pattern(const std::string& pattern, std::string& why) {
 }
 
 bool check_sender_pattern(const std::string& pattern, std::string& why) {
+    if (pattern == "<>") return true;  // the null sender
     if (pattern.size() >= 2 && pattern.front() == '/' && pattern.back() == '/') {
         try {
             std::regex re(pattern.substr(1, pattern.size() - 2), std::regex::ECMAScript);

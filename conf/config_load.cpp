@@ -451,6 +451,30 @@ void load_limits(Walker& w, const YAML::Node& n, Config& c) {
     if (l.data_timeout.count() == 0) w.error(n, "limits.data_timeout", "must be more than 0s");
 }
 
+void load_delivery(Walker& w, const YAML::Node& n, Config& c) {
+    auto f = w.mapping(n, "delivery", {"concurrency", "destination_concurrency", "connection_reuse", "line_length",
+                                       "timeouts"});
+    if (!f) return;
+    auto& d = c.delivery;
+    w.number(*f, "concurrency", "delivery", d.concurrency, 1, 100000);
+    w.number(*f, "destination_concurrency", "delivery", d.destination_concurrency, 1, 10000);
+    w.duration(*f, "connection_reuse", "delivery", d.connection_reuse);
+    w.number(*f, "line_length", "delivery", d.line_length, 78, 100000);
+    auto* t = Walker::find(*f, "timeouts");
+    if (!t) return;
+    auto tf = w.mapping(*t, "delivery.timeouts", {"connect", "helo", "mail", "rcpt", "data_init", "data_xfer",
+                                                  "data_done", "rset", "quit"});
+    if (!tf) return;
+    auto& to = d.timeouts;
+    const std::string path = "delivery.timeouts";
+    for (auto [key, value] : {std::pair{"connect", &to.connect}, {"helo", &to.helo}, {"mail", &to.mail},
+                              {"rcpt", &to.rcpt}, {"data_init", &to.data_init}, {"data_xfer", &to.data_xfer},
+                              {"data_done", &to.data_done}, {"rset", &to.rset}, {"quit", &to.quit}}) {
+        w.duration(*tf, key, path, *value);
+        if (value->count() == 0 && tf->count(key)) w.error(tf->at(key).value, path + "." + key, "must be more than 0s");
+    }
+}
+
 void load_small_sections(Walker& w, const Fields& top, Config& c) {
     if (auto* n = Walker::find(top, "direct")) {
         if (auto f = w.mapping(*n, "direct", {"security", "port"})) {
@@ -459,7 +483,10 @@ void load_small_sections(Walker& w, const Fields& top, Config& c) {
         }
     }
     if (auto* n = Walker::find(top, "dns")) {
-        if (auto f = w.mapping(*n, "dns", {"servers"})) {
+        if (auto f = w.mapping(*n, "dns", {"servers", "timeout", "attempts"})) {
+            w.duration(*f, "timeout", "dns", c.dns.timeout);
+            w.number(*f, "attempts", "dns", c.dns.attempts, 1, 10);
+            if (c.dns.timeout.count() == 0) w.error(f->at("timeout").value, "dns.timeout", "must be more than 0s");
             std::vector<std::string> servers;
             if (auto* s = Walker::find(*f, "servers"); s && w.strings(*s, "dns.servers", servers)) {
                 for (const auto& text : servers) {
@@ -516,7 +543,7 @@ void load_document(Walker& w, const YAML::Node& root, Config& c) {
     if (root.IsNull()) return;  // an empty file: all defaults
     auto top = w.mapping(root, "",
                          {"hostname", "listen", "clients", "tls", "sasl", "sender", "routes", "upstreams", "limits",
-                          "direct", "dns", "queue", "log", "control", "doctor"});
+                          "direct", "delivery", "dns", "queue", "log", "control", "doctor"});
     if (!top) return;
     if (auto* n = Walker::find(*top, "hostname")) {
         std::string why;
@@ -530,6 +557,7 @@ void load_document(Walker& w, const YAML::Node& root, Config& c) {
     if (auto* n = Walker::find(*top, "routes")) load_routes(w, *n, c);
     if (auto* n = Walker::find(*top, "upstreams")) load_upstreams(w, *n, c);
     if (auto* n = Walker::find(*top, "limits")) load_limits(w, *n, c);
+    if (auto* n = Walker::find(*top, "delivery")) load_delivery(w, *n, c);
     load_small_sections(w, *top, c);
 }
 

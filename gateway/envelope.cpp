@@ -151,6 +151,7 @@ std::string serialize(const Envelope& e) {
     if (!e.message_id.empty()) put(out, "message_id", e.message_id);
     put(out, "attempts", std::to_string(e.attempts));
     put(out, "next_attempt", std::to_string(e.next_attempt_us));
+    if (e.delay_warned) put(out, "delay_warned", "1");
     for (const auto& r : e.recipients) {
         put(out, "rcpt", r.address);
         put(out, "rcpt.status", to_string(r.status));

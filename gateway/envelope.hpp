@@ -48,6 +48,7 @@ struct Envelope {
     std::string message_id;
     unsigned attempts = 0;
     int64_t next_attempt_us = 0;
+    bool delay_warned = false;  // the sender has been told the message is delayed
     std::vector<Recipient> recipients;
 };
 

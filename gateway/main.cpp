@@ -2,28 +2,22 @@
 // and end the program with exit status 1.
 #include "auth/sasl_library.hpp"
 #include "conf/config_load.hpp"
+#include "gateway/dns.hpp"
 #include "gateway/log.hpp"
 #include "gateway/queue_view.hpp"
-#include "gateway/server.hpp"
+#include "gateway/serve.hpp"
 #include "gateway/spool.hpp"
 #include "tls/tls_library.hpp"
 
+#include <spdlog/version.h>
 #include <uv.h>
 
-#include <ares.h>
-#include <spdlog/version.h>
-
-#include <sys/resource.h>
-#include <csignal>
-#include <cstring>
 #include <iostream>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace {
-
-const char* const k_version = "0.1.0";
 
 struct Arguments {
     std::vector<std::string> words;
@@ -82,89 +76,13 @@ int cmd_check_config(const Arguments& a) {
 }
 
 int cmd_version() {
-    std::cout << "smtpgw " << k_version << "\n"
+    std::cout << "smtpgw " << SMTPGW_VERSION << "\n"
               << "libuv " << uv_version_string() << "\n"
               << tls::library_version() << "\n"
               << auth::library_version() << "\n"
-              << "c-ares " << ares_version(nullptr) << "\n"
+              << "c-ares " << gateway::dns::library_version() << "\n"
               << "spdlog " << SPDLOG_VER_MAJOR << "." << SPDLOG_VER_MINOR << "." << SPDLOG_VER_PATCH << "\n";
     return 0;
-}
-
-void raise_file_limit() {
-    struct rlimit rl {};
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-}
-
-struct SignalHandle {
-    uv_signal_t handle{};
-};
-
-int cmd_serve(const Arguments& a) {
-    auto loaded = load_or_report(a);
-    if (!loaded) return 1;
-    auto config = std::make_shared<const conf::Config>(std::move(*loaded));
-    gateway::log::init(config->log, config->hostname);
-    raise_file_limit();
-    std::signal(SIGPIPE, SIG_IGN);
-
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    gateway::Spool spool(config->queue.dir);
-    gateway::Server server(&loop, config, spool);
-    SignalHandle term, interrupt, hangup;
-    bool stopping = false;
-    auto stop = [&] {
-        if (stopping) return;
-        stopping = true;
-        gateway::log::info(gateway::log::Component::Master, "stopping: no new connections");
-        for (auto* s : {&term, &interrupt, &hangup})
-            uv_close(reinterpret_cast<uv_handle_t*>(&s->handle), nullptr);
-        server.stop([&] { spool.close(); });
-    };
-    std::function<void(int)> on_signal = [&](int signum) {
-        if (signum != SIGHUP) return stop();
-        auto r = a.config_file.empty() ? conf::load_default() : conf::load_file(a.config_file);
-        if (!r.ok()) {
-            gateway::log::error(gateway::log::Component::Master,
-                                "reload refused, keeping the running configuration: " + r.first_error());
-            return;
-        }
-        auto source = r.config->source;
-        server.reload(std::make_shared<const conf::Config>(std::move(*r.config)));
-        gateway::log::info(gateway::log::Component::Master, "configuration reloaded from " + source);
-    };
-    int status = 0;
-    try {
-        auto recovered = spool.open(&loop);
-        for (const auto& m : recovered)
-            server.observe_queue_id(m.envelope.id);
-        server.start();
-        gateway::log::info(gateway::log::Component::Master, std::string("smtpgw ") + k_version + " started, " +
-                                                                std::to_string(recovered.size()) +
-                                                                " message(s) in the queue, spool " + config->queue.dir);
-        for (auto [s, signum] : {std::pair{&term, SIGTERM}, {&interrupt, SIGINT}, {&hangup, SIGHUP}}) {
-            uv_signal_init(&loop, &s->handle);
-            s->handle.data = &on_signal;
-            uv_signal_start(
-                &s->handle,
-                [](uv_signal_t* h, int signum) { (*static_cast<std::function<void(int)>*>(h->data))(signum); }, signum);
-        }
-    } catch (const std::exception& e) {
-        std::cerr << "smtpgw: error: " << e.what() << "\n";
-        gateway::log::error(gateway::log::Component::Master, e.what());
-        server.stop([&] { spool.close(); });
-        status = 1;
-    }
-    uv_run(&loop, UV_RUN_DEFAULT);
-    if (uv_loop_close(&loop) != 0)
-        gateway::log::warning(gateway::log::Component::Master, "event loop closed with open handles");
-    if (status == 0) gateway::log::info(gateway::log::Component::Master, "stopped");
-    gateway::log::shutdown();
-    return status;
 }
 
 int cmd_queue(const Arguments& a) {
@@ -188,7 +106,7 @@ int main(int argc, char** argv) {
     }
     const std::string& command = args->words.front();
     try {
-        if (command == "serve" && args->words.size() == 1) return cmd_serve(*args);
+        if (command == "serve" && args->words.size() == 1) return gateway::serve(args->config_file);
         if (command == "check-config" && args->words.size() == 1) return cmd_check_config(*args);
         if (command == "version") return cmd_version();
         if (command == "queue") return cmd_queue(*args);

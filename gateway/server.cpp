@@ -136,10 +136,7 @@ std::string Server::next_queue_id() {
 
 void Server::message_stored(const Envelope& e) {
     log::info(log::Component::Cleanup, e.id + ": message-id=" + e.message_id);
-    std::string line = e.id + ": from=<" + e.sender + ">";
-    if (!e.orig_sender.empty()) line += ", orig_from=<" + e.orig_sender + ">";
-    line += ", size=" + std::to_string(e.size) + ", nrcpt=" + std::to_string(e.recipients.size()) + " (queue active)";
-    log::info(log::Component::Qmgr, line);
+    if (m_on_stored) m_on_stored(e);
 }
 
 uv_buf_t Server::read_buffer() { return uv_buf_init(m_read_buffer.data(), unsigned(m_read_buffer.size())); }

@@ -41,6 +41,8 @@ public:
     void stop(std::function<void()> stopped);
     // Applies a new configuration to listeners that exist; listen address changes need a restart.
     void reload(std::shared_ptr<const conf::Config> config);
+    // Called for every message the listener has made durable (the queue manager takes it up).
+    void on_stored(std::function<void(const Envelope&)> f) { m_on_stored = std::move(f); }
     // The queue IDs already in the spool, so new ones never repeat them.
     void observe_queue_id(const std::string& id) { m_ids.observe(id); }
 
@@ -70,6 +72,7 @@ private:
     std::map<conf::IpAddress, unsigned> m_per_client;  // sessions that were not refused
     size_t m_active = 0;
     std::function<void()> m_stopped;
+    std::function<void(const Envelope&)> m_on_stored;
     bool m_stopping = false;
     std::vector<char> m_read_buffer;
 };

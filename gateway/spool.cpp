@@ -183,6 +183,45 @@ void Spool::remove(const std::string& id, Done done) {
     push(Job{JobKind::Remove, nullptr, {}, id, [done = std::move(done)](int err) { done(err == 0); }});
 }
 
+void Spool::read(const std::string& id, uint64_t offset, size_t max, ReadDone done) {
+    struct Work {
+        uv_work_t req;
+        std::string path;
+        uint64_t offset;
+        size_t max;
+        int err = 0;
+        std::string data;
+        ReadDone done;
+    };
+    auto* w = new Work{{}, m_layout.content(id), offset, max, 0, {}, std::move(done)};
+    w->req.data = w;
+    uv_queue_work(
+        m_loop, &w->req,
+        [](uv_work_t* req) {
+            auto* w = static_cast<Work*>(req->data);
+            int fd = ::open(w->path.c_str(), O_RDONLY | O_CLOEXEC);
+            if (fd < 0) {
+                w->err = errno;
+                return;
+            }
+            w->data.resize(w->max);
+            size_t got = 0;
+            while (got < w->max) {
+                ssize_t n = pread(fd, &w->data[got], w->max - got, off_t(w->offset + got));
+                if (n < 0 && errno == EINTR) continue;
+                if (n < 0) w->err = errno;
+                if (n <= 0) break;
+                got += size_t(n);
+            }
+            w->data.resize(got);
+            ::close(fd);
+        },
+        [](uv_work_t* req, int) {
+            std::unique_ptr<Work> w(static_cast<Work*>(req->data));
+            w->done(w->err, std::move(w->data));
+        });
+}
+
 bool Spool::storage_low(uint64_t message_size) const {
     return m_free_bytes.load() < message_size + message_size / 2;  // Postfix: 1.5 x message_size_limit
 }

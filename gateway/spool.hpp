@@ -81,6 +81,11 @@ public:
     void commit(const std::shared_ptr<SpoolTxn>& txn, Envelope&& envelope, CommitDone done);
     void abort(const std::shared_ptr<SpoolTxn>& txn);
 
+    // Reads up to `max` octets of a message's content from `offset` on libuv's thread pool;
+    // `done` gets 0 or an errno value, and the data (shorter than `max` at the end).
+    using ReadDone = std::function<void(int err, std::string data)>;
+    void read(const std::string& id, uint64_t offset, size_t max, ReadDone done);
+
     // Rewrites the envelope of a stored message atomically; removes a message.
     void update(const Envelope& envelope, Done done);
     void remove(const std::string& id, Done done);

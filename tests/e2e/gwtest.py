@@ -15,6 +15,9 @@ import tempfile
 import time
 import unittest
 
+HOLD = ('routes: [{ to: "*", via: hold }]\n'
+        'upstreams: { hold: { host: 127.0.0.1, port: 9, security: none } }\n')
+
 BIN = os.environ.get("SMTPGW_BIN", os.path.join(os.path.dirname(__file__), "../../build/smtpgw"))
 
 
@@ -40,13 +43,17 @@ class Gateway:
         self.write_config(config, listen, hostname)
 
     def write_config(self, extra="", listen="127.0.0.1:0", hostname="gw.test"):
-        text = (f"hostname: {hostname}\n"
-                f"queue: {{ dir: {self.spool} }}\n"
-                f"log: {{ file: {self.log_path}, level: info }}\n")
+        text = f"hostname: {hostname}\nlog: {{ file: {self.log_path}, level: info }}\n"
+        if "queue:" not in extra:
+            text += f"queue: {{ dir: {self.spool}, retry: [1h] }}\n"
         if "listen:" not in extra:
             text += f"listen: [{{ address: \"{listen}\" }}]\n"
+        if "routes:" not in extra:
+            # Unless a test says where mail goes, it goes nowhere: an upstream on a closed port, so
+            # that accepted messages stay queued (deferred) and the tests never touch the real DNS.
+            text += HOLD
         with open(self.config_path, "w") as f:
-            f.write(text + extra)
+            f.write(text + extra.replace("{spool}", self.spool))
 
     def start(self, expect_failure=False):
         lines_before = len(self.log_lines())
@@ -59,8 +66,9 @@ class Gateway:
             self.proc.wait(timeout=10)
             return self.proc
         started = wait_for(lambda: self._started(lines_before), what="the gateway to start")
-        ports = re.findall(r"listening on \S+ \(port (\d+)\)", "\n".join(started))
-        self.port = int(ports[0])
+        listening = re.findall(r"listening on (\S+) \(port (\d+)\)", "\n".join(started))
+        self.host = listening[0][0].rsplit(":", 1)[0].strip("[]")
+        self.port = int(listening[0][1])
         return self.proc
 
     def _started(self, skip):
@@ -130,11 +138,11 @@ class Gateway:
             return f.read()
 
     def swaks(self, *args, timeout=60):
-        return subprocess.run(["swaks", "--server", f"127.0.0.1:{self.port}", "--hide-informational", *args],
+        return subprocess.run(["swaks", "--server", self.host, "--port", str(self.port), "--hide-informational", *args],
                               capture_output=True, text=True, timeout=timeout)
 
     def connect(self, source="127.0.0.1"):
-        c = Client(self.port, source)
+        c = Client(self.host, self.port, source)
         self.clients.append(c)
         return c
 
@@ -142,8 +150,8 @@ class Gateway:
 class Client:
     """A scripted SMTP client on a raw socket: exact bytes out, replies in."""
 
-    def __init__(self, port, source="127.0.0.1", timeout=15):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
+    def __init__(self, host, port, source="127.0.0.1", timeout=15):
+        self.sock = socket.create_connection((host, port), timeout=timeout, source_address=(source, 0))
         self.buf = b""
 
     def send(self, data):

@@ -1,0 +1,150 @@
+#include "gateway/serve.hpp"
+
+#include "conf/config_load.hpp"
+#include "gateway/dns.hpp"
+#include "gateway/log.hpp"
+#include "gateway/queue_manager.hpp"
+#include "gateway/server.hpp"
+#include "gateway/spool.hpp"
+
+#include <uv.h>
+
+#include <csignal>
+#include <functional>
+#include <iostream>
+#include <sys/resource.h>
+
+namespace gateway {
+
+namespace {
+
+using log::Component;
+
+conf::LoadResult load(const std::string& file) { return file.empty() ? conf::load_default() : conf::load_file(file); }
+
+void raise_file_limit() {
+    struct rlimit rl {};
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+// Is ADDRESS:PORT one of our own listeners? Then an MX pointing there is a mail loop.
+SelfTest self_test(const conf::Config& c) {
+    std::vector<conf::IpAddress> local;
+    uv_interface_address_t* ifs = nullptr;
+    int count = 0;
+    if (uv_interface_addresses(&ifs, &count) == 0) {
+        for (int i = 0; i < count; ++i)
+            if (auto a = conf::IpAddress::from_sockaddr(reinterpret_cast<const sockaddr*>(&ifs[i].address)))
+                local.push_back(*a);
+        uv_free_interface_addresses(ifs, count);
+    }
+    auto loopback = *conf::Cidr::parse("127.0.0.0/8");
+    std::vector<conf::HostPort> listen;
+    for (const auto& l : c.listen) listen.push_back(l.endpoint);
+    return [local, loopback, listen](const conf::IpAddress& a, uint16_t port) {
+        bool is_local = loopback.contains(a) || std::find(local.begin(), local.end(), a) != local.end();
+        for (const auto& l : listen) {
+            if (l.port != port) continue;
+            auto la = conf::IpAddress::parse(l.host);
+            bool any = la && std::all_of(la->bytes.begin(), la->bytes.end(), [](uint8_t b) { return b == 0; });
+            if ((la && *la == a) || (any && is_local)) return true;
+        }
+        return false;
+    };
+}
+
+struct Signals {
+    uv_signal_t term{}, interrupt{}, hangup{};
+    std::function<void(int)> handler;
+
+    void start(uv_loop_t* loop) {
+        for (auto [h, signum] : {std::pair{&term, SIGTERM}, {&interrupt, SIGINT}, {&hangup, SIGHUP}}) {
+            uv_signal_init(loop, h);
+            h->data = &handler;
+            uv_signal_start(
+                h, [](uv_signal_t* s, int n) { (*static_cast<std::function<void(int)>*>(s->data))(n); }, signum);
+        }
+    }
+    void close() {
+        for (auto* h : {&term, &interrupt, &hangup}) uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
+    }
+};
+
+}  // namespace
+
+int serve(const std::string& config_file) {
+    auto loaded = load(config_file);
+    for (const auto& d : loaded.diagnostics) std::cerr << d.format() << "\n";
+    if (!loaded.ok()) return 1;
+    auto config = std::make_shared<const conf::Config>(std::move(*loaded.config));
+    log::init(config->log, config->hostname);
+    raise_file_limit();
+    std::signal(SIGPIPE, SIG_IGN);
+
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    Spool spool(config->queue.dir);
+    Server server(&loop, config, spool);
+    std::unique_ptr<dns::Resolver> resolver;
+    std::unique_ptr<QueueManager> queue;
+    Signals signals;
+    bool stopping = false;
+    auto stop = [&] {
+        if (stopping) return;
+        stopping = true;
+        log::info(Component::Master, "stopping: no new connections; deliveries in progress stay queued");
+        signals.close();
+        if (queue) queue->stop();
+        server.stop([&] {
+            if (resolver) resolver->close();
+            spool.close();
+        });
+    };
+    signals.handler = [&](int signum) {
+        if (signum != SIGHUP) return stop();
+        auto r = load(config_file);
+        if (!r.ok()) {
+            log::error(Component::Master, "reload refused, keeping the running configuration: " + r.first_error());
+            return;
+        }
+        auto next = std::make_shared<const conf::Config>(std::move(*r.config));
+        server.reload(next);
+        queue->reload(next);
+        log::info(Component::Master, "configuration reloaded from " + next->source);
+    };
+    int status = 0;
+    try {
+        auto recovered = spool.open(&loop);
+        std::vector<Envelope> envelopes;
+        for (auto& m : recovered) {
+            server.observe_queue_id(m.envelope.id);
+            envelopes.push_back(std::move(m.envelope));
+        }
+        resolver = std::make_unique<dns::Resolver>(&loop, config->dns);
+        queue = std::make_unique<QueueManager>(&loop, config, spool, *resolver, self_test(*config),
+                                               [&server] { return server.next_queue_id(); });
+        server.on_stored([&](const Envelope& e) { queue->add(e); });
+        server.start();
+        log::info(Component::Master, std::string("smtpgw ") + SMTPGW_VERSION + " started, " + std::to_string(envelopes.size()) +
+                                         " message(s) in the queue, spool " + config->queue.dir);
+        queue->start(std::move(envelopes));
+        signals.start(&loop);
+    } catch (const std::exception& e) {
+        std::cerr << "smtpgw: error: " << e.what() << "\n";
+        log::error(Component::Master, e.what());
+        if (queue) queue->stop();
+        if (resolver) resolver->close();
+        server.stop([&] { spool.close(); });
+        status = 1;
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&loop) != 0) log::warning(Component::Master, "event loop closed with open handles");
+    if (status == 0) log::info(Component::Master, "stopped");
+    log::shutdown();
+    return status;
+}
+
+}  // namespace gateway

@@ -1,0 +1,221 @@
+"""Real peers for end-to-end tests: Postfix instances (as MX hosts and as upstream relays) and
+dnsmasq serving MX and A records, all on loopback addresses.
+
+Each Postfix instance is a complete Postfix with its own configuration, queue and log
+directories, listening on ADDRESS:PORT and delivering every accepted message into one Maildir,
+where Return-Path: shows the envelope sender and Delivered-To: the recipient. Recipient
+addresses starting with reject550@ or defer450@ get those replies at RCPT (check_recipient_access).
+"""
+import email
+import email.policy
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+from gwtest import wait_for
+
+ACCESS = ("/^reject550@/ 550 5.1.1 User unknown\n"
+          "/^defer450@/ 450 4.2.0 Mailbox busy, try again later\n")
+
+MASTER_CF = """\
+{listen} inet n - n - - smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000    0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+local     unix  -       n       n       -       -       local
+virtual   unix  -       n       n       -       -       virtual
+lmtp      unix  -       -       n       -       -       lmtp
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+
+def port_open(address, port):
+    try:
+        with socket.create_connection((address, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Postfix:
+    """One Postfix instance: `postfix -c DIR start` with everything under DIR."""
+
+    def __init__(self, name, address, port, extra_main_cf=""):
+        self.name, self.address, self.port = name, address, port
+        self.dir = tempfile.mkdtemp(prefix=f"smtpgw-postfix-{name}-")
+        os.chmod(self.dir, 0o755)
+        self.conf = os.path.join(self.dir, "conf")
+        self.maildir = os.path.join(self.dir, "mail", "maildir")
+        for d in ("conf", "queue", "data", "mail"):
+            os.makedirs(os.path.join(self.dir, d), exist_ok=True)
+        shutil.chown(os.path.join(self.dir, "data"), "postfix")
+        shutil.chown(os.path.join(self.dir, "mail"), "nobody")
+        self.log_path = os.path.join(self.dir, "maillog")
+        self.access_path = os.path.join(self.conf, "access")
+        self.set_access(ACCESS)
+        with open(os.path.join(self.conf, "domains"), "w") as f:
+            f.write("/./ OK\n")  # every domain is delivered into the Maildir
+        with open(os.path.join(self.conf, "master.cf"), "w") as f:
+            f.write(MASTER_CF.format(listen=f"{address}:{port}"))
+        self.write_main_cf(extra_main_cf)
+
+    def write_main_cf(self, extra=""):
+        nobody = subprocess.run(["id", "-u", "nobody"], capture_output=True, text=True).stdout.strip()
+        nogroup = subprocess.run(["id", "-g", "nobody"], capture_output=True, text=True).stdout.strip()
+        with open(os.path.join(self.conf, "main.cf"), "w") as f:
+            f.write(f"""compatibility_level = 3.6
+queue_directory = {self.dir}/queue
+data_directory = {self.dir}/data
+mail_owner = postfix
+myhostname = {self.name}
+mydomain = {self.name}
+smtpd_banner = $myhostname ESMTP Postfix
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+mydestination =
+local_recipient_maps =
+alias_maps =
+mynetworks = 127.0.0.0/8
+virtual_mailbox_domains = regexp:{self.conf}/domains
+virtual_mailbox_base = {self.dir}/mail
+virtual_mailbox_maps = static:maildir/
+virtual_uid_maps = static:{nobody}
+virtual_gid_maps = static:{nogroup}
+maillog_file = {self.log_path}
+maillog_file_prefixes = {self.dir}
+smtpd_recipient_restrictions = check_recipient_access regexp:{self.access_path}, permit_mynetworks, reject
+message_size_limit = 52428800
+virtual_mailbox_limit = 0
+{extra}""")
+
+    def set_access(self, rules):
+        with open(self.access_path, "w") as f:
+            f.write(rules)
+
+    def postfix(self, *args):
+        return subprocess.run(["postfix", "-c", self.conf, *args], capture_output=True, text=True, timeout=60)
+
+    def start(self):
+        r = self.postfix("start")
+        if r.returncode != 0:
+            raise AssertionError(f"postfix {self.name} did not start: {r.stderr}\n{self.log()}")
+        wait_for(lambda: port_open(self.address, self.port), timeout=20, what=f"postfix {self.name} to listen")
+        return self
+
+    def stop(self):
+        self.postfix("stop")
+        wait_for(lambda: not port_open(self.address, self.port), timeout=20, what=f"postfix {self.name} to stop")
+
+    def reload(self):
+        self.postfix("reload")
+        time.sleep(0.5)
+
+    def cleanup(self):
+        if port_open(self.address, self.port):
+            self.postfix("stop")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def messages(self):
+        """Every message delivered so far, parsed, oldest first."""
+        files = sorted(glob.glob(os.path.join(self.maildir, "new", "*")) +
+                       glob.glob(os.path.join(self.maildir, "cur", "*")), key=os.path.getmtime)
+        out = []
+        for path in files:
+            with open(path, "rb") as f:
+                raw = f.read()
+            msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+            msg.raw = raw
+            out.append(msg)
+        return out
+
+    def wait_messages(self, n, timeout=30):
+        return wait_for(lambda: (lambda m: m if len(m) >= n else None)(self.messages()), timeout=timeout,
+                        what=f"{n} message(s) in the Maildir of {self.name}")
+
+    def delivered_to(self, address):
+        return [m for m in self.messages() if m["Delivered-To"] == address]
+
+
+class Dnsmasq:
+    """dnsmasq on 127.0.0.1:PORT, authoritative for .test: unknown names get NXDOMAIN.
+
+    records: a list of dnsmasq options, e.g. "--mx-host=example.test,mx1.example.test,10",
+    "--host-record=mx1.example.test,127.0.0.11".
+    """
+
+    def __init__(self, records, port=None):
+        self.port = port or free_udp_port()
+        self.records = records
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["dnsmasq", "--keep-in-foreground", f"--port={self.port}", "--listen-address=127.0.0.1",
+             "--bind-interfaces", "--no-resolv", "--no-hosts", "--no-negcache", "--local=/test/",
+             "--pid-file=", *self.records],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for(self._answers, timeout=10, what="dnsmasq to answer")
+        return self
+
+    def _answers(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("dnsmasq exited: " + self.proc.stderr.read().decode())
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(0.2)
+        query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x04test\x00\x00\x06\x00\x01"
+        try:
+            s.sendto(query, ("127.0.0.1", self.port))
+            s.recvfrom(512)
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    def cleanup(self):
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc.stderr.close()
+
+
+def free_udp_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def free_tcp_port(address="127.0.0.1"):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind((address, 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
