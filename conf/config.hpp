@@ -108,7 +108,7 @@ struct Limits {
 // The SMTP client: connections, reuse, and Postfix's default timeouts (smtp_*_timeout).
 struct ClientTimeouts {
     Seconds connect{30};
-    Seconds helo{300};       // greeting and EHLO
+    Seconds helo{300};  // greeting and EHLO
     Seconds mail{300};
     Seconds rcpt{300};
     Seconds data_init{120};  // DATA and its 354
@@ -119,10 +119,10 @@ struct ClientTimeouts {
 };
 
 struct Delivery {
-    unsigned concurrency = 100;              // connections in total
-    unsigned destination_concurrency = 20;   // connections per destination
-    Seconds connection_reuse{2};             // an idle connection waits this long for more mail
-    unsigned line_length = 998;              // longer lines are broken with <CR><LF><SPACE>
+    unsigned concurrency = 100;             // connections in total
+    unsigned destination_concurrency = 20;  // connections per destination
+    Seconds connection_reuse{2};            // an idle connection waits this long for more mail
+    unsigned line_length = 998;             // longer lines are broken with <CR><LF><SPACE>
     ClientTimeouts timeouts;
 };
 

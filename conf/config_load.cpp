@@ -452,8 +452,8 @@ void load_limits(Walker& w, const YAML::Node& n, Config& c) {
 }
 
 void load_delivery(Walker& w, const YAML::Node& n, Config& c) {
-    auto f = w.mapping(n, "delivery", {"concurrency", "destination_concurrency", "connection_reuse", "line_length",
-                                       "timeouts"});
+    auto f = w.mapping(n, "delivery",
+                       {"concurrency", "destination_concurrency", "connection_reuse", "line_length", "timeouts"});
     if (!f) return;
     auto& d = c.delivery;
     w.number(*f, "concurrency", "delivery", d.concurrency, 1, 100000);
@@ -462,14 +462,20 @@ void load_delivery(Walker& w, const YAML::Node& n, Config& c) {
     w.number(*f, "line_length", "delivery", d.line_length, 78, 100000);
     auto* t = Walker::find(*f, "timeouts");
     if (!t) return;
-    auto tf = w.mapping(*t, "delivery.timeouts", {"connect", "helo", "mail", "rcpt", "data_init", "data_xfer",
-                                                  "data_done", "rset", "quit"});
+    auto tf = w.mapping(*t, "delivery.timeouts",
+                        {"connect", "helo", "mail", "rcpt", "data_init", "data_xfer", "data_done", "rset", "quit"});
     if (!tf) return;
     auto& to = d.timeouts;
     const std::string path = "delivery.timeouts";
-    for (auto [key, value] : {std::pair{"connect", &to.connect}, {"helo", &to.helo}, {"mail", &to.mail},
-                              {"rcpt", &to.rcpt}, {"data_init", &to.data_init}, {"data_xfer", &to.data_xfer},
-                              {"data_done", &to.data_done}, {"rset", &to.rset}, {"quit", &to.quit}}) {
+    for (auto [key, value] : {std::pair{"connect", &to.connect},
+                              {"helo", &to.helo},
+                              {"mail", &to.mail},
+                              {"rcpt", &to.rcpt},
+                              {"data_init", &to.data_init},
+                              {"data_xfer", &to.data_xfer},
+                              {"data_done", &to.data_done},
+                              {"rset", &to.rset},
+                              {"quit", &to.quit}}) {
         w.duration(*tf, key, path, *value);
         if (value->count() == 0 && tf->count(key)) w.error(tf->at(key).value, path + "." + key, "must be more than 0s");
     }

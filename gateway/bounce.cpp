@@ -125,7 +125,8 @@ std::string build_notice(const NoticeInput& in) {
         if (!failed) m += "Will-Retry-Until: " + rfc5322_date(in.retry_until) + "\r\n";
     }
 
-    m += "\r\n--" + b + "\r\nContent-Description: Undelivered Message Headers\r\nContent-Type: text/rfc822-headers\r\n\r\n";
+    m += "\r\n--" + b +
+         "\r\nContent-Description: Undelivered Message Headers\r\nContent-Type: text/rfc822-headers\r\n\r\n";
     m += in.original_headers;
     m += "\r\n--" + b + "--\r\n";
     return m;

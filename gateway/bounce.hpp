@@ -20,8 +20,8 @@ struct NoticeInput {
     std::string original_headers;    // the header section of the original message (CRLF lines)
     std::string hostname;
     std::time_t now = 0;
-    std::time_t retry_until = 0;     // Delayed: when the gateway gives up
-    std::string boundary;            // unique per notice
+    std::time_t retry_until = 0;  // Delayed: when the gateway gives up
+    std::string boundary;         // unique per notice
 };
 
 // The complete message: headers, the human-readable part, message/delivery-status, and

@@ -17,8 +17,8 @@ namespace gateway {
 // Where a job goes: the recipient domain's MX hosts, or one configured upstream.
 struct Destination {
     enum class Kind { Direct, Upstream } kind = Kind::Direct;
-    std::string domain;        // Direct
-    conf::Upstream upstream;   // Upstream
+    std::string domain;       // Direct
+    conf::Upstream upstream;  // Upstream
     uint16_t port = 25;
 
     std::string key() const { return kind == Kind::Direct ? "direct:" + domain : "upstream:" + upstream.name; }
@@ -30,8 +30,8 @@ struct DeliveryJob {
     std::vector<size_t> recipients;  // indices into the envelope's recipients
     std::vector<std::string> via;    // the route's list; via[via_index] is this destination
     size_t via_index = 0;
-    int64_t activated_us = 0;        // the queue manager took the message up
-    int64_t queued_us = 0;           // the job entered its destination's queue
+    int64_t activated_us = 0;  // the queue manager took the message up
+    int64_t queued_us = 0;     // the job entered its destination's queue
 };
 
 struct RecipientResult {

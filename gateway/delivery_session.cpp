@@ -33,7 +33,7 @@ struct DeliverySession::Socket {
 };
 
 DeliverySession::DeliverySession(SessionContext ctx, Destination destination)
-    : m_ctx(ctx), m_destination(std::move(destination)) {}
+    : m_ctx(std::move(ctx)), m_destination(std::move(destination)) {}
 
 DeliverySession::~DeliverySession() = default;
 
@@ -56,15 +56,17 @@ void DeliverySession::start() {
     auto done = [weak](HopList hops) {
         if (auto s = weak.lock(); s && !s->m_ended) guarded(s, [&] { s->on_hops(std::move(hops)); });
     };
-    if (m_destination.kind == Destination::Kind::Direct) m_ctx.hops->direct(m_destination.domain, m_destination.port, done);
-    else m_ctx.hops->upstream(m_destination.upstream.host, m_destination.port, done);
+    if (m_destination.kind == Destination::Kind::Direct)
+        m_ctx.hops->direct(m_destination.domain, m_destination.port, done);
+    else
+        m_ctx.hops->upstream(m_destination.upstream.host, m_destination.port, done);
 }
 
 void DeliverySession::on_hops(HopList list) {
     if (list.outcome != HopList::Outcome::Ok) {
         DestinationFailure f;
         f.outcome = list.outcome == HopList::Outcome::Bounce ? DestinationFailure::Outcome::Bounce
-                                                               : DestinationFailure::Outcome::Defer;
+                                                             : DestinationFailure::Outcome::Defer;
         f.dsn = list.dsn;
         f.reason = list.reason;
         f.site_failure = f.outcome == DestinationFailure::Outcome::Defer;
@@ -134,14 +136,14 @@ void DeliverySession::on_connected(int status) {
     const NextHop& hop = m_hops[m_hop];
     if (status != 0) {
         m_last_failure = Failure{"4.4.1", "connect to " + hop.label() + ": " + uv_text(status), "none", true};
-        for (size_t i : m_pending) carry(i, *m_last_failure);
+        for (size_t i : m_pending)
+            carry(i, *m_last_failure);
         close_socket();
         m_hop++;
         return connect_next();
     }
     m_connected = true;
-    m_client = std::make_unique<SmtpClient>(
-        ClientSettings{m_ctx.config->hostname, m_ctx.config->delivery.line_length});
+    m_client = std::make_unique<SmtpClient>(ClientSettings{m_ctx.config->hostname, m_ctx.config->delivery.line_length});
     uv_tcp_nodelay(&m_socket->tcp, 1);
     uv_read_start(
         reinterpret_cast<uv_stream_t*>(&m_socket->tcp),
@@ -186,16 +188,19 @@ void DeliverySession::handle_events() {
                 reason = said_reason(label, ev.reply, in_reply_to(ev.stage));
             }
             m_last_failure = Failure{dsn, reason, m_hops[m_hop].label(), true};
-            for (size_t i : m_pending) carry(i, *m_last_failure);
+            for (size_t i : m_pending)
+                carry(i, *m_last_failure);
             close_socket();
             m_hop++;
             return connect_next();
         }
         case ClientEvent::Kind::RecipientDone: {
             size_t index = m_pending.at(ev.index);
-            if (ev.reply.ok()) m_rcpt_ok[ev.index] = ev.reply;
+            if (ev.reply.ok())
+                m_rcpt_ok[ev.index] = ev.reply;
             else if (!ev.reply.transient())
-                record(index, RcptStatus::Bounced, reply_dsn(ev.reply), said_reason(label, ev.reply, "RCPT TO command"));
+                record(index, RcptStatus::Bounced, reply_dsn(ev.reply),
+                       said_reason(label, ev.reply, "RCPT TO command"));
             else
                 m_soft[ev.index] = Failure{reply_dsn(ev.reply), said_reason(label, ev.reply, "RCPT TO command"),
                                            m_hops[m_hop].label(), false};
@@ -274,7 +279,8 @@ void DeliverySession::send_job() {
     const auto& caps = m_client->capabilities();
     std::string label = host_label();
     auto fail_all = [&](const char* dsn, const std::string& reason) {
-        for (size_t i : m_pending) record(i, RcptStatus::Bounced, dsn, reason);
+        for (size_t i : m_pending)
+            record(i, RcptStatus::Bounced, dsn, reason);
         m_pending.clear();
         complete_job();
         m_job_sent = false;
@@ -287,7 +293,8 @@ void DeliverySession::send_job() {
         return fail_all("5.6.7", "SMTPUTF8 is required, but was not offered by host " + label);
     OutgoingMessage m;
     m.sender = e->sender;
-    for (size_t i : m_pending) m.recipients.push_back(e->recipients.at(i).address);
+    for (size_t i : m_pending)
+        m.recipients.push_back(e->recipients.at(i).address);
     m.size = e->size;
     m.body = e->body;
     m.smtputf8 = e->smtputf8;
@@ -359,17 +366,17 @@ void DeliverySession::read_content() {
                       [weak, generation](int err, std::string data) {
                           auto s = weak.lock();
                           if (!s || s->m_ended || s->m_generation != generation) return;
-                          guarded(s, [&] { s->on_content(err, std::move(data)); });
+                          guarded(s, [&] { s->on_content(err, data); });
                       });
 }
 
-void DeliverySession::on_content(int err, std::string data) {
+void DeliverySession::on_content(int err, const std::string& data) {
     m_reading_content = false;
     if (!m_client || !m_job) return;
     if (err) {
         // Postfix: "local data error while talking to HOST": nothing is the server's fault.
-        std::string reason = "local data error while talking to " + host_label() + ": cannot read queue file: " +
-                             std::strerror(err);
+        std::string reason =
+            "local data error while talking to " + host_label() + ": cannot read queue file: " + std::strerror(err);
         for (size_t i : m_pending)
             if (!m_resolved.count(i)) record(i, RcptStatus::Deferred, "4.3.0", reason);
         m_pending.clear();
@@ -427,7 +434,8 @@ void DeliverySession::arm_timer() {
     if (!m_timer || !m_client) return;
     const auto& t = m_ctx.config->delivery.timeouts;
     conf::Seconds s{0};
-    if (m_idle) s = m_ctx.config->delivery.connection_reuse;
+    if (m_idle)
+        s = m_ctx.config->delivery.connection_reuse;
     else {
         switch (m_client->stage()) {
         case ClientStage::Greeting:
@@ -458,8 +466,10 @@ void DeliverySession::arm_timer() {
 void DeliverySession::on_timeout() {
     if (m_ended) return;
     if (!m_connected) {
-        m_last_failure = Failure{"4.4.1", "connect to " + m_hops[m_hop].label() + ": Connection timed out", "none", true};
-        for (size_t i : m_pending) carry(i, *m_last_failure);
+        m_last_failure =
+            Failure{"4.4.1", "connect to " + m_hops[m_hop].label() + ": Connection timed out", "none", true};
+        for (size_t i : m_pending)
+            carry(i, *m_last_failure);
         close_socket();
         m_hop++;
         return connect_next();
@@ -521,7 +531,8 @@ void DeliverySession::abort() {
     close_socket();
     if (m_timer) {
         m_timer->data = nullptr;
-        uv_close(reinterpret_cast<uv_handle_t*>(m_timer), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+        uv_close(reinterpret_cast<uv_handle_t*>(m_timer),
+                 [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
         m_timer = nullptr;
     }
 }

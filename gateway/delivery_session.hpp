@@ -74,7 +74,7 @@ private:
     void send_job();
     void carry(size_t index, const Failure& f);
     void read_content();
-    void on_content(int err, std::string data);
+    void on_content(int err, const std::string& data);
     void record(size_t index, RcptStatus status, const std::string& dsn, const std::string& reason);
     void finish_job_on_this_hop(const ServerReply* reply, ClientStage stage, bool sent);
     void connection_lost(const std::string& why);
@@ -105,13 +105,13 @@ private:
 
     // The job in progress
     std::optional<DeliveryJob> m_job;
-    std::vector<size_t> m_pending;                 // recipients of the job not yet resolved
-    std::vector<RecipientResult> m_results;        // resolved recipients
-    std::set<size_t> m_resolved;                   // recipients with a final result
-    std::map<size_t, Failure> m_carried;           // soft failures: the recipient tries the next address
+    std::vector<size_t> m_pending;                      // recipients of the job not yet resolved
+    std::vector<RecipientResult> m_results;             // resolved recipients
+    std::set<size_t> m_resolved;                        // recipients with a final result
+    std::map<size_t, Failure> m_carried;                // soft failures: the recipient tries the next address
     std::vector<std::optional<ServerReply>> m_rcpt_ok;  // per m_pending entry: accepted by RCPT
     std::vector<std::optional<Failure>> m_soft;         // per m_pending entry: 4xx at RCPT
-    bool m_job_sent = false;                       // the job went out on the current connection
+    bool m_job_sent = false;                            // the job went out on the current connection
     int64_t m_job_start_us = 0;
     double m_job_setup = 0;
     uint64_t m_content_offset = 0;

@@ -99,7 +99,9 @@ void Resolver::close() {
     m_polls.clear();
     if (m_channel) ares_destroy(channel_of(m_channel));  // runs pending callbacks (TempFail)
     m_channel = nullptr;
-    if (m_timer) uv_close(reinterpret_cast<uv_handle_t*>(m_timer), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+    if (m_timer)
+        uv_close(reinterpret_cast<uv_handle_t*>(m_timer),
+                 [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
     m_timer = nullptr;
 }
 
@@ -157,13 +159,14 @@ void Resolver::arm_timer() {
 void Resolver::query(const std::string& name, int type, std::function<void(int, const unsigned char*, int)> done) {
     if (!m_channel) return done(ARES_EDESTRUCTION, nullptr, 0);
     auto* cb = new std::function<void(int, const unsigned char*, int)>(std::move(done));
-    ares_query(channel_of(m_channel), name.c_str(), k_class_in, type,
-               [](void* arg, int status, int, unsigned char* abuf, int alen) {
-                   std::unique_ptr<std::function<void(int, const unsigned char*, int)>> f(
-                       static_cast<std::function<void(int, const unsigned char*, int)>*>(arg));
-                   (*f)(status, abuf, alen);
-               },
-               cb);
+    ares_query(
+        channel_of(m_channel), name.c_str(), k_class_in, type,
+        [](void* arg, int status, int, unsigned char* abuf, int alen) {
+            std::unique_ptr<std::function<void(int, const unsigned char*, int)>> f(
+                static_cast<std::function<void(int, const unsigned char*, int)>*>(arg));
+            (*f)(status, abuf, alen);
+        },
+        cb);
     arm_timer();
 }
 
@@ -199,10 +202,14 @@ void Resolver::addresses(const std::string& name, AddressCallback done) {
         std::vector<conf::IpAddress> all = p->a;
         all.insert(all.end(), p->aaaa.begin(), p->aaaa.end());
         Status s;
-        if (!all.empty()) s = Status::Ok;
-        else if (p->v4 == Status::TempFail || p->v6 == Status::TempFail) s = Status::TempFail;
-        else if (p->v4 == Status::NotFound || p->v6 == Status::NotFound) s = Status::NotFound;
-        else s = Status::NoData;
+        if (!all.empty())
+            s = Status::Ok;
+        else if (p->v4 == Status::TempFail || p->v6 == Status::TempFail)
+            s = Status::TempFail;
+        else if (p->v4 == Status::NotFound || p->v6 == Status::NotFound)
+            s = Status::NotFound;
+        else
+            s = Status::NoData;
         p->done(s, std::move(all));
     };
     query(name, k_type_a, [p, finish](int status, const unsigned char* abuf, int alen) {

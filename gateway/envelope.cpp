@@ -99,6 +99,8 @@ bool apply(Envelope& e, std::string_view key, const std::string& v) {
         return number(v, e.attempts);
     else if (key == "next_attempt")
         return number(v, e.next_attempt_us);
+    else if (key == "delay_warned")
+        e.delay_warned = v == "1";
     else if (key == "rcpt")
         e.recipients.push_back(Recipient{v});
     else if (!r)

@@ -33,7 +33,7 @@ void HopResolver::direct(const std::string& domain, uint16_t port, HopCallback d
         if (!a) return done(failure(HopList::Outcome::Bounce, "5.1.2", "bad address literal " + domain));
         return done(finish_direct(domain, {NextHop{domain, *a, port, 0}}));
     }
-    m_dns.mx(domain, [this, domain, port, done](dns::Status s, std::vector<dns::MxRecord> mx) {
+    m_dns.mx(domain, [this, domain, port, done = std::move(done)](dns::Status s, std::vector<dns::MxRecord> mx) {
         switch (s) {
         case dns::Status::TempFail:
             return done(failure(HopList::Outcome::Defer, "4.4.3", lookup_error(domain, "MX", s)));
@@ -46,11 +46,13 @@ void HopResolver::direct(const std::string& domain, uint16_t port, HopCallback d
         // RFC 7505 3: a lone "." MX says the domain accepts no mail.
         bool only_null = std::all_of(mx.begin(), mx.end(), [](const auto& r) { return r.host.empty(); });
         if (only_null)
-            return done(failure(HopList::Outcome::Bounce, "5.1.0", "Domain " + domain + " does not accept mail (nullMX)"));
+            return done(
+                failure(HopList::Outcome::Bounce, "5.1.0", "Domain " + domain + " does not accept mail (nullMX)"));
         mx.erase(std::remove_if(mx.begin(), mx.end(), [](const auto& r) { return r.host.empty(); }), mx.end());
         // RFC 5321 5.1: by preference; equal preferences in random order.
         std::shuffle(mx.begin(), mx.end(), m_random);
-        std::stable_sort(mx.begin(), mx.end(), [](const auto& a, const auto& b) { return a.preference < b.preference; });
+        std::stable_sort(mx.begin(), mx.end(),
+                         [](const auto& a, const auto& b) { return a.preference < b.preference; });
         resolve_mx_hosts(domain, std::move(mx), port, done);
     });
 }
@@ -77,13 +79,16 @@ void HopResolver::resolve_mx_hosts(const std::string& domain, std::vector<dns::M
             if (--p->outstanding > 0) return;
             std::vector<NextHop> hops;
             for (size_t j = 0; j < p->mx.size(); ++j)
-                for (const auto& addr : p->addresses[j]) hops.push_back({p->mx[j].host, addr, port, p->mx[j].preference});
+                for (const auto& addr : p->addresses[j])
+                    hops.push_back({p->mx[j].host, addr, port, p->mx[j].preference});
             if (!hops.empty()) return p->done(finish_direct(domain, std::move(hops)));
             // No usable address: a temporary failure anywhere defers; otherwise the lookup error is final.
             for (size_t j = 0; j < p->mx.size(); ++j)
                 if (p->status[j] == dns::Status::TempFail)
-                    return p->done(failure(HopList::Outcome::Defer, "4.4.3", lookup_error(p->mx[j].host, "A", p->status[j])));
-            p->done(failure(HopList::Outcome::Bounce, "5.4.4", lookup_error(p->mx.front().host, "A", p->status.front())));
+                    return p->done(
+                        failure(HopList::Outcome::Defer, "4.4.3", lookup_error(p->mx[j].host, "A", p->status[j])));
+            p->done(
+                failure(HopList::Outcome::Bounce, "5.4.4", lookup_error(p->mx.front().host, "A", p->status.front())));
         });
     }
 }
@@ -94,9 +99,11 @@ HopList HopResolver::finish_direct(const std::string& domain, std::vector<NextHo
     for (size_t i = 0; i < hops.size(); ++i) {
         if (!m_is_self || !m_is_self(hops[i].address, hops[i].port)) continue;
         unsigned self_pref = hops[i].preference;
-        hops.erase(std::remove_if(hops.begin(), hops.end(), [&](const NextHop& h) { return h.preference >= self_pref; }),
-                   hops.end());
-        if (hops.empty()) return failure(HopList::Outcome::Bounce, "5.4.6", "mail for " + domain + " loops back to myself");
+        hops.erase(
+            std::remove_if(hops.begin(), hops.end(), [&](const NextHop& h) { return h.preference >= self_pref; }),
+            hops.end());
+        if (hops.empty())
+            return failure(HopList::Outcome::Bounce, "5.4.6", "mail for " + domain + " loops back to myself");
         break;
     }
     if (hops.size() > k_address_limit) hops.resize(k_address_limit);
@@ -111,18 +118,20 @@ void HopResolver::upstream(const std::string& host, uint16_t port, HopCallback d
         out.hops.push_back({host, *a, port, 0});
         return done(out);
     }
-    m_dns.addresses(host, [host, port, done](dns::Status s, std::vector<conf::IpAddress> addrs) {
-        if (s == dns::Status::TempFail) return done(failure(HopList::Outcome::Defer, "4.4.3", lookup_error(host, "A", s)));
-        if (addrs.empty())
-            // A smarthost that does not resolve is a configuration problem: never bounce for it.
-            return done(failure(HopList::Outcome::Defer, "4.3.5", lookup_error(host, "A", s)));
-        HopList out;
-        for (const auto& a : addrs) {
-            if (out.hops.size() == k_address_limit) break;
-            out.hops.push_back({host, a, port, 0});
-        }
-        done(out);
-    });
+    m_dns.addresses(host,
+                    [host, port, done = std::move(done)](dns::Status s, const std::vector<conf::IpAddress>& addrs) {
+                        if (s == dns::Status::TempFail)
+                            return done(failure(HopList::Outcome::Defer, "4.4.3", lookup_error(host, "A", s)));
+                        if (addrs.empty())
+                            // A smarthost that does not resolve is a configuration problem: never bounce for it.
+                            return done(failure(HopList::Outcome::Defer, "4.3.5", lookup_error(host, "A", s)));
+                        HopList out;
+                        for (const auto& a : addrs) {
+                            if (out.hops.size() == k_address_limit) break;
+                            out.hops.push_back({host, a, port, 0});
+                        }
+                        done(out);
+                    });
 }
 
 }  // namespace gateway

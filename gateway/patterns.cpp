@@ -25,7 +25,8 @@ bool glob_match(std::string_view p, std::string_view t) {
             return false;
         }
     }
-    while (pi < p.size() && p[pi] == '*') ++pi;
+    while (pi < p.size() && p[pi] == '*')
+        ++pi;
     return pi == p.size();
 }
 
@@ -50,7 +51,8 @@ bool SenderPattern::matches(std::string_view address, std::vector<std::string>* 
         if (!std::regex_search(address.begin(), address.end(), m, *m_regex)) return false;
         if (captures) {
             captures->clear();
-            for (const auto& sub : m) captures->push_back(sub.str());
+            for (const auto& sub : m)
+                captures->push_back(sub.str());
         }
         return true;
     }

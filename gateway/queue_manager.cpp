@@ -23,8 +23,8 @@ bool open(RcptStatus s) { return s == RcptStatus::Pending || s == RcptStatus::De
 
 }  // namespace
 
-QueueManager::QueueManager(uv_loop_t* loop, std::shared_ptr<const conf::Config> config, Spool& spool,
-                           dns::Client& dns, SelfTest is_self, std::function<std::string()> new_queue_id)
+QueueManager::QueueManager(uv_loop_t* loop, std::shared_ptr<const conf::Config> config, Spool& spool, dns::Client& dns,
+                           SelfTest is_self, std::function<std::string()> new_queue_id)
     : m_loop(loop),
       m_config(std::move(config)),
       m_spool(spool),
@@ -64,7 +64,8 @@ bool QueueManager::flush(const std::string& id) {
         found = true;
         if (!m.active) schedule(m, now);
     }
-    for (auto& [key, q] : m_dests) q.dead_until = 0;  // a flush tries dead destinations again
+    for (auto& [key, q] : m_dests)
+        q.dead_until = 0;  // a flush tries dead destinations again
     arm_timer();
     return found;
 }
@@ -83,11 +84,13 @@ void QueueManager::stop() {
     if (m_stopping) return;
     m_stopping = true;
     auto sessions = m_sessions;
-    for (auto& [ptr, s] : sessions) s->abort();
+    for (auto& [ptr, s] : sessions)
+        s->abort();
     m_sessions.clear();
     m_dests.clear();
     if (m_timer) {
-        uv_close(reinterpret_cast<uv_handle_t*>(m_timer), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+        uv_close(reinterpret_cast<uv_handle_t*>(m_timer),
+                 [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
         m_timer = nullptr;
     }
 }
@@ -362,8 +365,8 @@ void QueueManager::log_delivery(const Message& m, const RecipientResult& r, cons
     log::info(log::Component::Smtp, m.env.id + ": to=<" + m.env.recipients[r.index].address + ">, relay=" + r.relay +
                                         ", delay=" + format_delay(delay) + ", delays=" + format_delay(d.before_active) +
                                         "/" + format_delay(d.in_queue) + "/" + format_delay(d.setup) + "/" +
-                                        format_delay(d.transfer) + ", dsn=" + r.dsn + ", status=" +
-                                        to_string(r.status) + " (" + r.reason + ")");
+                                        format_delay(d.transfer) + ", dsn=" + r.dsn +
+                                        ", status=" + to_string(r.status) + " (" + r.reason + ")");
 }
 
 void QueueManager::job_finished(Message& m) {
@@ -432,20 +435,22 @@ void QueueManager::persist(const std::string& id, bool warned) {
 void QueueManager::send_notices(const std::string& id, std::vector<NoticeKind> kinds, std::function<void()> then) {
     if (kinds.empty()) return then();
     // The original's header section goes into the notice (text/rfc822-headers).
-    m_spool.read(id, 0, 64 * 1024, [this, id, kinds, then](int err, std::string data) {
-        std::string headers = err ? std::string() : header_section(data);
-        auto remaining = std::make_shared<size_t>(kinds.size());
-        for (auto kind : kinds) {
-            queue_notice(id, kind, headers, [this, id, kind, remaining, then](bool ok) {
-                auto it = m_messages.find(id);
-                if (!ok && it != m_messages.end() && kind == NoticeKind::Failed) {
-                    // Not stored: the recipients stay open and fail again next time, with a notice then.
-                    for (size_t i : it->second.bounced) it->second.env.recipients[i].status = RcptStatus::Deferred;
-                }
-                if (--*remaining == 0) then();
-            });
-        }
-    });
+    m_spool.read(id, 0, 64 * 1024,
+                 [this, id, kinds = std::move(kinds), then = std::move(then)](int err, const std::string& data) {
+                     std::string headers = err ? std::string() : header_section(data);
+                     auto remaining = std::make_shared<size_t>(kinds.size());
+                     for (auto kind : kinds) {
+                         queue_notice(id, kind, headers, [this, id, kind, remaining, then](bool ok) {
+                             auto it = m_messages.find(id);
+                             if (!ok && it != m_messages.end() && kind == NoticeKind::Failed) {
+                                 // Not stored: the recipients stay open and fail again next time, with a notice then.
+                                 for (size_t i : it->second.bounced)
+                                     it->second.env.recipients[i].status = RcptStatus::Deferred;
+                             }
+                             if (--*remaining == 0) then();
+                         });
+                     }
+                 });
 }
 
 void QueueManager::queue_notice(const std::string& id, NoticeKind kind, std::string headers,
@@ -457,7 +462,8 @@ void QueueManager::queue_notice(const std::string& id, NoticeKind kind, std::str
     NoticeInput in;
     in.kind = kind;
     in.original = &m.env;
-    if (kind == NoticeKind::Failed) in.recipients = m.bounced;
+    if (kind == NoticeKind::Failed)
+        in.recipients = m.bounced;
     else
         for (size_t i = 0; i < m.env.recipients.size(); ++i)
             if (open(m.env.recipients[i].status)) in.recipients.push_back(i);
@@ -483,7 +489,7 @@ void QueueManager::queue_notice(const std::string& id, NoticeKind kind, std::str
     auto txn = m_spool.begin(notice_id);
     m_spool.write(txn, std::move(content), [] {});
     std::string what = kind == NoticeKind::Failed ? "sender non-delivery notification" : "sender delay notification";
-    m_spool.commit(txn, std::move(e), [this, id, what, done](CommitResult r, const Envelope& stored) {
+    m_spool.commit(txn, std::move(e), [this, id, what, done = std::move(done)](CommitResult r, const Envelope& stored) {
         if (r != CommitResult::Stored) {
             log::warning(log::Component::Bounce, id + ": cannot queue the " + what);
             return done(false);

@@ -73,7 +73,7 @@ private:
         std::vector<DeliverySession*> idle;
         std::set<DeliverySession*> starting;  // sessions that have not taken a job yet
         unsigned sessions = 0;
-        int64_t dead_until = 0;               // after a failure, jobs are deferred until then
+        int64_t dead_until = 0;  // after a failure, jobs are deferred until then
         DestinationFailure dead;
     };
 

@@ -9,10 +9,10 @@
 
 #include <uv.h>
 
+#include <sys/resource.h>
 #include <csignal>
 #include <functional>
 #include <iostream>
-#include <sys/resource.h>
 
 namespace gateway {
 
@@ -43,7 +43,8 @@ SelfTest self_test(const conf::Config& c) {
     }
     auto loopback = *conf::Cidr::parse("127.0.0.0/8");
     std::vector<conf::HostPort> listen;
-    for (const auto& l : c.listen) listen.push_back(l.endpoint);
+    for (const auto& l : c.listen)
+        listen.push_back(l.endpoint);
     return [local, loopback, listen](const conf::IpAddress& a, uint16_t port) {
         bool is_local = loopback.contains(a) || std::find(local.begin(), local.end(), a) != local.end();
         for (const auto& l : listen) {
@@ -69,7 +70,8 @@ struct Signals {
         }
     }
     void close() {
-        for (auto* h : {&term, &interrupt, &hangup}) uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
+        for (auto* h : {&term, &interrupt, &hangup})
+            uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
     }
 };
 
@@ -77,7 +79,8 @@ struct Signals {
 
 int serve(const std::string& config_file) {
     auto loaded = load(config_file);
-    for (const auto& d : loaded.diagnostics) std::cerr << d.format() << "\n";
+    for (const auto& d : loaded.diagnostics)
+        std::cerr << d.format() << "\n";
     if (!loaded.ok()) return 1;
     auto config = std::make_shared<const conf::Config>(std::move(*loaded.config));
     log::init(config->log, config->hostname);
@@ -128,8 +131,9 @@ int serve(const std::string& config_file) {
                                                [&server] { return server.next_queue_id(); });
         server.on_stored([&](const Envelope& e) { queue->add(e); });
         server.start();
-        log::info(Component::Master, std::string("smtpgw ") + SMTPGW_VERSION + " started, " + std::to_string(envelopes.size()) +
-                                         " message(s) in the queue, spool " + config->queue.dir);
+        log::info(Component::Master, std::string("smtpgw ") + SMTPGW_VERSION + " started, " +
+                                         std::to_string(envelopes.size()) + " message(s) in the queue, spool " +
+                                         config->queue.dir);
         queue->start(std::move(envelopes));
         signals.start(&loop);
     } catch (const std::exception& e) {

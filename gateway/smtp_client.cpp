@@ -126,18 +126,25 @@ void SmtpClient::parse_capabilities(const ServerReply& r) {
         std::string keyword = t.substr(0, space);
         std::string args = space == std::string::npos ? "" : t.substr(space + 1);
         auto is = [&](const char* k) { return strcasecmp(keyword.c_str(), k) == 0; };
-        if (is("PIPELINING")) m_caps.pipelining = true;
-        else if (is("8BITMIME")) m_caps.eightbitmime = true;
-        else if (is("SMTPUTF8")) m_caps.smtputf8 = true;
-        else if (is("STARTTLS")) m_caps.starttls = true;
-        else if (is("SIZE")) m_caps.size = args.empty() ? 0 : std::strtoull(args.c_str(), nullptr, 10);
-        else if (is("AUTH")) {
+        if (is("PIPELINING"))
+            m_caps.pipelining = true;
+        else if (is("8BITMIME"))
+            m_caps.eightbitmime = true;
+        else if (is("SMTPUTF8"))
+            m_caps.smtputf8 = true;
+        else if (is("STARTTLS"))
+            m_caps.starttls = true;
+        else if (is("SIZE")) {
+            m_caps.size_offered = true;
+            m_caps.size = args.empty() ? 0 : std::strtoull(args.c_str(), nullptr, 10);
+        } else if (is("AUTH")) {
             size_t pos = 0;
             while (pos < args.size()) {
                 size_t end = args.find(' ', pos);
                 if (end == std::string::npos) end = args.size();
                 std::string mech = args.substr(pos, end - pos);
-                for (auto& c : mech) c = char(toupper(static_cast<unsigned char>(c)));
+                for (auto& c : mech)
+                    c = char(toupper(static_cast<unsigned char>(c)));
                 if (!mech.empty()) m_caps.auth.push_back(mech);
                 pos = end + 1;
             }
@@ -162,9 +169,9 @@ void SmtpClient::on_rset(const ServerReply& r) {
 std::string SmtpClient::mail_command() const {
     std::string cmd = "MAIL FROM:<" + m_message.sender + ">";
     if (!m_caps.esmtp) return cmd;
-    if (m_caps.size > 0 || m_message.size > 0) cmd += " SIZE=" + std::to_string(m_message.size);  // RFC 1870
-    if (m_caps.eightbitmime && !m_message.body.empty()) cmd += " BODY=" + m_message.body;     // RFC 6152
-    if (m_message.smtputf8 && m_caps.smtputf8) cmd += " SMTPUTF8";                           // RFC 6531
+    if (m_caps.size_offered) cmd += " SIZE=" + std::to_string(m_message.size);             // RFC 1870
+    if (m_caps.eightbitmime && !m_message.body.empty()) cmd += " BODY=" + m_message.body;  // RFC 6152
+    if (m_message.smtputf8 && m_caps.smtputf8) cmd += " SMTPUTF8";                         // RFC 6531
     return cmd;
 }
 
@@ -202,8 +209,10 @@ void SmtpClient::send_next_rcpt() {
 void SmtpClient::on_rcpt(const ServerReply& r, size_t index) {
     if (m_mail_failed) return;  // pipelined after a refused MAIL: answered by the MAIL reply
     emit(ClientEvent::Kind::RecipientDone, ClientStage::Rcpt, r, index);
-    if (r.code / 100 == 2) m_accepted++;
-    else m_mail_reply = r;  // the last refusal, should nothing be accepted
+    if (r.code / 100 == 2)
+        m_accepted++;
+    else
+        m_mail_reply = r;  // the last refusal, should nothing be accepted
     if (m_caps.pipelining) return;
     if (m_next_rcpt < m_message.recipients.size()) return send_next_rcpt();
     if (m_accepted == 0) return finish_message(ClientEvent::Kind::MessageFailed, m_mail_reply, ClientStage::Rcpt);

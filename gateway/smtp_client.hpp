@@ -29,7 +29,21 @@ struct OutgoingMessage {
     bool smtputf8 = false;
 };
 
-enum class ClientStage { Greeting, Helo, StartTls, Auth, Ready, Rset, Mail, Rcpt, Data, Content, DataDone, Quit, Closed };
+enum class ClientStage {
+    Greeting,
+    Helo,
+    StartTls,
+    Auth,
+    Ready,
+    Rset,
+    Mail,
+    Rcpt,
+    Data,
+    Content,
+    DataDone,
+    Quit,
+    Closed
+};
 
 // "receiving the initial server greeting", for "lost connection with HOST[IP] while ..."
 const char* while_text(ClientStage stage);
@@ -42,6 +56,7 @@ struct ServerCapabilities {
     bool eightbitmime = false;
     bool smtputf8 = false;
     bool starttls = false;
+    bool size_offered = false;
     uint64_t size = 0;  // 0: no limit announced
     std::vector<std::string> auth;
 };

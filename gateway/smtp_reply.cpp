@@ -44,7 +44,8 @@ std::string ServerReply::status() const {
 
 std::vector<std::string> ServerReply::texts() const {
     std::vector<std::string> out;
-    for (const auto& l : lines) out.push_back(l.size() > 4 ? l.substr(4) : std::string());
+    for (const auto& l : lines)
+        out.push_back(l.size() > 4 ? l.substr(4) : std::string());
     return out;
 }
 

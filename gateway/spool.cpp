@@ -14,7 +14,7 @@
 
 #include <cerrno>
 #include <cstring>
-#include <map>
+#include <set>
 #include <stdexcept>
 
 namespace gateway {
@@ -46,40 +46,38 @@ SpoolScan scan_spool(const SpoolLayout& layout) {
     SpoolScan scan;
     DIR* dir = opendir(layout.queue().c_str());
     if (!dir) return scan;
-    std::map<std::string, std::pair<bool, bool>> ids;  // id -> (has .msg, has .env)
+    // readdir() may miss a name that is being renamed over (an envelope update), so the names
+    // only say which IDs exist; each file is then opened by its name, which rename keeps atomic.
+    std::set<std::string> ids;
     while (struct dirent* d = readdir(dir)) {
         std::string name = d->d_name;
         if (name == "." || name == "..") continue;
         auto dot = name.find('.');
         std::string id = name.substr(0, dot), ext = dot == std::string::npos ? "" : name.substr(dot);
-        if (ext == ".msg" && QueueIdGenerator::is_valid(id))
-            ids[id].first = true;
-        else if (ext == ".env" && QueueIdGenerator::is_valid(id))
-            ids[id].second = true;
+        if ((ext == ".msg" || ext == ".env") && QueueIdGenerator::is_valid(id))
+            ids.insert(id);
         else if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0)
             scan.damaged.push_back({name, "envelope write that never completed"});
         else
             scan.damaged.push_back({name, "not a spool file"});
     }
     closedir(dir);
-    for (const auto& [id, has] : ids) {
-        auto [msg, env] = has;
-        if (!env) {
-            scan.damaged.push_back({id + ".msg", "content without an envelope (never acknowledged)"});
-            continue;
-        }
-        std::string text;
-        EnvelopeParse parsed;
-        if (!read_file(layout.envelope(id), text))
-            parsed.error = "unreadable: " + errno_text(errno);
-        else
-            parsed = parse_envelope(text);
+    for (const auto& id : ids) {
         struct stat st {};
+        bool msg = stat(layout.content(id).c_str(), &st) == 0;
+        std::string text;
+        if (!read_file(layout.envelope(id), text)) {
+            if (errno == ENOENT && msg)
+                scan.damaged.push_back({id + ".msg", "content without an envelope (never acknowledged)"});
+            else if (errno != ENOENT)
+                scan.damaged.push_back({id + ".env", "unreadable: " + errno_text(errno)});
+            continue;  // neither file: removed while we looked
+        }
+        EnvelopeParse parsed = parse_envelope(text);
         std::string why = parsed.error;
         if (why.empty() && parsed.envelope->id != id) why = "envelope names another queue ID";
         if (why.empty() && !msg) why = "envelope without content";
-        if (why.empty() &&
-            (stat(layout.content(id).c_str(), &st) != 0 || uint64_t(st.st_size) != parsed.envelope->size))
+        if (why.empty() && uint64_t(st.st_size) != parsed.envelope->size)
             why = "content size does not match the envelope";
         if (!why.empty()) {
             scan.damaged.push_back({id + ".env", why});

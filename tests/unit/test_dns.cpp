@@ -35,8 +35,8 @@ struct Dnsmasq {
         if (pid == 0) {
             std::string p = "--port=" + std::to_string(port);
             execlp("dnsmasq", "dnsmasq", "--keep-in-foreground", p.c_str(), "--listen-address=127.0.0.1",
-                   "--bind-interfaces", "--no-resolv", "--no-hosts", "--local=/test/", "--pid-file=",
-                   "--log-facility=/dev/null", "--mx-host=example.test,mx1.example.test,10",
+                   "--bind-interfaces", "--no-resolv", "--no-hosts", "--local=/test/",
+                   "--pid-file=", "--log-facility=/dev/null", "--mx-host=example.test,mx1.example.test,10",
                    "--mx-host=example.test,mx2.example.test,20", "--host-record=mx1.example.test,127.0.0.11",
                    "--host-record=mx2.example.test,127.0.0.12,::12", "--mx-host=nullmx.test,.,0",
                    "--host-record=implicit.test,127.0.0.13", "--server=/servfail.test/127.0.0.1#9", nullptr);
@@ -59,7 +59,8 @@ struct Loop {
     }
     template <typename F>
     void until(F done) {
-        while (!done()) uv_run(&loop, UV_RUN_ONCE);
+        while (!done())
+            uv_run(&loop, UV_RUN_ONCE);
     }
 };
 

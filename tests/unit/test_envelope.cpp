@@ -23,6 +23,7 @@ Envelope sample() {
     e.message_id = "<x@y>";
     e.attempts = 2;
     e.next_attempt_us = 1795803760000000;
+    e.delay_warned = true;
     Recipient a("a@example.org");
     Recipient b("\"b c\"@example.org");
     b.status = RcptStatus::Deferred;
@@ -52,6 +53,7 @@ TEST_CASE("envelopes survive a round trip", "[envelope]") {
     CHECK(r.smtputf8);
     CHECK(r.body == "8BITMIME");
     CHECK(r.attempts == 2);
+    CHECK(r.delay_warned);
     REQUIRE(r.recipients.size() == 2);
     CHECK(r.recipients[1].address == "\"b c\"@example.org");
     CHECK(r.recipients[1].status == RcptStatus::Deferred);

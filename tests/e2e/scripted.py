@@ -1,0 +1,137 @@
+"""A scripted SMTP server for faults a real server will not produce on demand: a refused
+greeting, silence, a connection cut in the middle of the message body, a tiny SIZE limit.
+
+It runs in a thread of the test process, records every session (the commands in order) and
+every message it accepted (envelope and content), and answers as `script` says:
+  script.greeting       the greeting line(s), or None to say nothing at all
+  script.ehlo           EHLO reply lines
+  script.reply(cmd)     a reply for a command line, or None for the default
+  script.cut_after      close the connection after this many bytes of message content
+"""
+import socket
+import threading
+
+
+class Script:
+    def __init__(self, greeting="220 scripted.test ESMTP", ehlo=("250-scripted.test", "250-PIPELINING",
+                                                                  "250 8BITMIME"), replies=None, cut_after=None):
+        self.greeting = greeting
+        self.ehlo = list(ehlo)
+        self.replies = dict(replies or {})  # command prefix (upper case) -> reply line(s)
+        self.cut_after = cut_after
+
+    def reply(self, line):
+        upper = line.upper()
+        for prefix, reply in self.replies.items():
+            if upper.startswith(prefix):
+                return reply
+        return None
+
+
+class ScriptedSmtp:
+    def __init__(self, address, port, script=None):
+        self.address, self.port = address, port
+        self.script = script or Script()
+        self.sessions = []  # per connection: list of command lines
+        self.messages = []  # (mail_from, [rcpt], data bytes)
+        self.lock = threading.Lock()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((address, port))
+        self.sock.listen(50)
+        self.running = True
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.running = False
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        except OSError:
+            pass
+        self.sock.close()
+        self.thread.join(timeout=5)
+
+    def _accept(self):
+        while self.running:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+
+    def _session(self, conn):
+        commands = []
+        with self.lock:
+            self.sessions.append(commands)
+        f = conn.makefile("rb")
+        s = self.script
+
+        def send(lines):
+            if isinstance(lines, str):
+                lines = [lines]
+            conn.sendall("".join(l + "\r\n" for l in lines).encode())
+
+        try:
+            if s.greeting is None:
+                f.read()  # silence until the client gives up
+                return
+            send(s.greeting)
+            mail_from, rcpts = None, []
+            while True:
+                raw = f.readline()
+                if not raw:
+                    return
+                line = raw.decode(errors="replace").rstrip("\r\n")
+                commands.append(line)
+                scripted = s.reply(line)
+                verb = line.split(" ", 1)[0].upper()
+                if scripted is not None:
+                    send(scripted)
+                    first = scripted if isinstance(scripted, str) else scripted[0]
+                    if first.startswith("421"):
+                        return
+                    if verb == "RCPT" and first.startswith("2"):
+                        rcpts.append(line)
+                    continue
+                if verb in ("EHLO",):
+                    send(s.ehlo)
+                elif verb == "HELO":
+                    send("250 scripted.test")
+                elif verb == "MAIL":
+                    mail_from, rcpts = line, []
+                    send("250 2.1.0 Ok")
+                elif verb == "RCPT":
+                    rcpts.append(line)
+                    send("250 2.1.5 Ok")
+                elif verb == "DATA":
+                    send("354 End data with <CR><LF>.<CR><LF>")
+                    data = b""
+                    while True:
+                        chunk = f.readline()
+                        if not chunk:
+                            return
+                        if s.cut_after is not None and len(data) + len(chunk) > s.cut_after:
+                            return  # cut the connection in the middle of the content
+                        if chunk == b".\r\n":
+                            break
+                        data += chunk
+                    with self.lock:
+                        self.messages.append((mail_from, list(rcpts), data))
+                    send(f"250 2.0.0 Ok: queued as S{len(self.messages)}")
+                elif verb == "RSET":
+                    mail_from, rcpts = None, []
+                    send("250 2.0.0 Ok")
+                elif verb == "QUIT":
+                    send("221 2.0.0 Bye")
+                    return
+                else:
+                    send("502 5.5.2 Error: command not recognized")
+        except OSError:
+            return
+        finally:
+            try:
+                f.close()
+                conn.close()
+            except OSError:
+                pass

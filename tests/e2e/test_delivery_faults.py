@@ -1,0 +1,174 @@
+"""Delivery faults from scripted peers: what the log and the bounce say for each."""
+import email
+import re
+import time
+import unittest
+
+from gwtest import Gateway, queued_id, wait_for
+from scripted import Script, ScriptedSmtp
+
+SENDER = "app@catch.test"
+
+
+def config(extra_queue="retry: [1s]", timeouts="{ helo: 2s, data_xfer: 2s }"):
+    return f"""routes:
+  - {{ to: catch.test, via: catcher }}
+  - {{ to: faulty.test, via: faulty }}
+  - {{ to: failover.test, via: [down, catcher] }}
+upstreams:
+  catcher: {{ host: 127.0.0.41, port: 2525, security: none }}
+  faulty: {{ host: 127.0.0.42, port: 2525, security: none }}
+  down: {{ host: 127.0.0.43, port: 2525, security: none }}
+delivery: {{ connection_reuse: 1s, timeouts: {timeouts} }}
+queue: {{ dir: {{spool}}, {extra_queue} }}
+"""
+
+
+class FaultTest(unittest.TestCase):
+    def setUp(self):
+        self.catcher = ScriptedSmtp("127.0.0.41", 2525)
+        self.faulty = None
+        self.gw = None
+
+    def tearDown(self):
+        if self.gw:
+            self.gw.cleanup()
+        self.catcher.close()
+        if self.faulty:
+            self.faulty.close()
+
+    def start(self, script=None, **kw):
+        if script:
+            self.faulty = ScriptedSmtp("127.0.0.42", 2525, script)
+        self.gw = Gateway(config(**kw))
+        self.gw.start()
+
+    def send(self, to, body="hello", subject="t"):
+        r = self.gw.swaks("--from", SENDER, "--to", to, "--header", f"Subject: {subject}", "--body", body)
+        self.assertEqual(r.returncode, 0, r.stdout)
+        return queued_id(r.stdout)
+
+    def line(self, qid, rcpt, status, timeout=30):
+        return self.gw.wait_log(rf"smtp\[\d+\]: {qid}: to=<{re.escape(rcpt)}>, .*status={status} ", timeout=timeout)
+
+    def notices(self, subject_start):
+        out = []
+        for mail_from, rcpts, data in list(self.catcher.messages):
+            msg = email.message_from_bytes(data)
+            if (msg["Subject"] or "").startswith(subject_start):
+                out.append((mail_from, rcpts, msg))
+        return out
+
+    def test_greeting_refused(self):
+        self.start(Script(greeting="554 5.7.1 scripted.test: this relay does not accept your mail"))
+        qid = self.send("a@faulty.test")
+        line = self.line(qid, "a@faulty.test", "deferred")
+        self.assertIn("relay=127.0.0.42[127.0.0.42]:2525", line)
+        # A 5xx greeting is not final (Postfix's smtp_skip_5xx_greeting): deferred, 4.x.x.
+        self.assertIn("dsn=4.7.1, status=deferred (host 127.0.0.42[127.0.0.42] refused to talk to me: 554 5.7.1 "
+                      "scripted.test: this relay does not accept your mail)", line)
+
+    def test_silent_server_times_out(self):
+        self.start(Script(greeting=None))
+        qid = self.send("b@faulty.test")
+        line = self.line(qid, "b@faulty.test", "deferred")
+        self.assertIn("dsn=4.4.2, status=deferred (conversation with 127.0.0.42[127.0.0.42] timed out while "
+                      "receiving the initial server greeting)", line)
+
+    def test_connection_cut_during_the_body(self):
+        self.start(Script(cut_after=2000))
+        qid = self.send("c@faulty.test", body="x" * 70 + "\n" + ("y" * 70 + "\n") * 200)
+        line = self.line(qid, "c@faulty.test", "deferred")
+        # Where the loss is noticed depends on socket buffers: in the body, or waiting for the reply.
+        self.assertRegex(line, r"dsn=4\.4\.2, status=deferred \(lost connection with 127\.0\.0\.42\[127\.0\.0\.42\] "
+                               r"while sending (message body|end of data -- message may be sent more than once)\)$")
+        [entry] = self.gw.queue()
+        self.assertEqual(entry["recipients"][0]["status"], "deferred")
+
+    def test_message_larger_than_the_server_allows(self):
+        self.start(Script(ehlo=("250-scripted.test", "250-PIPELINING", "250 SIZE 100")))
+        qid = self.send("d@faulty.test", body="z" * 500)
+        line = self.line(qid, "d@faulty.test", "bounced")
+        size = re.search(r"message size (\d+) exceeds", line).group(1)
+        self.assertIn(f"dsn=5.3.4, status=bounced (message size {size} exceeds size limit 100 of server "
+                      "127.0.0.42[127.0.0.42])", line)
+        self.assertTrue(wait_for(lambda: self.notices("Undelivered Mail"), what="the bounce"))
+
+    def test_multiline_rejection_is_kept_whole(self):
+        self.start(Script(replies={"RCPT": ["550-5.7.1 Message rejected because the sender is not allowed.",
+                                            "550 5.7.1 See https://support.example/5.7.1 for details."]}))
+        qid = self.send("e@faulty.test")
+        line = self.line(qid, "e@faulty.test", "bounced")
+        self.assertIn("said: 550-5.7.1 Message rejected because the sender is not allowed. 550 5.7.1 See "
+                      "https://support.example/5.7.1 for details. (in reply to RCPT TO command)", line)
+        [(mail_from, rcpts, bounce)] = wait_for(lambda: self.notices("Undelivered Mail"), what="the bounce")
+        self.assertEqual(mail_from, "MAIL FROM:<> BODY=8BITMIME")  # no SIZE= to a server that did not offer it
+        self.assertEqual(rcpts, [f"RCPT TO:<{SENDER}>"])
+        report = bounce.get_payload()[1].get_payload()[1]
+        self.assertEqual(report["Diagnostic-Code"],
+                         "smtp; 550-5.7.1 Message rejected because the sender is not allowed. 550 5.7.1 See "
+                         "https://support.example/5.7.1 for details.")
+
+    def test_one_connection_carries_several_messages(self):
+        self.start()
+        ids = [self.send(f"user{i}@catch.test", subject=f"reuse {i}") for i in range(3)]
+        for i, qid in enumerate(ids):
+            self.line(qid, f"user{i}@catch.test", "sent")
+        wait_for(lambda: len(self.catcher.messages) == 3)
+        sessions = [s for s in self.catcher.sessions if any(c.startswith("MAIL") for c in s)]
+        mails = sum(1 for s in sessions for c in s if c.startswith("MAIL"))
+        self.assertEqual(mails, 3)
+        # Messages sent while a connection was open share it, with RSET between them.
+        self.assertLess(len(sessions), 3 + 1)
+        for s in sessions:
+            for i, c in enumerate(s):
+                if c.startswith("MAIL") and i > 0 and any(x.startswith("MAIL") for x in s[:i]):
+                    self.assertEqual(s[i - 1], "RSET")
+
+    def test_failover_to_the_next_upstream(self):
+        self.start()
+        qid = self.send("f@failover.test")
+        self.gw.wait_log(rf"{qid}: to=<f@failover\.test>, via down failed \(connect to 127\.0\.0\.43\[127\.0\.0\.43\]"
+                         r":2525: Connection refused\); trying catcher")
+        line = self.line(qid, "f@failover.test", "sent")
+        self.assertIn("relay=127.0.0.41[127.0.0.41]:2525", line)
+
+    def test_expiry_returns_the_message_with_the_last_reason(self):
+        self.start(Script(replies={"RCPT": "451 4.3.0 Temporary local problem"}), extra_queue="retry: [1s], lifetime: 2s")
+        qid = self.send("g@faulty.test", subject="will expire")
+        self.line(qid, "g@faulty.test", "deferred")
+        self.gw.wait_log(rf"qmgr\[\d+\]: {qid}: from=<{SENDER}>, status=expired, returned to sender$", timeout=30)
+        [(_, _, bounce)] = wait_for(lambda: self.notices("Undelivered Mail"), what="the bounce")
+        report = bounce.get_payload()[1].get_payload()[1]
+        self.assertEqual(report["Action"], "failed")
+        self.assertEqual(report["Status"], "4.3.0")
+        self.gw.wait_log(rf"qmgr\[\d+\]: {qid}: removed$")
+
+    def test_delay_warning_is_sent_once(self):
+        self.start(Script(replies={"RCPT": "451 4.3.0 Temporary local problem"}),
+                   extra_queue="retry: [1s], delay_warning: 1s")
+        qid = self.send("h@faulty.test", subject="slow")
+        [(_, _, warning)] = wait_for(lambda: self.notices("Delayed Mail"), timeout=30, what="the delay warning")
+        report = warning.get_payload()[1].get_payload()[1]
+        self.assertEqual(report["Action"], "delayed")
+        self.assertEqual(report["Status"], "4.3.0")
+        self.assertIsNotNone(report["Will-Retry-Until"])
+        self.gw.wait_log(rf"bounce\[\d+\]: {qid}: sender delay notification: [0-9A-F]+$")
+        time.sleep(3)  # more retries, no second warning
+        self.assertEqual(len(self.notices("Delayed Mail")), 1)
+        [entry] = [e for e in self.gw.queue() if e["id"] == qid]
+        self.assertGreaterEqual(entry["attempts"], 2)
+
+    def test_the_null_sender_is_never_bounced(self):
+        self.start(Script(replies={"RCPT": "550 5.1.1 no such user"}))
+        r = self.gw.swaks("--from", "<>", "--to", "i@faulty.test")
+        qid = queued_id(r.stdout)
+        self.line(qid, "i@faulty.test", "bounced")
+        self.gw.wait_log(rf"qmgr\[\d+\]: {qid}: removed$")
+        time.sleep(0.5)
+        self.assertEqual(self.notices("Undelivered Mail"), [])
+        self.assertFalse([l for l in self.gw.log_lines() if f"{qid}: sender non-delivery" in l])
+
+
+if __name__ == "__main__":
+    unittest.main()
