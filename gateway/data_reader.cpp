@@ -63,8 +63,9 @@ size_t DataReader::feed(std::string_view in, std::string& out) {
             continue;
         case State::InLine: {
             // Copy the run of ordinary bytes in one go.
-            size_t end = in.find_first_of("\r\n", i);
-            if (end == std::string_view::npos) end = in.size();
+            size_t end = i;
+            while (end < in.size() && in[end] != '\r' && in[end] != '\n')
+                ++end;
             if (end > i) {
                 emit(out, in.substr(i, end - i));
                 i = end;

@@ -359,10 +359,14 @@ void DeliverySession::complete_job() {
 
 void DeliverySession::read_content() {
     if (m_reading_content || m_content_done || !m_job || m_write_backlog > k_write_backlog_limit) return;
+    if (m_content_offset == 0) {
+        if (auto cached = m_ctx.owner->content(m_job->message_id)) return on_content(0, *cached);
+    }
     m_reading_content = true;
     std::weak_ptr<DeliverySession> weak = shared_from_this();
     uint64_t generation = m_generation;
-    m_ctx.spool->read(m_job->message_id, m_content_offset, k_content_chunk,
+    const Envelope* e = m_ctx.owner->envelope(m_job->message_id);
+    m_ctx.spool->read(m_job->message_id, e ? e->size : 0, m_content_offset, k_content_chunk,
                       [weak, generation](int err, std::string data) {
                           auto s = weak.lock();
                           if (!s || s->m_ended || s->m_generation != generation) return;
@@ -383,7 +387,8 @@ void DeliverySession::on_content(int err, const std::string& data) {
         complete_job();
         return end();
     }
-    bool last = data.size() < k_content_chunk;
+    const Envelope* e = m_ctx.owner->envelope(m_job->message_id);
+    bool last = !e || m_content_offset + data.size() >= e->size;
     m_client->send_content(data);
     m_content_offset += data.size();
     if (last) {

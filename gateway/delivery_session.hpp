@@ -32,6 +32,8 @@ public:
     virtual ~SessionOwner() = default;
     virtual std::optional<DeliveryJob> take_job(DeliverySession* s) = 0;
     virtual const Envelope* envelope(const std::string& message_id) = 0;
+    // The content when it is held in memory; otherwise it is read from the spool.
+    virtual std::shared_ptr<const std::string> content(const std::string& message_id) = 0;
     virtual void job_done(const std::string& destination, JobResult result) = 0;
     virtual void destination_failed(const std::string& destination, const DestinationFailure& failure) = 0;
     virtual void session_idle(DeliverySession* s, bool idle) = 0;

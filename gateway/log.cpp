@@ -1,6 +1,5 @@
 #include "gateway/log.hpp"
 
-#include <spdlog/async.h>
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
@@ -8,34 +7,38 @@
 
 #include <unistd.h>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <ctime>
 #include <mutex>
+#include <thread>
+#include <vector>
 
 namespace gateway::log {
 
 namespace {
 
-class CaptureSink : public spdlog::sinks::base_sink<std::mutex> {
-public:
-    explicit CaptureSink(std::function<void(const std::string&)> f) : m_f(std::move(f)) {}
-
-protected:
-    void sink_it_(const spdlog::details::log_msg& msg) override {
-        m_f(std::string(msg.payload.data(), msg.payload.size()));
-    }
-    void flush_() override {}
-
-private:
-    std::function<void(const std::string&)> m_f;
-};
-
+// Lines are handed to a writer thread in batches: the event loop only appends to a vector, and
+// the writer wakes every few milliseconds (or at once for a large backlog or a warning), so that
+// under load many lines share one write() and one wake-up. A line reaches the file within
+// k_linger of the event.
 struct State {
     std::mutex mutex;
+    std::condition_variable wake;
+    std::vector<std::pair<spdlog::level::level_enum, std::string>> pending;
     std::shared_ptr<spdlog::logger> logger;
     std::function<void(const std::string&)> capture;
+    std::thread writer;
+    bool stop = false;
+    bool writing = false;
+    bool urgent = false;  // a warning or an error, or someone waits in flush()
     std::string host = "localhost";
     std::string pid = std::to_string(getpid());
     std::atomic<int> level{int(conf::LogLevel::Info)};
+    // The timestamp text changes once a second; it is formatted once per second.
+    std::mutex clock_mutex;
+    std::time_t stamp_second = 0;
+    std::string stamp;
 };
 
 State& state() {
@@ -44,12 +47,18 @@ State& state() {
 }
 
 std::string timestamp() {
+    auto& s = state();
     std::time_t now = std::time(nullptr);
-    struct tm tm {};
-    localtime_r(&now, &tm);
-    char buf[32];
-    std::strftime(buf, sizeof buf, "%b %e %H:%M:%S", &tm);
-    return buf;
+    std::lock_guard<std::mutex> lock(s.clock_mutex);
+    if (now != s.stamp_second) {
+        struct tm tm {};
+        localtime_r(&now, &tm);
+        char buf[32];
+        std::strftime(buf, sizeof buf, "%b %e %H:%M:%S", &tm);
+        s.stamp = buf;
+        s.stamp_second = now;
+    }
+    return s.stamp;
 }
 
 spdlog::level::level_enum to_spdlog(conf::LogLevel l) {
@@ -60,6 +69,33 @@ spdlog::level::level_enum to_spdlog(conf::LogLevel l) {
     case conf::LogLevel::Error: return spdlog::level::err;
     }
     return spdlog::level::info;
+}
+
+constexpr auto k_linger = std::chrono::milliseconds(20);
+constexpr size_t k_wake_backlog = 256;  // lines
+
+void run_writer() {
+    auto& s = state();
+    std::vector<std::pair<spdlog::level::level_enum, std::string>> batch;
+    std::unique_lock<std::mutex> lock(s.mutex);
+    for (;;) {
+        s.wake.wait(lock, [&] { return s.stop || !s.pending.empty(); });
+        // Let more lines gather, unless there are many already or the program is stopping.
+        s.wake.wait_for(lock, k_linger, [&] { return s.stop || s.urgent || s.pending.size() >= k_wake_backlog; });
+        s.urgent = false;
+        if (s.pending.empty() && s.stop) return;
+        batch.swap(s.pending);
+        auto logger = s.logger;
+        s.writing = true;
+        lock.unlock();
+        for (auto& [level, line] : batch)
+            logger->log(level, line);
+        logger->flush();
+        batch.clear();
+        lock.lock();
+        s.writing = false;
+        s.wake.notify_all();  // flush() may be waiting
+    }
 }
 
 }  // namespace
@@ -79,20 +115,20 @@ const char* component_name(Component c) {
 
 void init(const conf::Log& config, const std::string& hostname) {
     auto& s = state();
-    std::lock_guard<std::mutex> lock(s.mutex);
     spdlog::sink_ptr sink;
     if (config.file.empty())
         sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
     else
         sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(config.file);  // throws spdlog_ex
     sink->set_pattern("%v");
-    if (!spdlog::thread_pool()) spdlog::init_thread_pool(8192, 1);
-    s.logger = std::make_shared<spdlog::async_logger>("smtpgw", sink, spdlog::thread_pool(),
-                                                      spdlog::async_overflow_policy::block);
-    s.logger->set_level(spdlog::level::debug);
-    s.logger->flush_on(spdlog::level::debug);
+    auto logger = std::make_shared<spdlog::logger>("smtpgw", sink);
+    logger->set_level(spdlog::level::debug);
+    std::lock_guard<std::mutex> lock(s.mutex);
+    s.logger = logger;
     s.host = hostname.substr(0, hostname.find('.'));
     s.level = int(config.level);
+    s.stop = false;
+    if (!s.writer.joinable()) s.writer = std::thread(run_writer);
 }
 
 void set_capture(std::function<void(const std::string&)> capture) {
@@ -113,23 +149,31 @@ void write(conf::LogLevel level, Component c, std::string_view text) {
     line.append("[").append(s.pid).append("]: ").append(text);
     std::lock_guard<std::mutex> lock(s.mutex);
     if (s.capture) s.capture(line);
-    if (s.logger) s.logger->log(to_spdlog(level), line);
+    if (!s.logger) return;
+    bool was_empty = s.pending.empty();
+    s.pending.emplace_back(to_spdlog(level), std::move(line));
+    if (level >= conf::LogLevel::Warning) s.urgent = true;
+    if (was_empty || s.urgent || s.pending.size() == k_wake_backlog) s.wake.notify_all();
 }
 
 void flush() {
     auto& s = state();
-    std::lock_guard<std::mutex> lock(s.mutex);
-    if (s.logger) s.logger->flush();
+    std::unique_lock<std::mutex> lock(s.mutex);
+    s.urgent = true;
+    s.wake.notify_all();
+    s.wake.wait(lock, [&] { return s.pending.empty() && !s.writing; });
 }
 
 void shutdown() {
+    auto& s = state();
     {
-        auto& s = state();
         std::lock_guard<std::mutex> lock(s.mutex);
-        if (s.logger) s.logger->flush();
-        s.logger.reset();
+        s.stop = true;
     }
-    spdlog::shutdown();
+    s.wake.notify_all();
+    if (s.writer.joinable()) s.writer.join();
+    std::lock_guard<std::mutex> lock(s.mutex);
+    s.logger.reset();
 }
 
 }  // namespace gateway::log

@@ -49,11 +49,21 @@ void QueueManager::start(std::vector<Envelope> recovered) {
     arm_timer();
 }
 
-void QueueManager::add(const Envelope& e) {
+void QueueManager::add(const Envelope& e, std::shared_ptr<const std::string> content) {
     if (m_stopping) return;
     auto& m = m_messages[e.id];
     m.env = e;
+    if (content && m_cached_bytes + content->size() <= k_cache_limit) {
+        m_cached_bytes += content->size();
+        m.content = std::move(content);
+    }
     activate(m);
+}
+
+void QueueManager::drop_content(Message& m) {
+    if (!m.content) return;
+    m_cached_bytes -= m.content->size();
+    m.content.reset();
 }
 
 bool QueueManager::flush(const std::string& id) {
@@ -254,6 +264,11 @@ std::optional<DeliveryJob> QueueManager::take_job(DeliverySession* s) {
     return job;
 }
 
+std::shared_ptr<const std::string> QueueManager::content(const std::string& message_id) {
+    auto it = m_messages.find(message_id);
+    return it == m_messages.end() ? nullptr : it->second.content;
+}
+
 const Envelope* QueueManager::envelope(const std::string& message_id) {
     auto it = m_messages.find(message_id);
     return it == m_messages.end() ? nullptr : &it->second.env;
@@ -405,9 +420,10 @@ void QueueManager::persist(const std::string& id, bool warned) {
     if (it == m_messages.end()) return;
     Message& m = it->second;
     m.bounced.clear();
+    drop_content(m);  // after the first attempt the disk copy serves
     bool done = std::none_of(m.env.recipients.begin(), m.env.recipients.end(), [](auto& r) { return open(r.status); });
     if (done) {
-        m_spool.remove(id, [this, id](bool ok) {
+        m_spool.remove(id, m.env.attempts > 0, [this, id](bool ok) {
             if (!ok) log::warning(log::Component::Qmgr, id + ": cannot remove the queue files");
             log::info(log::Component::Qmgr, id + ": removed");
             m_messages.erase(id);
@@ -435,7 +451,9 @@ void QueueManager::persist(const std::string& id, bool warned) {
 void QueueManager::send_notices(const std::string& id, std::vector<NoticeKind> kinds, std::function<void()> then) {
     if (kinds.empty()) return then();
     // The original's header section goes into the notice (text/rfc822-headers).
-    m_spool.read(id, 0, 64 * 1024,
+    auto it = m_messages.find(id);
+    uint64_t size = it == m_messages.end() ? 0 : it->second.env.size;
+    m_spool.read(id, size, 0, 64 * 1024,
                  [this, id, kinds = std::move(kinds), then = std::move(then)](int err, const std::string& data) {
                      std::string headers = err ? std::string() : header_section(data);
                      auto remaining = std::make_shared<size_t>(kinds.size());

@@ -44,7 +44,8 @@ public:
     QueueManager& operator=(const QueueManager&) = delete;
 
     void start(std::vector<Envelope> recovered);
-    void add(const Envelope& e);
+    // A message just stored; `content`, when given, spares its first delivery a disk read.
+    void add(const Envelope& e, std::shared_ptr<const std::string> content = nullptr);
     bool flush(const std::string& id);  // "" for every message; false for an unknown ID
     void reload(std::shared_ptr<const conf::Config> config);
     void stop();  // deliveries in flight are abandoned; their messages stay queued as they were
@@ -54,6 +55,7 @@ public:
     // SessionOwner
     std::optional<DeliveryJob> take_job(DeliverySession* s) override;
     const Envelope* envelope(const std::string& message_id) override;
+    std::shared_ptr<const std::string> content(const std::string& message_id) override;
     void job_done(const std::string& destination, JobResult result) override;
     void destination_failed(const std::string& destination, const DestinationFailure& failure) override;
     void session_idle(DeliverySession* s, bool idle) override;
@@ -65,7 +67,8 @@ private:
         bool active = false;  // jobs out, or results being written
         unsigned jobs = 0;
         int64_t activated_us = 0;
-        std::vector<size_t> bounced;  // recipients that failed for good in this attempt
+        std::vector<size_t> bounced;                 // recipients that failed for good in this attempt
+        std::shared_ptr<const std::string> content;  // kept in memory for the first attempt
     };
     struct DestQueue {
         Destination destination;
@@ -108,6 +111,9 @@ private:
     std::unordered_map<std::string, DestQueue> m_dests;
     std::map<DeliverySession*, std::shared_ptr<DeliverySession>> m_sessions;
     std::set<std::string> m_waiting;  // destinations that want a session when one is free
+    uint64_t m_cached_bytes = 0;      // contents kept in memory, bounded by k_cache_limit
+    static constexpr uint64_t k_cache_limit = 64 * 1024 * 1024;
+    void drop_content(Message& m);
 };
 
 }  // namespace gateway

@@ -109,7 +109,7 @@ int queue_show(const SpoolLayout& layout, const std::string& id, bool json, std:
         to_text(e, out);
         out << "    client=" << e.client_name << "[" << e.client_ip << "] helo=<" << e.helo
             << "> protocol=" << e.protocol << "\n    message-id=" << e.message_id
-            << "\n    content=" << layout.content(e.id) << "\n";
+            << "\n    file=" << layout.message(e.id) << " (content: the first " << e.size << " octets)\n";
         return 0;
     }
     err << "smtpgw: no queued message with ID " << id << "\n";

@@ -129,7 +129,8 @@ int serve(const std::string& config_file) {
         resolver = std::make_unique<dns::Resolver>(&loop, config->dns);
         queue = std::make_unique<QueueManager>(&loop, config, spool, *resolver, self_test(*config),
                                                [&server] { return server.next_queue_id(); });
-        server.on_stored([&](const Envelope& e) { queue->add(e); });
+        server.on_stored(
+            [&](const Envelope& e, std::shared_ptr<const std::string> content) { queue->add(e, std::move(content)); });
         server.start();
         log::info(Component::Master, std::string("smtpgw ") + SMTPGW_VERSION + " started, " +
                                          std::to_string(envelopes.size()) + " message(s) in the queue, spool " +

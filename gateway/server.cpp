@@ -134,9 +134,9 @@ std::string Server::next_queue_id() {
     return m_ids.next(duration_cast<microseconds>(system_clock::now().time_since_epoch()).count());
 }
 
-void Server::message_stored(const Envelope& e) {
+void Server::message_stored(const Envelope& e, std::shared_ptr<const std::string> content) {
     log::info(log::Component::Cleanup, e.id + ": message-id=" + e.message_id);
-    if (m_on_stored) m_on_stored(e);
+    if (m_on_stored) m_on_stored(e, std::move(content));
 }
 
 uv_buf_t Server::read_buffer() { return uv_buf_init(m_read_buffer.data(), unsigned(m_read_buffer.size())); }

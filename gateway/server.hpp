@@ -42,7 +42,9 @@ public:
     // Applies a new configuration to listeners that exist; listen address changes need a restart.
     void reload(std::shared_ptr<const conf::Config> config);
     // Called for every message the listener has made durable (the queue manager takes it up).
-    void on_stored(std::function<void(const Envelope&)> f) { m_on_stored = std::move(f); }
+    // A small message's content comes along, so that its first delivery need not read it back.
+    using StoredFn = std::function<void(const Envelope&, std::shared_ptr<const std::string> content)>;
+    void on_stored(StoredFn f) { m_on_stored = std::move(f); }
     // The queue IDs already in the spool, so new ones never repeat them.
     void observe_queue_id(const std::string& id) { m_ids.observe(id); }
 
@@ -54,7 +56,7 @@ public:
     Spool& spool() { return m_spool; }
     const conf::Config& config() const { return *m_config; }
     std::string next_queue_id();
-    void message_stored(const Envelope& e);
+    void message_stored(const Envelope& e, std::shared_ptr<const std::string> content);
     void connection_closed(ServerConnection* c, const conf::IpAddress& ip, bool counted);
     uv_buf_t read_buffer();
 
@@ -72,7 +74,7 @@ private:
     std::map<conf::IpAddress, unsigned> m_per_client;  // sessions that were not refused
     size_t m_active = 0;
     std::function<void()> m_stopped;
-    std::function<void(const Envelope&)> m_on_stored;
+    StoredFn m_on_stored;
     bool m_stopping = false;
     std::vector<char> m_read_buffer;
 };

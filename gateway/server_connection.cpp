@@ -16,6 +16,7 @@ struct WriteRequest {
 };
 
 constexpr size_t k_max_buffered_input = 256 * 1024;
+constexpr size_t k_copy_limit = 64 * 1024;
 
 template <typename F>
 void guarded(ServerConnection* c, const char* where, F&& f);
@@ -78,7 +79,9 @@ void ServerConnection::after_step() {
 }
 
 void ServerConnection::update_reading() {
-    bool want = !m_session->waiting() && !m_spool_paused && m_session->buffered_input() < k_max_buffered_input;
+    // While a commit is in flight the session keeps what arrives (a pipelined next transaction)
+    // and works on it afterwards; reading stops only when that grows large.
+    bool want = !m_spool_paused && m_session->buffered_input() < k_max_buffered_input;
     auto* stream = reinterpret_cast<uv_stream_t*>(&m_tcp);
     if (want && !m_reading) {
         int r = uv_read_start(
@@ -192,6 +195,10 @@ bool ServerConnection::storage_low() { return m_server.spool().storage_low(m_ser
 
 void ServerConnection::message_write(std::string&& content) {
     if (!m_txn) m_txn = m_server.spool().begin(m_txn_id);
+    if (m_copying && m_copy.size() + content.size() <= k_copy_limit)
+        m_copy += content;
+    else
+        m_copying = false, std::string().swap(m_copy);
     std::weak_ptr<ServerConnection> weak = shared_from_this();
     bool keep_reading = m_server.spool().write(m_txn, std::move(content), [weak] {
         if (auto c = weak.lock(); c && !c->m_closing) {
@@ -206,8 +213,11 @@ void ServerConnection::message_commit(Envelope&& envelope) {
     if (!m_txn) m_txn = m_server.spool().begin(m_txn_id);
     std::weak_ptr<ServerConnection> weak = shared_from_this();
     Server* server = &m_server;
-    m_server.spool().commit(m_txn, std::move(envelope), [weak, server](CommitResult r, const Envelope& e) {
-        if (r == CommitResult::Stored) server->message_stored(e);
+    auto copy = m_copying ? std::make_shared<const std::string>(std::move(m_copy)) : nullptr;
+    m_copy = std::string();
+    m_copying = true;
+    m_server.spool().commit(m_txn, std::move(envelope), [weak, server, copy](CommitResult r, const Envelope& e) {
+        if (r == CommitResult::Stored) server->message_stored(e, copy);
         auto c = weak.lock();
         if (!c || c->m_closing) return;
         guarded(c.get(), "commit", [&] {
@@ -221,6 +231,8 @@ void ServerConnection::message_commit(Envelope&& envelope) {
 void ServerConnection::message_abort() {
     if (m_txn) m_server.spool().abort(m_txn);
     m_txn.reset();
+    std::string().swap(m_copy);
+    m_copying = true;
 }
 
 namespace {

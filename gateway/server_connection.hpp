@@ -54,6 +54,8 @@ private:
     std::unique_ptr<SmtpSession> m_session;
     conf::IpAddress m_ip;
     std::shared_ptr<SpoolTxn> m_txn;
+    std::string m_copy;  // the content of a small message, kept for its first delivery
+    bool m_copying = true;
     std::string m_txn_id;
     unsigned m_writes_in_flight = 0;
     int m_handles_open = 0;

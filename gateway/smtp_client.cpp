@@ -1,6 +1,7 @@
 #include "gateway/smtp_client.hpp"
 
 #include <strings.h>
+#include <cstring>
 
 namespace gateway {
 
@@ -156,14 +157,17 @@ void SmtpClient::send_message(const OutgoingMessage& m) {
     m_message = m;
     m_has_message = true;
     m_ready = false;
-    if (m_need_rset) return send("RSET", ClientStage::Rset);
-    start_transaction();
+    if (!m_need_rset) return start_transaction();
+    send("RSET", ClientStage::Rset);
+    // RFC 2920 3.1: RSET may open the pipelined group.
+    m_rset_pipelined = m_caps.pipelining;
+    if (m_rset_pipelined) start_transaction();
 }
 
 void SmtpClient::on_rset(const ServerReply& r) {
     if (r.code / 100 != 2) return fail_site(r, ClientStage::Rset);
     m_need_rset = false;
-    if (m_has_message) start_transaction();
+    if (m_has_message && !m_rset_pipelined) start_transaction();
 }
 
 std::string SmtpClient::mail_command() const {
@@ -237,25 +241,33 @@ void SmtpClient::on_data(const ServerReply& r) {
 
 void SmtpClient::send_content(std::string_view in) {
     // RFC 5321 4.5.2: a line that starts with a dot gets another. Lines longer than the limit
-    // are broken with <CR><LF><SPACE>, as Postfix's smtp_line_length_limit does.
-    m_out.reserve(m_out.size() + in.size() + in.size() / 64);
-    for (char c : in) {
-        if (c == '\n') {
-            m_out += c;
+    // are broken with <CR><LF><SPACE>, as Postfix's smtp_line_length_limit does. The content is
+    // canonical (<CR><LF> only), so a run up to the next <LF> is copied in one piece.
+    m_out.reserve(m_out.size() + in.size() + 64);
+    size_t pos = 0;
+    const size_t limit = m_settings.line_length;
+    while (pos < in.size()) {
+        if (m_at_line_start && in[pos] == '.') m_out += '.';
+        m_at_line_start = false;
+        const void* nl = std::memchr(in.data() + pos, '\n', in.size() - pos);
+        size_t end = nl ? size_t(static_cast<const char*>(nl) - in.data()) + 1 : in.size();
+        // Characters of this run that count toward the line length (not the CR LF).
+        size_t text_end = end;
+        if (nl) text_end = end - 1 - (end >= pos + 2 && in[end - 2] == '\r' ? 1 : 0);
+        while (m_line + (text_end - pos) > limit && pos < text_end) {
+            size_t take = limit > m_line ? limit - m_line : 0;
+            m_out.append(in.data() + pos, take);
+            m_out += "\r\n ";
+            pos += take;
+            m_line = 1;
+        }
+        m_out.append(in.data() + pos, end - pos);
+        m_line += text_end > pos ? text_end - pos : 0;
+        if (nl) {
             m_at_line_start = true;
             m_line = 0;
-            continue;
         }
-        if (c != '\r') {
-            if (m_at_line_start && c == '.') m_out += '.';
-            if (m_line >= m_settings.line_length) {
-                m_out += "\r\n ";
-                m_line = 1;
-            }
-            m_line++;
-        }
-        m_at_line_start = false;
-        m_out += c;
+        pos = end;
     }
 }
 

@@ -133,6 +133,7 @@ private:
     bool m_failed = false;
     bool m_sent_helo = false;  // fell back from EHLO to HELO
     bool m_need_rset = false;
+    bool m_rset_pipelined = false;
     bool m_in_content = false;
     bool m_ready = false;
 

@@ -12,7 +12,9 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <set>
 #include <stdexcept>
@@ -42,49 +44,97 @@ bool read_file(const std::string& path, std::string& out) {
 
 }  // namespace
 
+std::string message_trailer(uint64_t content_size) {
+    char buf[k_trailer_size + 1];
+    std::snprintf(buf, sizeof buf, "smtpgw-content %016llx\n", static_cast<unsigned long long>(content_size));
+    return std::string(buf, k_trailer_size);
+}
+
+StoredMessage read_stored_message(const SpoolLayout& layout, const std::string& id) {
+    StoredMessage out;
+    int fd = ::open(layout.message(id).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        out.missing = errno == ENOENT;
+        out.error = "unreadable: " + errno_text(errno);
+        return out;
+    }
+    // The trailer gives where the content ends and the accepted envelope begins; only the
+    // envelope is read, however large the content.
+    struct stat st {};
+    fstat(fd, &st);
+    uint64_t file_size = uint64_t(st.st_size);
+    char trailer[k_trailer_size + 1] = {};
+    unsigned long long size = 0;
+    bool ok = file_size >= k_trailer_size &&
+              pread(fd, trailer, k_trailer_size, off_t(file_size - k_trailer_size)) == ssize_t(k_trailer_size) &&
+              std::strncmp(trailer, "smtpgw-content ", 15) == 0 && std::sscanf(trailer + 15, "%16llx", &size) == 1 &&
+              size <= file_size - k_trailer_size;
+    std::string embedded;
+    if (ok) {
+        embedded.resize(file_size - k_trailer_size - size);
+        ok = pread(fd, embedded.data(), embedded.size(), off_t(size)) == ssize_t(embedded.size());
+    }
+    ::close(fd);
+    if (!ok) {
+        out.error = "truncated: no content trailer";
+        return out;
+    }
+    out.content_size = size;
+    std::string updated;
+    EnvelopeParse parsed;
+    if (read_file(layout.envelope(id), updated))
+        parsed = parse_envelope(updated);
+    else if (errno == ENOENT)
+        parsed = parse_envelope(embedded);
+    else
+        parsed.error = "envelope unreadable: " + errno_text(errno);
+    if (!parsed.envelope) {
+        out.error = parsed.error;
+        return out;
+    }
+    if (parsed.envelope->id != id)
+        out.error = "envelope names another queue ID";
+    else if (parsed.envelope->size != size)
+        out.error = "content size does not match the envelope";
+    else
+        out.envelope = std::move(parsed.envelope);
+    return out;
+}
+
 SpoolScan scan_spool(const SpoolLayout& layout) {
     SpoolScan scan;
     DIR* dir = opendir(layout.queue().c_str());
     if (!dir) return scan;
-    // readdir() may miss a name that is being renamed over (an envelope update), so the names
-    // only say which IDs exist; each file is then opened by its name, which rename keeps atomic.
-    std::set<std::string> ids;
+    std::set<std::string> messages, envelopes;
     while (struct dirent* d = readdir(dir)) {
         std::string name = d->d_name;
         if (name == "." || name == "..") continue;
-        auto dot = name.find('.');
-        std::string id = name.substr(0, dot), ext = dot == std::string::npos ? "" : name.substr(dot);
-        if ((ext == ".msg" || ext == ".env") && QueueIdGenerator::is_valid(id))
-            ids.insert(id);
+        if (QueueIdGenerator::is_valid(name))
+            messages.insert(name);
+        else if (name.size() > 4 && name.compare(name.size() - 4, 4, ".env") == 0 &&
+                 QueueIdGenerator::is_valid(name.substr(0, name.size() - 4)))
+            envelopes.insert(name.substr(0, name.size() - 4));
         else if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0)
-            scan.damaged.push_back({name, "envelope write that never completed"});
+            scan.damaged.push_back({name, "written, but never acknowledged or put in place"});
         else
             scan.damaged.push_back({name, "not a spool file"});
     }
     closedir(dir);
-    for (const auto& id : ids) {
+    for (const auto& id : messages) {
+        // Opened by name: readdir() may miss ID.env while it is being renamed over.
+        auto stored = read_stored_message(layout, id);
+        if (stored.envelope) {
+            scan.messages.push_back(std::move(*stored.envelope));
+        } else if (!stored.missing) {  // missing: removed while we looked
+            scan.damaged.push_back({id, stored.error});
+            if (envelopes.count(id)) scan.damaged.push_back({id + ".env", "belongs to a damaged message"});
+        }
+        envelopes.erase(id);
+    }
+    for (const auto& id : envelopes) {
         struct stat st {};
-        bool msg = stat(layout.content(id).c_str(), &st) == 0;
-        std::string text;
-        if (!read_file(layout.envelope(id), text)) {
-            if (errno == ENOENT && msg)
-                scan.damaged.push_back({id + ".msg", "content without an envelope (never acknowledged)"});
-            else if (errno != ENOENT)
-                scan.damaged.push_back({id + ".env", "unreadable: " + errno_text(errno)});
-            continue;  // neither file: removed while we looked
-        }
-        EnvelopeParse parsed = parse_envelope(text);
-        std::string why = parsed.error;
-        if (why.empty() && parsed.envelope->id != id) why = "envelope names another queue ID";
-        if (why.empty() && !msg) why = "envelope without content";
-        if (why.empty() && uint64_t(st.st_size) != parsed.envelope->size)
-            why = "content size does not match the envelope";
-        if (!why.empty()) {
-            scan.damaged.push_back({id + ".env", why});
-            if (msg) scan.damaged.push_back({id + ".msg", "belongs to a damaged envelope"});
-            continue;
-        }
-        scan.messages.push_back(std::move(*parsed.envelope));
+        if (stat(layout.message(id).c_str(), &st) != 0)  // not a message that appeared meanwhile
+            scan.damaged.push_back({id + ".env", "envelope of a message that is gone (removal cut short)"});
     }
     return scan;
 }
@@ -108,6 +158,7 @@ std::vector<RecoveredMessage> Spool::open(uv_loop_t* loop) {
     make_dir(m_layout.root);
     make_dir(m_layout.queue());
     make_dir(m_layout.corrupt());
+    make_dir(m_layout.free());
     m_lock_fd = ::open(m_layout.lock().c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (m_lock_fd < 0) throw std::runtime_error("cannot open " + m_layout.lock() + ": " + errno_text(errno));
     if (flock(m_lock_fd, LOCK_EX | LOCK_NB) != 0)
@@ -177,11 +228,12 @@ void Spool::update(const Envelope& envelope, Done done) {
              [done = std::move(done)](int err) { done(err == 0); }});
 }
 
-void Spool::remove(const std::string& id, Done done) {
-    push(Job{JobKind::Remove, nullptr, {}, id, [done = std::move(done)](int err) { done(err == 0); }});
+void Spool::remove(const std::string& id, bool has_update, Done done) {
+    push(Job{JobKind::Remove, nullptr, has_update ? "env" : "", id,
+             [done = std::move(done)](int err) { done(err == 0); }});
 }
 
-void Spool::read(const std::string& id, uint64_t offset, size_t max, ReadDone done) {
+void Spool::read(const std::string& id, uint64_t content_size, uint64_t offset, size_t max, ReadDone done) {
     struct Work {
         uv_work_t req;
         std::string path;
@@ -191,7 +243,8 @@ void Spool::read(const std::string& id, uint64_t offset, size_t max, ReadDone do
         std::string data;
         ReadDone done;
     };
-    auto* w = new Work{{}, m_layout.content(id), offset, max, 0, {}, std::move(done)};
+    max = offset >= content_size ? 0 : std::min<uint64_t>(max, content_size - offset);
+    auto* w = new Work{{}, m_layout.message(id), offset, max, 0, {}, std::move(done)};
     w->req.data = w;
     uv_queue_work(
         m_loop, &w->req,

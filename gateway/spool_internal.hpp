@@ -16,6 +16,8 @@ struct SpoolTxn {
     int fd = -1;
     int error = 0;
     bool created = false;
+    bool recycled = false;  // written over a free file
+    uint64_t written = 0;   // content octets in the file
     // Both threads.
     std::atomic<uint64_t> backlog{0};  // octets queued but not yet written
     std::atomic<bool> paused{false};   // the writer owes a resume() once the backlog drains

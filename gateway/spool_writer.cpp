@@ -27,15 +27,12 @@ int write_all(int fd, const char* p, size_t n) {
     return 0;
 }
 
-// A file whose contents must be durable before it is renamed into place.
+// A file written in this batch that must be durable before its job is answered.
 struct PendingFile {
     std::string id;
-    std::string tmp;       // written under this name
-    std::string final;     // renamed to this one
-    bool replace = false;  // an envelope update replaces; a new message never does
+    std::string path;   // the message file, or the temporary name of an envelope update
+    std::string final;  // an update is renamed to this one once durable
     int fd = -1;
-    int content_fd = -1;  // for a commit: the message content, synced first
-    std::string content;  // its path, removed if the commit fails
     int error = 0;
     std::function<void(int)> done;
 };
@@ -69,29 +66,51 @@ void Spool::run_batch(std::vector<Job>& batch) {
     static std::atomic<uint64_t> tmp_sequence{0};
     std::vector<PendingFile> pending;
     std::vector<std::function<void()>> results;
-    bool dir_changed = false;
 
-    auto open_content = [this](SpoolTxn& t) {
+    // A message is written straight under its name; until its trailer is on disk it is not a
+    // valid message (start-up moves such a file aside), and nobody is told 250 before then.
+    auto open_message = [this](SpoolTxn& t) {
         if (t.created || t.error) return;
-        t.fd = ::open(m_layout.content(t.id).c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        std::string path = m_layout.message(t.id);
+        if (!m_free.empty()) {
+            // A recycled file: never over an existing message (RENAME_NOREPLACE).
+            if (::renameat2(AT_FDCWD, m_free.back().c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) == 0) {
+                m_free.pop_back();
+                t.fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+                if (t.fd < 0)
+                    t.error = errno;
+                else
+                    t.created = t.recycled = true;
+                return;
+            }
+            if (errno != ENOENT) {
+                t.error = errno;
+                return;
+            }
+            m_free.pop_back();
+        }
+        t.fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (t.fd < 0)
             t.error = errno;
         else
             t.created = true;
     };
-    auto open_tmp = [this](const std::string& id, PendingFile& f) {
-        f.tmp = m_layout.queue() + "/" + id + "." + std::to_string(++tmp_sequence) + ".tmp";
-        f.final = m_layout.envelope(id);
-        f.fd = ::open(f.tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (f.fd < 0) f.error = errno;
+    // A message file that is no longer needed becomes a free file, or goes.
+    auto release = [this](const std::string& path) {
+        if (m_free.size() < k_free_limit) {
+            std::string to = m_layout.free() + "/" + std::to_string(++m_free_sequence);
+            if (::rename(path.c_str(), to.c_str()) == 0) return m_free.push_back(to), 0;
+        }
+        return ::unlink(path.c_str()) == 0 ? 0 : errno;
     };
 
     for (auto& job : batch) {
         SpoolTxn* t = job.txn.get();
         switch (job.kind) {
         case JobKind::Write: {
-            open_content(*t);
+            open_message(*t);
             if (!t->error) t->error = write_all(t->fd, job.data.data(), job.data.size());
+            if (!t->error) t->written += job.data.size();
             uint64_t left = t->backlog.fetch_sub(job.data.size()) - job.data.size();
             if (left <= k_backlog_limit / 2 && t->paused.exchange(false)) {
                 results.push_back([txn = job.txn] {
@@ -102,19 +121,28 @@ void Spool::run_batch(std::vector<Job>& batch) {
         }
         case JobKind::Abort:
             if (t->fd >= 0) ::close(t->fd), t->fd = -1;
-            if (t->created) ::unlink(m_layout.content(t->id).c_str()), t->created = false;
+            if (t->created) release(m_layout.message(t->id)), t->created = false;
             break;
         case JobKind::Commit: {
+            // The envelope and the trailer go after the content.
             PendingFile f;
             f.id = t->id;
             f.done = std::move(job.done);
-            open_content(*t);
-            f.error = t->error;
-            f.content_fd = t->fd;
+            open_message(*t);
+            f.path = m_layout.message(t->id);
+            f.fd = t->fd;
             t->fd = -1;
-            if (t->created) f.content = m_layout.content(t->id);
-            if (!f.error) open_tmp(t->id, f);
+            f.error = t->error;
             if (!f.error) f.error = write_all(f.fd, job.data.data(), job.data.size());
+            if (!f.error) {
+                std::string trailer = message_trailer(t->written);
+                f.error = write_all(f.fd, trailer.data(), trailer.size());
+            }
+            // A recycled file may be longer than the new message: cut the old tail off.
+            if (!f.error && t->recycled) {
+                off_t end = lseek(f.fd, 0, SEEK_CUR);
+                if (end < 0 || ftruncate(f.fd, end) != 0) f.error = errno;
+            }
             pending.push_back(std::move(f));
             break;
         }
@@ -122,51 +150,62 @@ void Spool::run_batch(std::vector<Job>& batch) {
             PendingFile f;
             f.id = job.id;
             f.done = std::move(job.done);
-            f.replace = true;
-            open_tmp(job.id, f);
-            if (!f.error) f.error = write_all(f.fd, job.data.data(), job.data.size());
+            f.path = m_layout.queue() + "/" + job.id + "." + std::to_string(++tmp_sequence) + ".tmp";
+            f.final = m_layout.envelope(job.id);
+            f.fd = ::open(f.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+            if (f.fd < 0)
+                f.error = errno;
+            else
+                f.error = write_all(f.fd, job.data.data(), job.data.size());
             pending.push_back(std::move(f));
             break;
         }
         case JobKind::Remove: {
-            // The envelope goes first: without it the message is no longer queued.
-            int err = ::unlink(m_layout.envelope(job.id).c_str()) == 0 ? 0 : errno;
-            ::unlink(m_layout.content(job.id).c_str());
-            dir_changed = true;
+            // The message file first: without it the message is no longer queued. Removal is not
+            // synced: should a crash undo it, the message is delivered again (at least once).
+            int err = release(m_layout.message(job.id));
+            if (!job.data.empty()) ::unlink(m_layout.envelope(job.id).c_str());
             results.push_back([done = std::move(job.done), err] { done(err); });
             break;
         }
         }
     }
 
-    // Make contents durable, then put the envelopes in place, then make the directory durable.
-    if (!pending.empty()) m_commit_batches++;
-    for (auto& f : pending) {
-        if (!f.error && f.content_fd >= 0 && fdatasync(f.content_fd) != 0) f.error = errno;
-        if (!f.error && fdatasync(f.fd) != 0) f.error = errno;
-        if (f.content_fd >= 0) ::close(f.content_fd);
-        if (f.fd >= 0) ::close(f.fd);
-        if (!f.error) {
-            int r = f.replace ? ::rename(f.tmp.c_str(), f.final.c_str())
-                              : ::renameat2(AT_FDCWD, f.tmp.c_str(), AT_FDCWD, f.final.c_str(), RENAME_NOREPLACE);
-            if (r != 0)
-                f.error = errno;
-            else
-                dir_changed = true;
-        }
-    }
-    int dir_error = dir_changed && fsync(m_dir_fd) != 0 ? errno : 0;
-    for (auto& f : pending) {
-        int err = f.error ? f.error : dir_error;
-        if (err) {
-            report(f.id, f.error ? "" : "queue directory", err);
-            if (!f.tmp.empty()) ::unlink(f.tmp.c_str());
-            if (!f.replace) {
-                if (f.error == 0) ::unlink(f.final.c_str());  // renamed, but the directory is not durable
-                if (!f.content.empty()) ::unlink(f.content.c_str());
+    if (!pending.empty()) {
+        m_commit_batches++;
+        // Every file's data and the directory (the new names) in one go: the journal commits
+        // them together.
+        std::vector<SyncPool::Item> syncs;
+        for (auto& f : pending)
+            if (!f.error) syncs.push_back({f.fd, true, 0});
+        syncs.push_back({m_dir_fd, false, 0});
+        m_sync.sync(syncs);
+        int dir_error = syncs.back().error;
+        size_t k = 0;
+        bool renamed = false;
+        for (auto& f : pending) {
+            if (!f.error) f.error = syncs[k++].error;
+            if (!f.error && f.final.empty()) f.error = dir_error;
+            ::close(f.fd);
+            if (!f.error && !f.final.empty()) {  // an envelope update: now put it in place
+                if (::rename(f.path.c_str(), f.final.c_str()) != 0)
+                    f.error = errno;
+                else
+                    renamed = true;
             }
         }
-        if (f.done) results.push_back([done = std::move(f.done), err] { done(err); });
+        if (renamed && fsync(m_dir_fd) != 0) dir_error = errno;
+        for (auto& f : pending) {
+            if (!f.error && !f.final.empty()) f.error = dir_error;
+            if (f.error) {
+                report(f.id, "", f.error);
+                if (f.final.empty())
+                    release(f.path);
+                else
+                    ::unlink(f.path.c_str());
+            }
+            if (f.done) results.push_back([done = std::move(f.done), err = f.error] { done(err); });
+        }
     }
     refresh_free_space();
     if (results.empty()) return;

@@ -134,8 +134,13 @@ class Gateway:
         return json.loads(out.stdout)
 
     def content(self, qid):
-        with open(os.path.join(self.spool, "queue", qid + ".msg"), "rb") as f:
-            return f.read()
+        """The stored content of a queued message: the start of its spool file, up to the size its
+        trailer gives (the envelope follows it)."""
+        with open(os.path.join(self.spool, "queue", qid), "rb") as f:
+            data = f.read()
+        trailer = data[-32:]
+        assert trailer.startswith(b"smtpgw-content "), trailer
+        return data[:int(trailer[15:31], 16)]
 
     def swaks(self, *args, timeout=60):
         return subprocess.run(["swaks", "--server", self.host, "--port", str(self.port), "--hide-informational", *args],

@@ -99,19 +99,16 @@ class CrashTest(unittest.TestCase):
         good = queued_id(self.submit(c))
         self.assertEqual(self.gw.stop(), 0)
         queue = os.path.join(self.gw.spool, "queue")
-        with open(os.path.join(queue, "ABC.msg"), "wb") as f:
-            f.write(b"content whose envelope never arrived")
-        with open(os.path.join(queue, good + ".env"), "rb") as f:
-            envelope = f.read()
-        with open(os.path.join(queue, "ABD.env"), "wb") as f:
-            f.write(envelope[: len(envelope) // 2])
-        with open(os.path.join(queue, "ABD.msg"), "wb") as f:
-            f.write(b"x")
+        with open(os.path.join(queue, "ABC.tmp"), "wb") as f:
+            f.write(b"content whose commit never completed")
+        with open(os.path.join(queue, good), "rb") as f:
+            whole = f.read()
+        with open(os.path.join(queue, "ABD"), "wb") as f:
+            f.write(whole[: len(whole) - 40])  # cut short: no trailer
         self.gw.start()
-        self.gw.wait_log(r"warning: moved \S+/queue/ABC\.msg to \S+/corrupt/: content without an envelope "
-                         r"\(never acknowledged\)")
-        self.gw.wait_log(r"warning: moved \S+/queue/ABD\.env to \S+/corrupt/: truncated")
-        self.assertEqual(sorted(os.listdir(os.path.join(self.gw.spool, "corrupt"))), ["ABC.msg", "ABD.env", "ABD.msg"])
+        self.gw.wait_log(r"warning: moved \S+/queue/ABC\.tmp to \S+/corrupt/: written, but never acknowledged")
+        self.gw.wait_log(r"warning: moved \S+/queue/ABD to \S+/corrupt/: truncated")
+        self.assertEqual(sorted(os.listdir(os.path.join(self.gw.spool, "corrupt"))), ["ABC.tmp", "ABD"])
         self.assertEqual([e["id"] for e in self.gw.queue()], [good])
 
     def test_a_second_gateway_on_the_same_spool_is_refused(self):

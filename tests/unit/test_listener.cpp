@@ -66,10 +66,11 @@ struct Gateway {
     }
 
     std::string content(const std::string& id) const {
-        std::ifstream in(spool->layout().content(id), std::ios::binary);
+        std::ifstream in(spool->layout().message(id), std::ios::binary);
         std::ostringstream s;
         s << in.rdbuf();
-        return s.str();
+        auto stored = read_stored_message(spool->layout(), id);
+        return s.str().substr(0, stored.content_size);
     }
 };
 

@@ -105,13 +105,33 @@ TEST_CASE("a pipelined transaction, then a second one after RSET", "[client]") {
     REQUIRE(d.kinds() == std::vector<Kind>{Kind::MessageSent, Kind::Ready});
     CHECK(ev[0].reply.text() == "250 2.0.0 Ok: queued as ABC");
 
-    // The same connection carries the next message, after RSET.
+    // The same connection carries the next message, after RSET (in the same pipelined group).
     d.client.send_message(message({"d@y.example"}));
-    CHECK(d.client.take_output() == "RSET\r\n");
-    CHECK(d.server("250 2.0.0 Ok\r\n") ==
-          "MAIL FROM:<a@x.example> SIZE=100 BODY=8BITMIME\r\nRCPT TO:<d@y.example>\r\nDATA\r\n");
+    CHECK(d.client.take_output() ==
+          "RSET\r\nMAIL FROM:<a@x.example> SIZE=100 BODY=8BITMIME\r\nRCPT TO:<d@y.example>\r\nDATA\r\n");
+    CHECK(d.server("250 2.0.0 Ok\r\n250 ok\r\n250 ok\r\n354 go\r\n").empty());
+    CHECK(d.kinds() == std::vector<Kind>{Kind::RecipientDone, Kind::NeedContent});
     d.client.quit();
     CHECK(d.client.take_output() == "QUIT\r\n");
+}
+
+TEST_CASE("a refused RSET ends the connection", "[client]") {
+    Dialog d;
+    d.server("220 x\r\n");
+    d.server("250-x\r\n250 PIPELINING\r\n");
+    d.client.send_message(message({"b@y.example"}));
+    d.server("250 ok\r\n250 ok\r\n354 go\r\n");
+    d.client.send_content("x\r\n");
+    d.client.end_content();
+    d.server("250 sent\r\n");
+    d.kinds();
+    d.client.send_message(message({"c@y.example"}));
+    d.client.take_output();
+    d.server("421 4.3.0 shutting down\r\n");
+    auto ev = d.events;
+    REQUIRE(d.kinds() == std::vector<Kind>{Kind::SiteFailed});
+    CHECK(ev[0].stage == ClientStage::Rset);
+    CHECK(d.client.failed());
 }
 
 TEST_CASE("without PIPELINING, one command at a time", "[client]") {

@@ -82,15 +82,19 @@ TEST_CASE("a committed message is on disk, complete, before the callback", "[spo
     spool.commit(txn, envelope("A1", content.size()), [&](CommitResult r, const Envelope& e) {
         result = r;
         CHECK(e.id == "A1");
-        // Durable and in place when the session is told.
-        CHECK(slurp(spool.layout().content("A1")) == content);
-        CHECK(parse_envelope(slurp(spool.layout().envelope("A1"))).envelope);
+        // Durable and in place when the session is told: content, envelope, trailer.
+        auto file = slurp(spool.layout().message("A1"));
+        CHECK(file.substr(0, content.size()) == content);
+        CHECK(file.substr(file.size() - k_trailer_size) == message_trailer(content.size()));
+        auto stored = read_stored_message(spool.layout(), "A1");
+        REQUIRE(stored.envelope);
+        CHECK(stored.content_size == content.size());
     });
     l.until([&] { return result.has_value(); });
     CHECK(*result == CommitResult::Stored);
-    CHECK(files_in(spool.layout().queue()) == std::set<std::string>{"A1.env", "A1.msg"});
+    CHECK(files_in(spool.layout().queue()) == std::set<std::string>{"A1"});
     struct stat st {};
-    REQUIRE(stat(spool.layout().content("A1").c_str(), &st) == 0);
+    REQUIRE(stat(spool.layout().message("A1").c_str(), &st) == 0);
     CHECK((st.st_mode & 0777) == 0600);
     spool.close();
 }
@@ -104,7 +108,7 @@ TEST_CASE("an aborted message leaves nothing behind", "[spool]") {
     spool.write(txn, "partial", [] {});
     spool.abort(txn);
     bool removed = false;
-    spool.remove("NOTHERE", [&](bool) { removed = true; });  // a job after the abort: the abort is done
+    spool.remove("NOTHERE", false, [&](bool) { removed = true; });  // a job after the abort: the abort is done
     l.until([&] { return removed; });
     CHECK(files_in(spool.layout().queue()).empty());
     spool.close();
@@ -126,7 +130,7 @@ TEST_CASE("many commits share directory syncs (group commit)", "[spool]") {
         });
     }
     l.until([&] { return stored == n; });
-    CHECK(files_in(spool.layout().queue()).size() == size_t(2 * n));
+    CHECK(files_in(spool.layout().queue()).size() == size_t(n));
     INFO("batches: " << spool.commit_batches());
     CHECK(spool.commit_batches() < uint64_t(n));
     spool.close();
@@ -151,12 +155,21 @@ TEST_CASE("updates replace the envelope atomically, remove deletes both files", 
     spool.update(e, [&](bool r) { ok = r, done = true; });
     l.until([&] { return done; });
     CHECK(ok);
-    auto back = parse_envelope(slurp(spool.layout().envelope("D1")));
+    CHECK(files_in(spool.layout().queue()) == std::set<std::string>{"D1", "D1.env"});
+    auto back = read_stored_message(spool.layout(), "D1");
     REQUIRE(back.envelope);
     CHECK(back.envelope->attempts == 3);
     CHECK(back.envelope->recipients[0].reason == e.recipients[0].reason);
+    // Reading content stops where the envelope begins.
+    std::optional<std::string> data;
+    spool.read("D1", 3, 0, 1000, [&](int err, std::string d) {
+        CHECK(err == 0);
+        data = d;
+    });
+    l.until([&] { return data.has_value(); });
+    CHECK(*data == "x\r\n");
     done = false;
-    spool.remove("D1", [&](bool r) { ok = r, done = true; });
+    spool.remove("D1", true, [&](bool r) { ok = r, done = true; });
     l.until([&] { return done; });
     CHECK(ok);
     CHECK(files_in(spool.layout().queue()).empty());
@@ -170,30 +183,37 @@ TEST_CASE("start-up recovery keeps good messages and moves damaged files aside",
     SpoolLayout layout{dir.path};
     mkdir(layout.root.c_str(), 0700);
     mkdir(layout.queue().c_str(), 0700);
-    // A good message.
-    spit(layout.content("E1"), "hello\r\n");
-    spit(layout.envelope("E1"), serialize(envelope("E1", 7)));
-    // Content whose envelope never landed (the client never got 250).
-    spit(layout.content("E2"), "half");
-    // An envelope cut short.
-    auto text = serialize(envelope("E3", 1));
-    spit(layout.content("E3"), "x");
-    spit(layout.envelope("E3"), text.substr(0, text.size() - 10));
+    auto message = [&](const std::string& id, const std::string& content, const Envelope& e) {
+        spit(layout.message(id), content + serialize(e) + message_trailer(content.size()));
+    };
+    // A good message, and one with an updated envelope.
+    message("E1", "hello\r\n", envelope("E1", 7));
+    message("E6", "x\r\n", envelope("E6", 3));
+    auto updated = envelope("E6", 3);
+    updated.attempts = 4;
+    spit(layout.envelope("E6"), serialize(updated));
+    // A message whose commit never completed (the client never got 250).
+    spit(layout.queue() + "/E2.tmp", "half");
+    // A message file cut short.
+    message("E3", "x", envelope("E3", 1));
+    truncate(layout.message("E3").c_str(), 20);
     // Content of the wrong size.
-    spit(layout.content("E4"), "too long");
-    spit(layout.envelope("E4"), serialize(envelope("E4", 2)));
-    // A temporary file and a stranger.
-    spit(layout.queue() + "/E5.17.tmp", "tmp");
+    spit(layout.message("E4"), "too long" + serialize(envelope("E4", 2)) + message_trailer(8));
+    // An envelope update left behind, the envelope of a message that is gone, and a stranger.
+    spit(layout.queue() + "/E1.17.tmp", "tmp");
+    spit(layout.envelope("E7"), serialize(envelope("E7", 1)));
     spit(layout.queue() + "/notes.txt", "?");
     {
         Loop l;
         Spool spool(dir.path);
         auto found = spool.open(&l.loop);
-        REQUIRE(found.size() == 1);
+        REQUIRE(found.size() == 2);
         CHECK(found[0].envelope.id == "E1");
-        CHECK(files_in(layout.queue()) == std::set<std::string>{"E1.env", "E1.msg"});
+        CHECK(found[1].envelope.id == "E6");
+        CHECK(found[1].envelope.attempts == 4);
+        CHECK(files_in(layout.queue()) == std::set<std::string>{"E1", "E6", "E6.env"});
         CHECK(files_in(layout.corrupt()) ==
-              std::set<std::string>{"E2.msg", "E3.env", "E3.msg", "E4.env", "E4.msg", "E5.17.tmp", "notes.txt"});
+              std::set<std::string>{"E2.tmp", "E3", "E4", "E1.17.tmp", "E7.env", "notes.txt"});
         spool.close();
     }
     log::set_capture(nullptr);
@@ -202,10 +222,11 @@ TEST_CASE("start-up recovery keeps good messages and moves damaged files aside",
             if (line.find(fragment) != std::string::npos) return true;
         return false;
     };
-    CHECK(logged("warning: moved " + layout.queue() + "/E2.msg to " + layout.corrupt() +
-                 "/: content without an envelope (never acknowledged)"));
-    CHECK(logged("E3.env to " + layout.corrupt() + "/: truncated"));
-    CHECK(logged("E4.env to " + layout.corrupt() + "/: content size does not match the envelope"));
+    CHECK(logged("warning: moved " + layout.queue() + "/E2.tmp to " + layout.corrupt() +
+                 "/: written, but never acknowledged or put in place"));
+    CHECK(logged("E3 to " + layout.corrupt() + "/: truncated"));
+    CHECK(logged("E4 to " + layout.corrupt() + "/: content size does not match the envelope"));
+    CHECK(logged("E7.env to " + layout.corrupt() + "/: envelope of a message that is gone"));
 }
 
 TEST_CASE("one spool, one gateway", "[spool]") {
