@@ -423,7 +423,7 @@ void QueueManager::persist(const std::string& id, bool warned) {
     drop_content(m);  // after the first attempt the disk copy serves
     bool done = std::none_of(m.env.recipients.begin(), m.env.recipients.end(), [](auto& r) { return open(r.status); });
     if (done) {
-        m_spool.remove(id, m.env.attempts > 0, [this, id](bool ok) {
+        m_spool.remove(id, m.env.attempts > 0, m.env.size, [this, id](bool ok) {
             if (!ok) log::warning(log::Component::Qmgr, id + ": cannot remove the queue files");
             log::info(log::Component::Qmgr, id + ": removed");
             m_messages.erase(id);

@@ -228,9 +228,11 @@ void Spool::update(const Envelope& envelope, Done done) {
              [done = std::move(done)](int err) { done(err == 0); }});
 }
 
-void Spool::remove(const std::string& id, bool has_update, Done done) {
-    push(Job{JobKind::Remove, nullptr, has_update ? "env" : "", id,
-             [done = std::move(done)](int err) { done(err == 0); }});
+void Spool::remove(const std::string& id, bool has_update, uint64_t size, Done done) {
+    Job job{JobKind::Remove, nullptr, {}, id, [done = std::move(done)](int err) { done(err == 0); }};
+    job.has_update = has_update;
+    job.size = size;
+    push(std::move(job));
 }
 
 void Spool::read(const std::string& id, uint64_t content_size, uint64_t offset, size_t max, ReadDone done) {

@@ -115,7 +115,8 @@ public:
 
     // Rewrites the envelope of a stored message atomically; removes a message.
     void update(const Envelope& envelope, Done done);
-    void remove(const std::string& id, bool has_update, Done done);  // has_update: ID.env exists
+    // has_update: ID.env exists; size: the content size (small files are kept for reuse).
+    void remove(const std::string& id, bool has_update, uint64_t size, Done done);
 
     // Free space is below what one more message of `message_size` octets could need.
     bool storage_low(uint64_t message_size) const;
@@ -146,7 +147,8 @@ private:
     // Writer thread only: recycled files ready to take a new message.
     std::vector<std::string> m_free;
     uint64_t m_free_sequence = 0;
-    static constexpr size_t k_free_limit = 512;
+    static constexpr size_t k_free_limit = 512;              // files kept for reuse
+    static constexpr uint64_t k_free_file_limit = 64 * 1024;  // larger ones are not kept
 
     std::mutex m_mutex;
     std::condition_variable m_cv;

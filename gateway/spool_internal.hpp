@@ -33,6 +33,8 @@ struct Spool::Job {
     std::string data;               // content (Write) or envelope text (Commit, Update)
     std::string id;                 // Update, Remove
     std::function<void(int)> done;  // runs on the loop with 0 or an errno value
+    bool has_update = false;        // Remove: ID.env exists too
+    uint64_t size = 0;              // Remove: the message's content size
 };
 
 }  // namespace gateway

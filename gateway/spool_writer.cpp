@@ -96,8 +96,8 @@ void Spool::run_batch(std::vector<Job>& batch) {
             t.created = true;
     };
     // A message file that is no longer needed becomes a free file, or goes.
-    auto release = [this](const std::string& path) {
-        if (m_free.size() < k_free_limit) {
+    auto release = [this](const std::string& path, uint64_t size) {
+        if (m_free.size() < k_free_limit && size <= k_free_file_limit) {
             std::string to = m_layout.free() + "/" + std::to_string(++m_free_sequence);
             if (::rename(path.c_str(), to.c_str()) == 0) return m_free.push_back(to), 0;
         }
@@ -121,7 +121,7 @@ void Spool::run_batch(std::vector<Job>& batch) {
         }
         case JobKind::Abort:
             if (t->fd >= 0) ::close(t->fd), t->fd = -1;
-            if (t->created) release(m_layout.message(t->id)), t->created = false;
+            if (t->created) release(m_layout.message(t->id), t->written), t->created = false;
             break;
         case JobKind::Commit: {
             // The envelope and the trailer go after the content.
@@ -163,8 +163,8 @@ void Spool::run_batch(std::vector<Job>& batch) {
         case JobKind::Remove: {
             // The message file first: without it the message is no longer queued. Removal is not
             // synced: should a crash undo it, the message is delivered again (at least once).
-            int err = release(m_layout.message(job.id));
-            if (!job.data.empty()) ::unlink(m_layout.envelope(job.id).c_str());
+            int err = release(m_layout.message(job.id), job.size);
+            if (job.has_update) ::unlink(m_layout.envelope(job.id).c_str());
             results.push_back([done = std::move(job.done), err] { done(err); });
             break;
         }
@@ -199,10 +199,7 @@ void Spool::run_batch(std::vector<Job>& batch) {
             if (!f.error && !f.final.empty()) f.error = dir_error;
             if (f.error) {
                 report(f.id, "", f.error);
-                if (f.final.empty())
-                    release(f.path);
-                else
-                    ::unlink(f.path.c_str());
+                ::unlink(f.path.c_str());  // a failed write: give the space back
             }
             if (f.done) results.push_back([done = std::move(f.done), err = f.error] { done(err); });
         }

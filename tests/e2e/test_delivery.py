@@ -47,6 +47,10 @@ queue: {{ dir: {{spool}}, retry: [{retry}], lifetime: {lifetime} }}
 {extra}"""
 
 
+NEEDS_ROOT = unittest.skipUnless(os.geteuid() == 0, "Postfix peers need root to start")
+
+
+@NEEDS_ROOT
 class DeliveryTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -221,6 +225,7 @@ class DeliveryTest(unittest.TestCase):
         self.assertTrue([m for m in self.relay.wait_messages(1) if m["Subject"] == "relay was down"])
 
 
+@NEEDS_ROOT
 class RestartTest(unittest.TestCase):
     """A full queue survives a restart and every message is delivered exactly once."""
 

@@ -108,7 +108,7 @@ TEST_CASE("an aborted message leaves nothing behind", "[spool]") {
     spool.write(txn, "partial", [] {});
     spool.abort(txn);
     bool removed = false;
-    spool.remove("NOTHERE", false, [&](bool) { removed = true; });  // a job after the abort: the abort is done
+    spool.remove("NOTHERE", false, 0, [&](bool) { removed = true; });  // a job after the abort: the abort is done
     l.until([&] { return removed; });
     CHECK(files_in(spool.layout().queue()).empty());
     spool.close();
@@ -169,7 +169,7 @@ TEST_CASE("updates replace the envelope atomically, remove deletes both files", 
     l.until([&] { return data.has_value(); });
     CHECK(*data == "x\r\n");
     done = false;
-    spool.remove("D1", true, [&](bool r) { ok = r, done = true; });
+    spool.remove("D1", true, 3, [&](bool r) { ok = r, done = true; });
     l.until([&] { return done; });
     CHECK(ok);
     CHECK(files_in(spool.layout().queue()).empty());
@@ -239,4 +239,42 @@ TEST_CASE("one spool, one gateway", "[spool]") {
     CHECK_THROWS_WITH(second.open(&l2.loop), Catch::Contains("is in use by another smtpgw process"));
     first.close();
     second.close();
+}
+
+TEST_CASE("a delivered message's file is written over by the next one, cut to length", "[spool]") {
+    TempDir dir;
+    Loop l;
+    Spool spool(dir.path);
+    spool.open(&l.loop);
+    auto store = [&](const std::string& id, const std::string& content) {
+        auto txn = spool.begin(id);
+        spool.write(txn, std::string(content), [] {});
+        std::optional<CommitResult> r;
+        spool.commit(txn, envelope(id, content.size()), [&](CommitResult c, const Envelope&) { r = c; });
+        l.until([&] { return r.has_value(); });
+        REQUIRE(*r == CommitResult::Stored);
+    };
+    store("F1", std::string(10000, 'a') + "\r\n");
+    bool done = false;
+    spool.remove("F1", false, 10002, [&](bool) { done = true; });
+    l.until([&] { return done; });
+    CHECK(files_in(spool.layout().queue()).empty());
+    CHECK(files_in(spool.layout().free()).size() == 1);
+
+    store("F2", "short\r\n");
+    CHECK(files_in(spool.layout().free()).empty());
+    auto file = slurp(spool.layout().message("F2"));
+    CHECK(file.find("aaaa") == std::string::npos);  // nothing of the old message is left
+    auto stored = read_stored_message(spool.layout(), "F2");
+    REQUIRE(stored.envelope);
+    CHECK(stored.envelope->id == "F2");
+    CHECK(file.size() == 7 + serialize(envelope("F2", 7)).size() + k_trailer_size);
+
+    // Large files are not kept.
+    store("F3", std::string(100000, 'b'));
+    done = false;
+    spool.remove("F3", false, 100000, [&](bool) { done = true; });
+    l.until([&] { return done; });
+    CHECK(files_in(spool.layout().free()).empty());
+    spool.close();
 }
