@@ -308,7 +308,9 @@ void QueueManager::destination_failed(const std::string& destination, const Dest
     if (it == m_dests.end()) return;
     auto& q = it->second;
     if (f.outcome == DestinationFailure::Outcome::Defer) {
-        q.dead_until = now_us() + std::min<int64_t>(retry_delay_us(1), 300 * k_second);
+        // Half the first retry interval: the retries of the messages deferred now find the
+        // destination tried afresh, while the burst arriving meanwhile does not hammer it.
+        q.dead_until = now_us() + std::min<int64_t>(retry_delay_us(1) / 2, 150 * k_second);
         q.dead = f;
     }
     // Everything waiting for this destination shares the verdict.

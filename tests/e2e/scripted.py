@@ -10,15 +10,18 @@ every message it accepted (envelope and content), and answers as `script` says:
 """
 import socket
 import threading
+import time
 
 
 class Script:
     def __init__(self, greeting="220 scripted.test ESMTP", ehlo=("250-scripted.test", "250-PIPELINING",
-                                                                  "250 8BITMIME"), replies=None, cut_after=None):
+                                                                  "250 8BITMIME"), replies=None, cut_after=None,
+                 slow=0.0):
         self.greeting = greeting
         self.ehlo = list(ehlo)
         self.replies = dict(replies or {})  # command prefix (upper case) -> reply line(s)
         self.cut_after = cut_after
+        self.slow = slow  # seconds before the reply to the end of data
 
     def reply(self, line):
         upper = line.upper()
@@ -33,6 +36,8 @@ class ScriptedSmtp:
         self.address, self.port = address, port
         self.script = script or Script()
         self.sessions = []  # per connection: list of command lines
+        self.open_sessions = 0
+        self.most_open = 0  # the most sessions open at the same time
         self.messages = []  # (mail_from, [rcpt], data bytes)
         self.lock = threading.Lock()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -64,6 +69,8 @@ class ScriptedSmtp:
         commands = []
         with self.lock:
             self.sessions.append(commands)
+            self.open_sessions += 1
+            self.most_open = max(self.most_open, self.open_sessions)
         f = conn.makefile("rb")
         s = self.script
 
@@ -116,6 +123,7 @@ class ScriptedSmtp:
                         if chunk == b".\r\n":
                             break
                         data += chunk
+                    time.sleep(s.slow)
                     with self.lock:
                         self.messages.append((mail_from, list(rcpts), data))
                     send(f"250 2.0.0 Ok: queued as S{len(self.messages)}")
@@ -130,6 +138,8 @@ class ScriptedSmtp:
         except OSError:
             return
         finally:
+            with self.lock:
+                self.open_sessions -= 1
             try:
                 f.close()
                 conn.close()

@@ -10,7 +10,7 @@ from scripted import Script, ScriptedSmtp
 SENDER = "app@catch.test"
 
 
-def config(extra_queue="retry: [1s]", timeouts="{ helo: 2s, data_xfer: 2s }"):
+def config(extra_queue="retry: [1s]", timeouts="{ helo: 2s, data_xfer: 2s }", concurrency=""):
     return f"""routes:
   - {{ to: catch.test, via: catcher }}
   - {{ to: faulty.test, via: faulty }}
@@ -19,7 +19,7 @@ upstreams:
   catcher: {{ host: 127.0.0.41, port: 2525, security: none }}
   faulty: {{ host: 127.0.0.42, port: 2525, security: none }}
   down: {{ host: 127.0.0.43, port: 2525, security: none }}
-delivery: {{ connection_reuse: 1s, timeouts: {timeouts} }}
+delivery: {{ connection_reuse: 1s, timeouts: {timeouts} {concurrency} }}
 queue: {{ dir: {{spool}}, {extra_queue} }}
 """
 
@@ -124,6 +124,14 @@ class FaultTest(unittest.TestCase):
             for i, c in enumerate(s):
                 if c.startswith("MAIL") and i > 0 and any(x.startswith("MAIL") for x in s[:i]):
                     self.assertEqual(s[i - 1], "RSET")
+
+    def test_destination_concurrency_is_respected(self):
+        # A slow server: each message takes a while, so the queue builds up behind the connections.
+        self.start(Script(slow=0.4), concurrency=", destination_concurrency: 2")
+        ids = [self.send(f"c{i}@faulty.test", subject=f"conc {i}") for i in range(8)]
+        for i, qid in enumerate(ids):
+            self.line(qid, f"c{i}@faulty.test", "sent")
+        self.assertEqual(self.faulty.most_open, 2)
 
     def test_failover_to_the_next_upstream(self):
         self.start()

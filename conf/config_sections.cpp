@@ -1,0 +1,146 @@
+// Configuration sections that carry policy: sender rewriting, routes, upstreams.
+#include "conf/config_checks.hpp"
+#include "conf/config_walker.hpp"
+
+namespace conf {
+
+void load_sender(Walker& w, const YAML::Node& n, Config& c) {
+    auto f = w.mapping(n, "sender", {"rewrite", "header_from"});
+    if (!f) return;
+    w.choice(*f, "header_from", "sender", c.sender.header_from,
+             {{"keep", HeaderFrom::Keep}, {"rewrite", HeaderFrom::Rewrite}});
+    auto* rules = Walker::find(*f, "rewrite");
+    if (!rules) return;
+    if (!rules->IsSequence()) {
+        w.error(*rules, "sender.rewrite", "expected a list of { from: PATTERN, to: ADDRESS }");
+        return;
+    }
+    size_t index = 0;
+    for (const auto& item : *rules) {
+        std::string path = "sender.rewrite[" + std::to_string(index++) + "]";
+        auto rf = w.mapping(item, path, {"from", "to"});
+        if (!rf) continue;
+        RewriteRule r;
+        r.mark = w.mark(item);
+        w.string(*rf, "from", path, r.from);
+        w.string(*rf, "to", path, r.to);
+        if (!rf->count("from") || !rf->count("to")) {
+            w.error(item, path, "needs both from: and to:");
+            continue;
+        }
+        std::string why;
+        if (!check_sender_pattern(r.from, why)) w.error(rf->at("from").value, path + ".from", why);
+        if (!check_rewrite_target(r.to, why)) w.error(rf->at("to").value, path + ".to", why);
+        c.sender.rewrite.push_back(r);
+    }
+}
+
+void load_routes(Walker& w, const YAML::Node& n, Config& c) {
+    if (!n.IsSequence()) {
+        w.error(n, "routes", "expected a list of { to: ..., from: ..., via: ... }");
+        return;
+    }
+    size_t index = 0;
+    for (const auto& item : n) {
+        std::string path = "routes[" + std::to_string(index++) + "]";
+        auto f = w.mapping(item, path, {"to", "from", "via"});
+        if (!f) continue;
+        Route r;
+        r.mark = w.mark(item);
+        if (auto* v = Walker::find(*f, "to")) w.strings(*v, path + ".to", r.to);
+        if (auto* v = Walker::find(*f, "from")) w.strings(*v, path + ".from", r.from);
+        if (auto* v = Walker::find(*f, "via")) w.strings(*v, path + ".via", r.via);
+        if (r.via.empty()) {
+            w.error(item, path + ".via", "missing; give direct or an upstream name (or a list of them)");
+            continue;
+        }
+        std::string why;
+        for (const auto& p : r.to)
+            if (!check_domain_pattern(p, why)) w.error(f->at("to").value, path + ".to", why);
+        for (const auto& p : r.from)
+            if (!check_sender_pattern(p, why)) w.error(f->at("from").value, path + ".from", why);
+        c.routes.push_back(r);
+    }
+}
+
+namespace {
+
+void load_upstream_auth(Walker& w, const YAML::Node& n, const std::string& path, Upstream& u) {
+    auto f = w.mapping(n, path,
+                       {"username", "password_file", "token_file", "token_command", "mechanisms", "allow_plaintext"});
+    if (!f) return;
+    UpstreamAuth a;
+    w.string(*f, "username", path, a.username);
+    w.string(*f, "password_file", path, a.password_file);
+    w.string(*f, "token_file", path, a.token_file);
+    w.string(*f, "token_command", path, a.token_command);
+    w.boolean(*f, "allow_plaintext", path, a.allow_plaintext);
+    if (auto* m = Walker::find(*f, "mechanisms")) {
+        w.strings(*m, path + ".mechanisms", a.mechanisms);
+        for (auto& mech : a.mechanisms) {
+            for (auto& ch : mech)
+                ch = char(toupper(static_cast<unsigned char>(ch)));
+            if (!is_client_mechanism(mech))
+                w.error(*m, path + ".mechanisms",
+                        "\"" + mech +
+                            "\" is not supported (PLAIN, LOGIN, CRAM-MD5, DIGEST-MD5, SCRAM-SHA-1, "
+                            "SCRAM-SHA-256, XOAUTH2)");
+        }
+    }
+    if (a.username.empty()) w.error(n, path + ".username", "missing; the account to authenticate as");
+    std::string why;
+    if (!a.password_file.empty() && !check_readable(a.password_file, why))
+        w.error(f->at("password_file").value, path + ".password_file", why);
+    if (!a.token_file.empty() && !check_readable(a.token_file, why))
+        w.error(f->at("token_file").value, path + ".token_file", why);
+    int secrets = !a.password_file.empty() + !a.token_file.empty() + !a.token_command.empty();
+    if (secrets != 1)
+        w.error(n, path, "give exactly one of password_file, token_file (XOAUTH2) or token_command (XOAUTH2)");
+    u.auth = a;
+}
+
+}  // namespace
+
+void load_upstreams(Walker& w, const YAML::Node& n, Config& c) {
+    if (!n.IsMap()) {
+        w.error(n, "upstreams", "expected a mapping of NAME: { host: ..., port: ... }");
+        return;
+    }
+    for (auto it = n.begin(); it != n.end(); ++it) {
+        std::string name = it->first.IsScalar() ? it->first.Scalar() : "";
+        std::string path = "upstreams." + name;
+        std::string why;
+        if (!check_upstream_name(name, why)) {
+            w.error(it->first, path, why);
+            continue;
+        }
+        bool repeated = false;
+        for (const auto& u : c.upstreams)
+            repeated = repeated || u.name == name;
+        if (repeated) {
+            w.error(it->first, path, "upstream defined more than once");
+            continue;
+        }
+        auto f = w.mapping(it->second, path, {"host", "port", "security", "verify", "ca_file", "auth"});
+        if (!f) continue;
+        Upstream u;
+        u.name = name;
+        u.mark = w.mark(it->first);
+        w.string(*f, "host", path, u.host);
+        w.choice(*f, "security", path, u.security, k_security);
+        if (u.security == Security::Implicit) u.port = 465;
+        w.number(*f, "port", path, u.port, 1, 65535);
+        w.boolean(*f, "verify", path, u.verify);
+        w.string(*f, "ca_file", path, u.ca_file);
+        if (!u.ca_file.empty() && !check_readable(u.ca_file, why))
+            w.error(f->at("ca_file").value, path + ".ca_file", why);
+        if (auto* a = Walker::find(*f, "auth")) load_upstream_auth(w, *a, path + ".auth", u);
+        if (u.host.empty())
+            w.error(it->second, path + ".host", "missing; the smarthost's name or address");
+        else if (!check_host(u.host, why))
+            w.error(f->at("host").value, path + ".host", why);
+        c.upstreams.push_back(u);
+    }
+}
+
+}  // namespace conf
