@@ -147,7 +147,7 @@ private:
     // Writer thread only: recycled files ready to take a new message.
     std::vector<std::string> m_free;
     uint64_t m_free_sequence = 0;
-    static constexpr size_t k_free_limit = 512;              // files kept for reuse
+    static constexpr size_t k_free_limit = 512;               // files kept for reuse
     static constexpr uint64_t k_free_file_limit = 64 * 1024;  // larger ones are not kept
 
     std::mutex m_mutex;
