@@ -2,18 +2,25 @@
 // destination has for it: the libuv side of SmtpClient.
 //
 // Order of events: resolve the destination's addresses; try them in order (at most five) until
-// one greets and answers EHLO; then take jobs from the owner one after another (RSET between)
-// until there are none for `delivery.connection_reuse`; then QUIT. A recipient that gets a 4xx,
-// or a job whose connection breaks, moves on to the next address; a 5xx is final at once.
-// Results go to the owner as they are known; every libuv callback catches and ends this
-// session only.
+// one greets and answers EHLO; bring the connection to the security the policy asks for
+// (STARTTLS or TLS from the first byte, certificate check, AUTH: client_security.hpp); then take
+// jobs from the owner one after another (RSET between) until there are none for
+// `delivery.connection_reuse`; then QUIT. A recipient that gets a 4xx, or a job whose connection
+// breaks, moves on to the next address; a 5xx is final at once. Results go to the owner as they
+// are known; every libuv callback catches and ends this session only.
+//
+// The connection and security steps are in delivery_session.cpp, the jobs in delivery_jobs.cpp.
 #pragma once
 
+#include "auth/sasl_client.hpp"
 #include "conf/config.hpp"
+#include "gateway/client_security.hpp"
+#include "gateway/client_transport.hpp"
 #include "gateway/delivery.hpp"
 #include "gateway/nexthop.hpp"
 #include "gateway/smtp_client.hpp"
 #include "gateway/spool.hpp"
+#include "gateway/tls_contexts.hpp"
 
 #include <uv.h>
 
@@ -45,13 +52,14 @@ struct SessionContext {
     Spool* spool;
     HopResolver* hops;
     SessionOwner* owner;
+    TlsContexts* tls;
     std::shared_ptr<const conf::Config> config;
 };
 
-class DeliverySession : public std::enable_shared_from_this<DeliverySession> {
+class DeliverySession : public std::enable_shared_from_this<DeliverySession>, private ClientTransport::Handler {
 public:
     DeliverySession(SessionContext ctx, Destination destination);
-    ~DeliverySession();
+    ~DeliverySession() override;
 
     void start();
     void assign(DeliveryJob job);  // an idle session gets work
@@ -59,42 +67,59 @@ public:
     const Destination& destination() const { return m_destination; }
 
 private:
-    struct Socket;
     struct Failure {
         std::string dsn, reason, relay = "none";
         bool site = true;  // about the connection, not a recipient: another `via` may do better
     };
 
+    // Connection and security (delivery_session.cpp)
     void on_hops(HopList hops);
     void connect_next();
-    void on_connected(int status);
-    void on_read(ssize_t nread, const uv_buf_t* buf);
+    void on_connected(int status) override;
+    void on_data(std::string_view plaintext) override;
+    void on_lost() override;
+    void on_tls(bool ok, const std::string& error, bool peer_spoke_plaintext) override;
+    void on_sent() override;
     void on_timeout();
     void handle_events();
     void on_ready();
-    void begin_job(DeliveryJob job);
-    void send_job();
-    void carry(size_t index, const Failure& f);
-    void read_content();
-    void on_content(int err, const std::string& data);
-    void record(size_t index, RcptStatus status, const std::string& dsn, const std::string& reason);
-    void finish_job_on_this_hop(const ServerReply* reply, ClientStage stage, bool sent);
+    void on_security_step(const SecurityStep& step);
+    void begin_tls();
+    void begin_auth(const std::string& mechanism);
+    void fail_hop(const std::string& dsn, const std::string& reason);
     void connection_lost(const std::string& why);
-    void complete_job();
     void send_output();
     void arm_timer();
     void close_socket();
     void end();
     std::string host_label() const;
+    std::string server_name() const;  // checked against the certificate, sent in SNI
     int64_t now_us() const;
+
+    // Jobs (delivery_jobs.cpp)
+    void take_next_job();
+    void begin_job(DeliveryJob job);
+    void send_job();
+    void carry(size_t index, const Failure& f);
+    void record(size_t index, RcptStatus status, const std::string& dsn, const std::string& reason);
+    void finish_job_on_this_hop(const ServerReply* reply, ClientStage stage, bool sent);
+    void complete_job();
+    void defer_open_recipients(const Failure& last);
+    void read_content();
+    void on_content(int err, const std::string& data);
+    void on_recipient(const ClientEvent& ev);
 
     SessionContext m_ctx;
     Destination m_destination;
+    SecurityPolicy m_policy;
     std::vector<NextHop> m_hops;
     size_t m_hop = 0;  // the address in use, or the next to try
-    Socket* m_socket = nullptr;
+    std::shared_ptr<ClientTransport> m_transport;
     uv_timer_t* m_timer = nullptr;
     std::unique_ptr<SmtpClient> m_client;
+    ConnectionState m_state;
+    bool m_retry_plaintext = false;  // the next connection to this address skips TLS
+    bool m_handshaking = false;
     bool m_connected = false;
     bool m_ever_ready = false;
     bool m_idle = false;
@@ -103,7 +128,12 @@ private:
     std::optional<Failure> m_last_failure;
     int64_t m_start_us = 0;
     int64_t m_ready_us = 0;
-    int64_t m_setup_us = 0;  // start of the current connection attempt series
+    int64_t m_setup_us = 0;
+
+    // AUTH in progress
+    std::unique_ptr<auth::SaslClient> m_sasl;
+    std::string m_auth_mechanism;
+    bool m_token_retried = false;
 
     // The job in progress
     std::optional<DeliveryJob> m_job;
@@ -119,7 +149,6 @@ private:
     uint64_t m_content_offset = 0;
     bool m_content_done = false;
     bool m_reading_content = false;
-    size_t m_write_backlog = 0;
     uint64_t m_generation = 0;  // bumped per connection: late callbacks of an old one are ignored
 };
 

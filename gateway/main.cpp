@@ -4,6 +4,7 @@
 #include "conf/config_load.hpp"
 #include "gateway/dns.hpp"
 #include "gateway/log.hpp"
+#include "gateway/probe.hpp"
 #include "gateway/queue_view.hpp"
 #include "gateway/serve.hpp"
 #include "gateway/spool.hpp"
@@ -12,7 +13,10 @@
 #include <spdlog/version.h>
 #include <uv.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -23,7 +27,12 @@ struct Arguments {
     std::vector<std::string> words;
     std::string config_file;
     bool json = false;
+    std::map<std::string, std::string> options;  // --security LEVEL and the like
 };
+
+// Options that take a value, for `probe`.
+const char* const k_value_options[] = {"--security",   "--user",       "--password-file",
+                                       "--token-file", "--mechanisms", "--ca-file"};
 
 void usage(std::ostream& out) {
     out << "usage: smtpgw COMMAND [-c FILE]\n"
@@ -31,6 +40,9 @@ void usage(std::ostream& out) {
            "  check-config          validate the configuration\n"
            "  queue list [--json]   list queued messages\n"
            "  queue show ID         show one queued message\n"
+           "  probe UPSTREAM        check an upstream from upstreams: as delivery would use it\n"
+           "  probe HOST:PORT [--security none|opportunistic|mandatory|implicit] [--verify]\n"
+           "        [--ca-file F] [--user U (--password-file F | --token-file F)] [--mechanisms M,...]\n"
            "  version               print versions\n"
            "Without -c, the embedded default configuration is used.\n";
 }
@@ -44,6 +56,12 @@ std::optional<Arguments> parse_arguments(int argc, char** argv) {
             a.config_file = argv[++i];
         } else if (arg == "--json") {
             a.json = true;
+        } else if (arg == "--verify") {
+            a.options[arg] = "yes";
+        } else if (std::find(std::begin(k_value_options), std::end(k_value_options), arg) !=
+                   std::end(k_value_options)) {
+            if (i + 1 >= argc) return std::nullopt;
+            a.options[arg] = argv[++i];
         } else if (!arg.empty() && arg[0] == '-') {
             return std::nullopt;
         } else {
@@ -85,6 +103,83 @@ int cmd_version() {
     return 0;
 }
 
+// The upstream to probe: a name from upstreams:, or HOST:PORT with options.
+std::optional<gateway::ProbeTarget> probe_target(const conf::Config& c, const Arguments& a, std::string& error) {
+    gateway::ProbeTarget t;
+    const std::string& what = a.words[1];
+    for (const auto& u : c.upstreams)
+        if (u.name == what) {
+            t.upstream = u;
+            t.configured = true;
+            return t;
+        }
+    auto colon = what.rfind(':');
+    if (colon == std::string::npos || colon == 0) {
+        error = "no upstream named \"" + what + "\" in " + c.source + ", and not HOST:PORT";
+        return std::nullopt;
+    }
+    auto& u = t.upstream;
+    u.name = "probe";
+    u.host = what.substr(0, colon);
+    if (u.host.size() > 2 && u.host.front() == '[') u.host = u.host.substr(1, u.host.size() - 2);
+    u.port = uint16_t(std::atoi(what.c_str() + colon + 1));
+    auto opt = [&](const char* k) { return a.options.count(k) ? a.options.at(k) : std::string(); };
+    std::string level = opt("--security").empty() ? "opportunistic" : opt("--security");
+    if (level == "none")
+        u.security = conf::Security::None;
+    else if (level == "opportunistic")
+        u.security = conf::Security::Opportunistic;
+    else if (level == "mandatory")
+        u.security = conf::Security::Mandatory;
+    else if (level == "implicit")
+        u.security = conf::Security::Implicit;
+    else {
+        error = "--security " + level + ": expected none, opportunistic, mandatory or implicit";
+        return std::nullopt;
+    }
+    u.verify = !opt("--verify").empty();
+    u.ca_file = opt("--ca-file");
+    if (!opt("--user").empty()) {
+        conf::UpstreamAuth auth;
+        auth.username = opt("--user");
+        auth.password_file = opt("--password-file");
+        auth.token_file = opt("--token-file");
+        std::string list = opt("--mechanisms");
+        for (size_t pos = 0; pos < list.size();) {
+            size_t end = list.find(',', pos);
+            if (end == std::string::npos) end = list.size();
+            if (end > pos) auth.mechanisms.push_back(list.substr(pos, end - pos));
+            pos = end + 1;
+        }
+        if (auth.password_file.empty() && auth.token_file.empty()) {
+            error = "--user needs --password-file or --token-file";
+            return std::nullopt;
+        }
+        u.auth = auth;
+    }
+    if (u.port == 0) {
+        error = "\"" + what + "\" has no usable port";
+        return std::nullopt;
+    }
+    return t;
+}
+
+int cmd_probe(const Arguments& a) {
+    if (a.words.size() != 2) {
+        usage(std::cerr);
+        return 2;
+    }
+    auto config = load_or_report(a);
+    if (!config) return 1;
+    std::string error;
+    auto target = probe_target(*config, a, error);
+    if (!target) {
+        std::cerr << "smtpgw: " << error << "\n";
+        return 2;
+    }
+    return gateway::run_probe(*config, *target, std::cout);
+}
+
 int cmd_queue(const Arguments& a) {
     auto config = load_or_report(a);
     if (!config) return 1;
@@ -110,6 +205,7 @@ int main(int argc, char** argv) {
         if (command == "check-config" && args->words.size() == 1) return cmd_check_config(*args);
         if (command == "version") return cmd_version();
         if (command == "queue") return cmd_queue(*args);
+        if (command == "probe") return cmd_probe(*args);
         if (command == "help") {
             usage(std::cout);
             return 0;

@@ -246,7 +246,7 @@ void QueueManager::dispatch(DestQueue& q) {
 }
 
 void QueueManager::start_session(DestQueue& q) {
-    SessionContext ctx{m_loop, &m_spool, &m_hops, this, m_config};
+    SessionContext ctx{m_loop, &m_spool, &m_hops, this, &m_tls, m_config};
     auto s = std::make_shared<DeliverySession>(ctx, q.destination);
     m_sessions[s.get()] = s;
     q.sessions++;

@@ -101,6 +101,7 @@ private:
     std::shared_ptr<const conf::Config> m_config;
     Spool& m_spool;
     HopResolver m_hops;
+    TlsContexts m_tls;
     std::unique_ptr<Router> m_router;
     std::function<std::string()> m_new_id;
     uv_timer_t* m_timer = nullptr;

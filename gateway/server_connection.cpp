@@ -13,6 +13,7 @@ namespace {
 struct WriteRequest {
     uv_write_t req;
     std::string data;
+    ServerConnection* owner = nullptr;
 };
 
 constexpr size_t k_max_buffered_input = 256 * 1024;
@@ -144,11 +145,12 @@ void ServerConnection::send(std::string&& bytes) {
     }
     auto* w = new WriteRequest;
     w->data = std::move(bytes);
-    w->req.data = this;
+    w->owner = this;
+    w->req.data = w;
     uv_buf_t wb = uv_buf_init(w->data.data(), unsigned(w->data.size()));
     int r = uv_write(&w->req, stream, &wb, 1, [](uv_write_t* req, int status) {
-        auto* w = reinterpret_cast<WriteRequest*>(req);
-        auto* c = static_cast<ServerConnection*>(req->data);
+        auto* w = static_cast<WriteRequest*>(req->data);
+        auto* c = w->owner;
         delete w;
         guarded(c, "write", [&] {
             c->m_writes_in_flight--;

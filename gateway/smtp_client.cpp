@@ -1,5 +1,7 @@
 #include "gateway/smtp_client.hpp"
 
+#include "auth/sasl_client.hpp"
+
 #include <strings.h>
 #include <cstring>
 
@@ -83,6 +85,8 @@ void SmtpClient::on_reply(const ServerReply& r) {
     case ClientStage::Greeting: return on_greeting(r);
     case ClientStage::Helo: return on_helo(r);
     case ClientStage::Rset: return on_rset(r);
+    case ClientStage::StartTls: return on_starttls(r);
+    case ClientStage::Auth: return on_auth(r);
     case ClientStage::Mail: return on_mail(r);
     case ClientStage::Rcpt: return on_rcpt(r, e.index);
     case ClientStage::Data: return on_data(r);
@@ -101,6 +105,7 @@ void SmtpClient::fail_site(const ServerReply& r, ClientStage stage) {
 }
 
 void SmtpClient::on_greeting(const ServerReply& r) {
+    m_greeting = r;
     if (r.code / 100 != 2) return fail_site(r, ClientStage::Greeting);
     send("EHLO " + m_settings.helo_name, ClientStage::Helo);
 }
@@ -151,6 +156,55 @@ void SmtpClient::parse_capabilities(const ServerReply& r) {
             }
         }
     }
+}
+
+void SmtpClient::start_tls() {
+    m_ready = false;
+    send("STARTTLS", ClientStage::StartTls);
+}
+
+void SmtpClient::on_starttls(const ServerReply& r) {
+    if (r.code == 220) return emit(ClientEvent::Kind::TlsReady, ClientStage::StartTls, r);
+    m_ready = true;
+    emit(ClientEvent::Kind::StartTlsRefused, ClientStage::StartTls, r);
+}
+
+void SmtpClient::tls_started() {
+    // RFC 3207 4.2: forget everything learned before TLS and start with EHLO again.
+    m_caps = ServerCapabilities();
+    m_sent_helo = false;
+    m_parser = ReplyParser();
+    send("EHLO " + m_settings.helo_name, ClientStage::Helo);
+}
+
+void SmtpClient::auth(const std::string& mechanism, const std::string& initial, bool has_initial) {
+    m_ready = false;
+    std::string line = "AUTH " + mechanism;
+    // RFC 4954 4: an empty initial response is sent as "=".
+    if (has_initial) line += " " + (initial.empty() ? std::string("=") : auth::base64_encode(initial));
+    send(line, ClientStage::Auth);
+}
+
+void SmtpClient::auth_response(const std::string& response) {
+    m_out += auth::base64_encode(response);
+    m_out += "\r\n";
+    m_expect.push_back({ClientStage::Auth});
+}
+
+void SmtpClient::on_auth(const ServerReply& r) {
+    if (r.code == 334) {
+        std::string text = r.lines.front().size() > 4 ? r.lines.front().substr(4) : "";
+        std::string challenge;
+        if (!auth::base64_decode(text, challenge)) {
+            m_ready = true;
+            return emit(ClientEvent::Kind::AuthFailed, ClientStage::Auth, r);
+        }
+        ClientEvent e{ClientEvent::Kind::AuthChallenge, r, ClientStage::Auth, 0, challenge};
+        m_events.push_back(std::move(e));
+        return;
+    }
+    m_ready = true;
+    emit(r.code == 235 ? ClientEvent::Kind::AuthSucceeded : ClientEvent::Kind::AuthFailed, ClientStage::Auth, r);
 }
 
 void SmtpClient::send_message(const OutgoingMessage& m) {

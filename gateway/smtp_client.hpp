@@ -3,6 +3,10 @@
 //
 // Call order, for the connection that drives it:
 //   feed(bytes)               after every read (the greeting first)
+//   start_tls()               after a Ready event, when TLS is wanted; on TlsReady run the
+//                             handshake, then tls_started() (EHLO again; Ready follows)
+//   auth(mech, initial)       after a Ready event, when AUTH is wanted; answer AuthChallenge
+//                             with auth_response() until AuthSucceeded or AuthFailed
 //   send_message(m)           after a Ready event
 //   send_content(c)...        after a NeedContent event, then end_content()
 //   quit()                    when there is nothing more to send
@@ -63,13 +67,18 @@ struct ServerCapabilities {
 
 struct ClientEvent {
     enum class Kind {
-        Ready,          // a message can be sent now
-        SiteFailed,     // greeting, EHLO/HELO or RSET refused: `reply`, `stage`; the connection is done
-        RecipientDone,  // RCPT number `index` answered `reply`
-        NeedContent,    // 354 received: send the content
-        MessageSent,    // the final reply accepted the message: `reply`
-        MessageFailed,  // MAIL, DATA or end of data refused, or no recipient accepted: `reply`, `stage`
-        ProtocolError,  // the server's bytes are not SMTP: `detail`
+        Ready,            // a message can be sent now
+        SiteFailed,       // greeting, EHLO/HELO or RSET refused: `reply`, `stage`; the connection is done
+        RecipientDone,    // RCPT number `index` answered `reply`
+        NeedContent,      // 354 received: send the content
+        MessageSent,      // the final reply accepted the message: `reply`
+        MessageFailed,    // MAIL, DATA or end of data refused, or no recipient accepted: `reply`, `stage`
+        ProtocolError,    // the server's bytes are not SMTP: `detail`
+        TlsReady,         // 220 to STARTTLS: start the handshake now
+        StartTlsRefused,  // STARTTLS answered otherwise: `reply`
+        AuthChallenge,    // 334: `detail` holds the decoded challenge
+        AuthSucceeded,    // 235
+        AuthFailed,       // AUTH refused: `reply`; or a challenge that is not base64
     };
     Kind kind;
     ServerReply reply;
@@ -90,6 +99,10 @@ public:
     }
 
     void feed(std::string_view bytes);
+    void start_tls();
+    void tls_started();  // the handshake is done: what was learned before it is forgotten
+    void auth(const std::string& mechanism, const std::string& initial, bool has_initial);
+    void auth_response(const std::string& response);
     void send_message(const OutgoingMessage& m);
     void send_content(std::string_view canonical);  // <CR><LF> lines, as stored in the spool
     void end_content();
@@ -99,6 +112,7 @@ public:
     std::vector<ClientEvent> take_events() { return std::move(m_events); }
     ClientStage stage() const;
     const ServerCapabilities& capabilities() const { return m_caps; }
+    const ServerReply& greeting() const { return m_greeting; }
     bool failed() const { return m_failed; }
 
 private:
@@ -115,6 +129,8 @@ private:
     void on_data(const ServerReply& r);
     void on_data_done(const ServerReply& r);
     void on_rset(const ServerReply& r);
+    void on_starttls(const ServerReply& r);
+    void on_auth(const ServerReply& r);
     void start_transaction();
     void send_next_rcpt();
     void send(const std::string& line, ClientStage stage, size_t index = 0);
@@ -127,6 +143,7 @@ private:
     ClientSettings m_settings;
     ReplyParser m_parser;
     ServerCapabilities m_caps;
+    ServerReply m_greeting;
     std::deque<Expect> m_expect;
     std::string m_out;
     std::vector<ClientEvent> m_events;

@@ -45,6 +45,7 @@ lmtp      unix  -       -       n       -       -       lmtp
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
 """
 
 
@@ -59,8 +60,11 @@ def port_open(address, port):
 class Postfix:
     """One Postfix instance: `postfix -c DIR start` with everything under DIR."""
 
-    def __init__(self, name, address, port, extra_main_cf=""):
+    def __init__(self, name, address, port, extra_main_cf="", services=()):
+        """services: extra smtpd listeners, as (ADDRESS:PORT, "-o name=value ..."), for example
+        TLS from the first byte or AUTH only after STARTTLS."""
         self.name, self.address, self.port = name, address, port
+        self.services = list(services)
         self.dir = tempfile.mkdtemp(prefix=f"smtpgw-postfix-{name}-")
         os.chmod(self.dir, 0o755)
         self.conf = os.path.join(self.dir, "conf")
@@ -76,6 +80,8 @@ class Postfix:
             f.write("/./ OK\n")  # every domain is delivered into the Maildir
         with open(os.path.join(self.conf, "master.cf"), "w") as f:
             f.write(MASTER_CF.format(listen=f"{address}:{port}"))
+            for listen, options in self.services:
+                f.write(f"{listen} inet n - n - - smtpd {options}\n")
         self.write_main_cf(extra_main_cf)
 
     def write_main_cf(self, extra=""):
@@ -106,6 +112,18 @@ smtpd_recipient_restrictions = check_recipient_access regexp:{self.access_path},
 message_size_limit = 52428800
 virtual_mailbox_limit = 0
 {extra}""")
+
+    def sasl(self, users, mechanisms="PLAIN LOGIN CRAM-MD5 DIGEST-MD5 SCRAM-SHA-1 SCRAM-SHA-256", name="smtpd"):
+        """Cyrus SASL for smtpd with a sasldb of `users` ({name: password}); `name` is the
+        smtpd_sasl_path a service selects. Debian's Postfix reads CONFIG_DIR/sasl/NAME.conf."""
+        os.makedirs(os.path.join(self.conf, "sasl"), exist_ok=True)
+        db = os.path.join(self.conf, f"sasldb-{name}")
+        with open(os.path.join(self.conf, "sasl", name + ".conf"), "w") as f:
+            f.write(f"pwcheck_method: auxprop\nauxprop_plugin: sasldb\nsasldb_path: {db}\nmech_list: {mechanisms}\n")
+        for user, password in users.items():
+            subprocess.run(["saslpasswd2", "-f", db, "-u", self.name, "-p", "-c", user], input=password.encode(),
+                           check=True)
+        os.chmod(db, 0o644)
 
     def set_access(self, rules):
         with open(self.access_path, "w") as f:

@@ -8,6 +8,7 @@ every message it accepted (envelope and content), and answers as `script` says:
   script.reply(cmd)     a reply for a command line, or None for the default
   script.cut_after      close the connection after this many bytes of message content
 """
+import base64
 import socket
 import threading
 import time
@@ -16,12 +17,13 @@ import time
 class Script:
     def __init__(self, greeting="220 scripted.test ESMTP", ehlo=("250-scripted.test", "250-PIPELINING",
                                                                   "250 8BITMIME"), replies=None, cut_after=None,
-                 slow=0.0):
+                 slow=0.0, xoauth2=None):
         self.greeting = greeting
         self.ehlo = list(ehlo)
         self.replies = dict(replies or {})  # command prefix (upper case) -> reply line(s)
         self.cut_after = cut_after
         self.slow = slow  # seconds before the reply to the end of data
+        self.xoauth2 = xoauth2  # the bearer token AUTH XOAUTH2 accepts (Microsoft's and Google's dialogue)
 
     def reply(self, line):
         upper = line.upper()
@@ -127,6 +129,14 @@ class ScriptedSmtp:
                     with self.lock:
                         self.messages.append((mail_from, list(rcpts), data))
                     send(f"250 2.0.0 Ok: queued as S{len(self.messages)}")
+                elif verb == "AUTH" and s.xoauth2 is not None and line.upper().startswith("AUTH XOAUTH2 "):
+                    decoded = base64.b64decode(line.split(" ", 2)[2]).decode(errors="replace")
+                    if f"auth=Bearer {s.xoauth2}\x01" in decoded:
+                        send("235 2.7.0 Authentication successful")
+                    else:
+                        send("334 " + base64.b64encode(b'{"status":"401","schemes":"bearer","scope":"x"}').decode())
+                        commands.append(f.readline().decode(errors="replace").rstrip("\r\n"))
+                        send("535 5.7.3 Authentication unsuccessful")
                 elif verb == "RSET":
                     mail_from, rcpts = None, []
                     send("250 2.0.0 Ok")

@@ -1,6 +1,9 @@
 """Delivery faults from scripted peers: what the log and the bounce say for each."""
+import base64
 import email
+import os
 import re
+import tempfile
 import time
 import unittest
 
@@ -166,6 +169,61 @@ class FaultTest(unittest.TestCase):
         self.assertEqual(len(self.notices("Delayed Mail")), 1)
         [entry] = [e for e in self.gw.queue() if e["id"] == qid]
         self.assertGreaterEqual(entry["attempts"], 2)
+
+    def xoauth2_upstream(self, token_source, allow_plaintext="true"):
+        return f"""routes: [{{ to: "*", via: oauth }}]
+upstreams:
+  oauth:
+    host: 127.0.0.42
+    port: 2525
+    security: none
+    auth: {{ username: app@example.com, {token_source}, mechanisms: [XOAUTH2], allow_plaintext: {allow_plaintext} }}
+queue: {{ dir: {{spool}}, retry: [1h] }}
+"""
+
+    def test_xoauth2_with_a_token_file(self):
+        self.faulty = ScriptedSmtp("127.0.0.42", 2525, Script(
+            ehlo=("250-scripted.test", "250-PIPELINING", "250 AUTH LOGIN XOAUTH2"), xoauth2="good-token"))
+        token = os.path.join(tempfile.mkdtemp(), "token")
+        with open(token, "w") as f:
+            f.write("good-token\n")
+        self.gw = Gateway(self.xoauth2_upstream(f"token_file: {token}"))
+        self.gw.start()
+        qid = self.send("x@oauth.test")
+        self.line(qid, "x@oauth.test", "sent")
+        auth = [c for s in self.faulty.sessions for c in s if c.startswith("AUTH XOAUTH2 ")]
+        self.assertEqual(base64.b64decode(auth[0].split(" ")[2]), b"user=app@example.com\x01auth=Bearer good-token\x01\x01")
+        self.assertNotIn("good-token", "\n".join(self.gw.log_lines()))
+
+    def test_xoauth2_token_fetched_again_after_535(self):
+        self.faulty = ScriptedSmtp("127.0.0.42", 2525, Script(
+            ehlo=("250-scripted.test", "250 AUTH XOAUTH2"), xoauth2="fresh-token"))
+        d = tempfile.mkdtemp()
+        # The command hands out an expired token first, as a cache would, then a fresh one.
+        script = os.path.join(d, "token.sh")
+        with open(script, "w") as f:
+            f.write(f"#!/bin/sh\nif [ -e {d}/used ]; then echo fresh-token; else touch {d}/used; echo stale-token; fi\n")
+        os.chmod(script, 0o755)
+        self.gw = Gateway(self.xoauth2_upstream(f"token_command: {script}"))
+        self.gw.start()
+        qid = self.send("y@oauth.test")
+        self.line(qid, "y@oauth.test", "sent")
+        [session] = [s for s in self.faulty.sessions if any(c.startswith("AUTH") for c in s)]
+        auths = [c for c in session if c.startswith("AUTH XOAUTH2 ")]
+        self.assertEqual(len(auths), 2)  # one connection: the refused token, then the fresh one
+
+    def test_xoauth2_is_not_sent_without_tls(self):
+        self.faulty = ScriptedSmtp("127.0.0.42", 2525, Script(
+            ehlo=("250-scripted.test", "250 AUTH XOAUTH2"), xoauth2="t"))
+        token = os.path.join(tempfile.mkdtemp(), "token")
+        with open(token, "w") as f:
+            f.write("t\n")
+        self.gw = Gateway(self.xoauth2_upstream(f"token_file: {token}", allow_plaintext="false"))
+        self.gw.start()
+        qid = self.send("z@oauth.test")
+        line = self.line(qid, "z@oauth.test", "deferred")
+        self.assertIn("have only XOAUTH2 in common, which send the password in clear, and TLS is not active", line)
+        self.assertFalse([c for s in self.faulty.sessions for c in s if c.startswith("AUTH")])
 
     def test_the_null_sender_is_never_bounced(self):
         self.start(Script(replies={"RCPT": "550 5.1.1 no such user"}))
