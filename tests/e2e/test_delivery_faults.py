@@ -225,6 +225,31 @@ queue: {{ dir: {{spool}}, retry: [1h] }}
         self.assertIn("have only XOAUTH2 in common, which send the password in clear, and TLS is not active", line)
         self.assertFalse([c for s in self.faulty.sessions for c in s if c.startswith("AUTH")])
 
+    def starttls_upstream(self, security):
+        return f"""routes: [{{ to: "*", via: tls }}]
+upstreams:
+  tls: {{ host: 127.0.0.42, port: 2525, security: {security} }}
+queue: {{ dir: {{spool}}, retry: [1h] }}
+"""
+
+    def test_starttls_refused(self):
+        script = Script(ehlo=("250-scripted.test", "250-PIPELINING", "250 STARTTLS"),
+                        replies={"STARTTLS": "454 4.7.0 TLS not available due to local problem"})
+        self.faulty = ScriptedSmtp("127.0.0.42", 2525, script)
+        # Mandatory: deferred with the server's words and status.
+        self.gw = Gateway(self.starttls_upstream("mandatory"))
+        self.gw.start()
+        qid = self.send("m@tls.test")
+        line = self.line(qid, "m@tls.test", "deferred")
+        self.assertIn("dsn=4.7.0, status=deferred (TLS is required, but host 127.0.0.42[127.0.0.42] refused to start "
+                      "TLS: 454 4.7.0 TLS not available due to local problem)", line)
+        self.gw.cleanup()
+        # Opportunistic: carries on in plaintext.
+        self.gw = Gateway(self.starttls_upstream("opportunistic"))
+        self.gw.start()
+        qid = self.send("o@tls.test")
+        self.line(qid, "o@tls.test", "sent")
+
     def test_the_null_sender_is_never_bounced(self):
         self.start(Script(replies={"RCPT": "550 5.1.1 no such user"}))
         r = self.gw.swaks("--from", "<>", "--to", "i@faulty.test")
