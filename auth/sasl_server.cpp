@@ -74,23 +74,28 @@ struct SaslServer::Conn {
 
 SaslServer::~SaslServer() = default;
 
+void SaslServer::note_username() {
+    const void* user = nullptr;
+    if (sasl_getprop(m_conn->conn, SASL_USERNAME, &user) == SASL_OK && user)
+        m_username = static_cast<const char*>(user);
+}
+
 Outcome SaslServer::outcome_of(int r, std::string& detail) {
     switch (r) {
-    case SASL_OK: {
-        const void* user = nullptr;
-        if (sasl_getprop(m_conn->conn, SASL_USERNAME, &user) == SASL_OK && user)
-            m_username = static_cast<const char*>(user);
-        return Outcome::Success;
-    }
+    case SASL_OK: note_username(); return Outcome::Success;
     case SASL_CONTINUE: return Outcome::Continue;
-    // RFC 4954 6: an unknown user and a wrong password get the same answer.
+    // RFC 4954 6: an unknown user and a wrong password get the same answer; the log gets the
+    // library's reason and, where the mechanism got that far, the user name.
     case SASL_BADAUTH:
     case SASL_NOUSER:
     case SASL_NOAUTHZ:
     case SASL_NOVERIFY:
     case SASL_EXPIRED:
     case SASL_DISABLED:
-    case SASL_BADVERS: return Outcome::Failure;
+    case SASL_BADVERS:
+        note_username();
+        detail = sasl_errstring(r, nullptr, nullptr);
+        return Outcome::Failure;
     case SASL_BADPROT:
     case SASL_BADPARAM:
     case SASL_NOMECH:

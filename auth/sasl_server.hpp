@@ -36,6 +36,7 @@ public:
 private:
     SaslServer() = default;
     Outcome outcome_of(int r, std::string& detail);
+    void note_username();
 
     struct Conn;
     std::unique_ptr<Conn> m_conn;

@@ -177,10 +177,13 @@ void validate(const Config& c, std::vector<Diagnostic>& diags) {
     for (size_t i = 0; i < c.listen.size(); ++i) {
         const auto& l = c.listen[i];
         std::string path = "listen[" + std::to_string(i) + "]";
-        for (size_t j = 0; j < i; ++j) {
+        // Port 0 lets the kernel choose a free port for each listener, so it may repeat.
+        for (size_t j = 0; j < i && l.endpoint.port != 0; ++j) {
             const auto& o = c.listen[j];
-            if (o.endpoint.host == l.endpoint.host && o.endpoint.port == l.endpoint.port)
+            if (o.endpoint.host == l.endpoint.host && o.endpoint.port == l.endpoint.port) {
                 error(l.mark, path + ".address: " + l.address + " is already listed");
+                break;
+            }
         }
         if (l.tls != ListenTls::None && !c.tls)
             error(l.mark, path + ".tls: " + to_string(l.tls) + " needs the tls: section (certificate and key)");

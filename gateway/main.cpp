@@ -1,6 +1,8 @@
 // smtpgw: command-line entry point. Start-up errors are caught here, printed as one line,
 // and end the program with exit status 1.
 #include "auth/sasl_library.hpp"
+#include "auth/sasl_server.hpp"
+#include "auth/sasldb_users.hpp"
 #include "conf/config_load.hpp"
 #include "gateway/dns.hpp"
 #include "gateway/log.hpp"
@@ -13,6 +15,8 @@
 #include <spdlog/version.h>
 #include <uv.h>
 
+#include <termios.h>
+#include <unistd.h>
 #include <algorithm>
 #include <cstdlib>
 #include <iostream>
@@ -43,6 +47,10 @@ void usage(std::ostream& out) {
            "  probe UPSTREAM        check an upstream from upstreams: as delivery would use it\n"
            "  probe HOST:PORT [--security none|opportunistic|mandatory|implicit] [--verify]\n"
            "        [--ca-file F] [--user U (--password-file F | --token-file F)] [--mechanisms M,...]\n"
+           "  user add USER         set USER's password in sasl.sasldb (read from standard input,\n"
+           "                        or asked for twice on a terminal)\n"
+           "  user delete USER      remove USER from sasl.sasldb\n"
+           "  user list             list the users in sasl.sasldb\n"
            "  version               print versions\n"
            "Without -c, the embedded default configuration is used.\n";
 }
@@ -180,6 +188,79 @@ int cmd_probe(const Arguments& a) {
     return gateway::run_probe(*config, *target, std::cout);
 }
 
+// A password from the terminal (twice, without echo) or from standard input.
+std::optional<std::string> read_password(std::string& error) {
+    auto read_line = [](std::string& out) { return static_cast<bool>(std::getline(std::cin, out)); };
+    std::string first;
+    if (!isatty(STDIN_FILENO)) {
+        if (!read_line(first) || first.empty()) {
+            error = "no password on standard input";
+            return std::nullopt;
+        }
+        return first;
+    }
+    termios old{};
+    tcgetattr(STDIN_FILENO, &old);
+    termios quiet = old;
+    quiet.c_lflag &= ~tcflag_t(ECHO);
+    tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
+    std::string second;
+    std::cerr << "Password: " << std::flush;
+    bool ok = read_line(first);
+    std::cerr << "\nAgain: " << std::flush;
+    ok = ok && read_line(second);
+    std::cerr << "\n";
+    tcsetattr(STDIN_FILENO, TCSANOW, &old);
+    if (!ok || first.empty())
+        error = "no password given";
+    else if (first != second)
+        error = "the passwords do not match";
+    else
+        return first;
+    return std::nullopt;
+}
+
+int cmd_user(const Arguments& a) {
+    auto config = load_or_report(a);
+    if (!config) return 1;
+    const auto& w = a.words;
+    if (!config->sasl) {
+        std::cerr << "smtpgw: " << config->source << " has no sasl: section (sasldb: PATH)\n";
+        return 1;
+    }
+    const std::string& db = config->sasl->sasldb;
+    std::string error;
+    if (w.size() == 2 && w[1] == "list") {
+        std::vector<auth::SasldbUser> users;
+        if (!auth::list_users(db, users, error)) {
+            std::cerr << "smtpgw: " << error << "\n";
+            return 1;
+        }
+        for (const auto& u : users)
+            std::cout << u.name << (u.realm == config->hostname ? "" : "@" + u.realm) << "\n";
+        return 0;
+    }
+    if (w.size() == 3 && w[1] == "add") {
+        auto password = read_password(error);
+        if (!password || !auth::set_password(db, config->hostname, w[2], *password, error)) {
+            std::cerr << "smtpgw: " << error << "\n";
+            return 1;
+        }
+        std::cout << "user " << w[2] << " set in " << db << "\n";
+        return 0;
+    }
+    if (w.size() == 3 && w[1] == "delete") {
+        if (!auth::delete_user(db, config->hostname, w[2], error)) {
+            std::cerr << "smtpgw: cannot delete " << w[2] << ": " << error << "\n";
+            return 1;
+        }
+        std::cout << "user " << w[2] << " deleted from " << db << "\n";
+        return 0;
+    }
+    usage(std::cerr);
+    return 2;
+}
+
 int cmd_queue(const Arguments& a) {
     auto config = load_or_report(a);
     if (!config) return 1;
@@ -206,6 +287,7 @@ int main(int argc, char** argv) {
         if (command == "version") return cmd_version();
         if (command == "queue") return cmd_queue(*args);
         if (command == "probe") return cmd_probe(*args);
+        if (command == "user") return cmd_user(*args);
         if (command == "help") {
             usage(std::cout);
             return 0;

@@ -109,6 +109,7 @@ std::string rfc5322_date(std::time_t t) {
 
 std::string received_header(const TraceInfo& t) {
     std::string h = "Received: from " + t.helo + " (" + t.client_name + " [" + t.client_ip + "])\r\n";
+    if (!t.tls.empty()) h += "\t(using " + t.tls + ")\r\n";
     h += "\tby " + t.hostname + " (smtpgw) with " + t.protocol + " id " + t.queue_id;
     if (!t.single_recipient.empty()) h += "\r\n\tfor <" + t.single_recipient + ">";
     h += "; " + rfc5322_date(t.when) + "\r\n";

@@ -50,6 +50,7 @@ struct TraceInfo {
     std::string queue_id;
     std::string single_recipient;  // "for <x>" only when there is exactly one
     std::time_t when = 0;
+    std::string tls;  // "TLSv1.2 with cipher ..." when the client used TLS
 };
 
 std::string received_header(const TraceInfo& t);

@@ -118,6 +118,34 @@ Reply content_line_too_long(uint64_t limit) {
     return make(552, "5.3.4", "Message has a line longer than " + std::to_string(limit) + " octets");
 }
 
+Reply starttls_ready() { return make(220, "2.0.0", "Ready to start TLS"); }
+Reply starttls_unavailable() { return make(502, "5.5.1", "Error: command not implemented"); }
+Reply tls_already_active() { return make(554, "5.5.1", "Error: TLS already active"); }
+Reply auth_not_enabled() { return make(503, "5.5.1", "Error: authentication not enabled"); }
+Reply already_authenticated() { return make(503, "5.5.1", "Error: already authenticated"); }
+Reply auth_in_transaction() { return make(503, "5.5.1", "Error: MAIL transaction in progress"); }
+
+Reply encryption_required() {
+    return make(538, "5.7.11", "Encryption required for requested authentication mechanism");
+}
+
+Reply unknown_mechanism() { return make(504, "5.5.4", "Unrecognized authentication type"); }
+Reply auth_challenge(const std::string& base64) { return make(334, "", base64); }  // RFC 4954 4: text only
+Reply auth_succeeded() { return make(235, "2.7.0", "Authentication successful"); }
+Reply auth_failed() { return make(535, "5.7.8", "Error: authentication failed: authentication failure"); }
+
+Reply auth_temporary(std::string_view detail) {
+    return make(454, "4.7.0", "Temporary authentication failure: " + std::string(detail));
+}
+
+Reply auth_aborted() { return make(501, "5.7.0", "Authentication aborted"); }
+Reply cannot_decode() { return make(501, "5.5.2", "Cannot decode response"); }
+Reply auth_required() { return make(530, "5.7.0", "Authentication required"); }
+
+Reply too_many_auth_failures(const std::string& hostname, std::string_view client) {
+    return make(421, "4.7.0", hostname + " Error: too many AUTH failures from " + std::string(client));
+}
+
 Reply insufficient_storage() { return make(452, "4.3.1", "Insufficient system storage"); }
 Reply queue_write_error() { return make(451, "4.3.0", "Error: queue file write error"); }
 

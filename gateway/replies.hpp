@@ -70,6 +70,24 @@ Reply bare_lf();
 Reply bare_cr();
 Reply content_line_too_long(uint64_t limit);
 
+// STARTTLS (RFC 3207) and AUTH (RFC 4954)
+Reply starttls_ready();
+Reply starttls_unavailable();
+Reply tls_already_active();
+Reply auth_not_enabled();
+Reply already_authenticated();
+Reply auth_in_transaction();
+Reply encryption_required();
+Reply unknown_mechanism();
+Reply auth_challenge(const std::string& base64);
+Reply auth_succeeded();
+Reply auth_failed();
+Reply auth_temporary(std::string_view detail);
+Reply auth_aborted();
+Reply cannot_decode();
+Reply auth_required();
+Reply too_many_auth_failures(const std::string& hostname, std::string_view client);
+
 // Storage
 Reply insufficient_storage();
 Reply queue_write_error();

@@ -4,6 +4,7 @@
 #include "gateway/net.hpp"
 #include "gateway/server_connection.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <stdexcept>
 
@@ -42,10 +43,49 @@ std::shared_ptr<const ListenerSettings> Server::settings_for(const conf::Listen&
     s->listen = l;
     s->policy = make_policy(*m_config, l);
     s->clients = m_config->clients;
+    s->tls = l.tls == conf::ListenTls::None ? nullptr : m_tls;
+    s->policy.starttls = l.tls == conf::ListenTls::StartTls && m_tls;
+    if (m_config->sasl) {
+        s->policy.auth = l.auth;
+        s->policy.mechanisms = m_config->sasl->mechanisms;
+        s->policy.auth_without_tls = m_config->sasl->plaintext_without_tls;
+        s->sasl = auth::ServerOptions{m_config->sasl->sasldb, m_config->sasl->mechanisms, m_config->hostname};
+    }
     return s;
 }
 
+std::shared_ptr<tls::Context> Server::load_tls(const conf::Config& c) const {
+    if (!c.tls) return nullptr;
+    std::string error;
+    auto ctx = tls::server_context(c.tls->certificate, c.tls->key, error);
+    if (!ctx) throw std::runtime_error(error);
+    return ctx;
+}
+
+void Server::auth_failed(const conf::IpAddress& ip) {
+    using namespace std::chrono;
+    m_auth_failures[ip].push_back(duration_cast<microseconds>(system_clock::now().time_since_epoch()).count());
+}
+
+bool Server::auth_blocked(const conf::IpAddress& ip) {
+    using namespace std::chrono;
+    constexpr int64_t k_window = 600LL * 1000000;  // ten minutes
+    constexpr size_t k_limit = 5;                  // failures in the window
+    auto it = m_auth_failures.find(ip);
+    if (it == m_auth_failures.end()) return false;
+    int64_t now = duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
+    auto& times = it->second;
+    times.erase(std::remove_if(times.begin(), times.end(), [&](int64_t t) { return t < now - k_window; }), times.end());
+    if (times.empty()) {
+        m_auth_failures.erase(it);
+        return false;
+    }
+    return times.size() >= k_limit;
+}
+
 void Server::start() {
+    m_tls = load_tls(*m_config);
+    m_auth.start(m_loop);
     for (const auto& l : m_config->listen) {
         auto listener = std::make_unique<Listener>();
         listener->server = this;
@@ -144,6 +184,7 @@ uv_buf_t Server::read_buffer() { return uv_buf_init(m_read_buffer.data(), unsign
 void Server::stop(std::function<void()> stopped) {
     if (m_stopping) return;
     m_stopping = true;
+    m_auth.close();
     for (auto& l : m_listeners)
         if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&l->tcp)))
             uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp), nullptr);
@@ -158,14 +199,27 @@ void Server::stop(std::function<void()> stopped) {
 }
 
 void Server::reload(std::shared_ptr<const conf::Config> config) {
+    // The certificate files are read again; if they no longer load, the old ones stay.
+    try {
+        m_tls = load_tls(*config);
+    } catch (const std::exception& e) {
+        log::error(log::Component::Master,
+                   std::string("TLS certificate not reloaded, keeping the old one: ") + e.what());
+    }
     m_config = std::move(config);
     log::set_level(m_config->log.level);
+    // Listeners pair with the new `listen:` entries by address, in order (port 0 may appear twice).
+    auto same = [](const conf::Listen& a, const conf::Listen& b) {
+        return a.endpoint.host == b.endpoint.host && a.endpoint.port == b.endpoint.port;
+    };
+    std::vector<bool> used(m_config->listen.size(), false);
     for (auto& l : m_listeners) {
         const conf::Listen* match = nullptr;
-        for (const auto& n : m_config->listen)
-            if (n.endpoint.host == l->settings->listen.endpoint.host &&
-                n.endpoint.port == l->settings->listen.endpoint.port)
-                match = &n;
+        for (size_t i = 0; i < m_config->listen.size() && !match; ++i)
+            if (!used[i] && same(m_config->listen[i], l->settings->listen)) {
+                used[i] = true;
+                match = &m_config->listen[i];
+            }
         if (!match) {
             log::warning(log::Component::Master, "listener " + l->settings->listen.address +
                                                      " is no longer configured; it stays open until a restart");
@@ -173,12 +227,10 @@ void Server::reload(std::shared_ptr<const conf::Config> config) {
         }
         l->settings = settings_for(*match);
     }
-    for (const auto& n : m_config->listen) {
-        bool known = false;
-        for (auto& l : m_listeners)
-            known = known || (n.endpoint.host == l->settings->listen.endpoint.host &&
-                              n.endpoint.port == l->settings->listen.endpoint.port);
-        if (!known) log::warning(log::Component::Master, "new listener " + n.address + " opens after a restart");
+    for (size_t i = 0; i < m_config->listen.size(); ++i) {
+        if (!used[i])
+            log::warning(log::Component::Master,
+                         "new listener " + m_config->listen[i].address + " opens after a restart");
     }
 }
 

@@ -6,10 +6,13 @@
 // stopped callback once the last connection is gone.
 #pragma once
 
+#include "auth/sasl_server.hpp"
 #include "conf/config.hpp"
+#include "gateway/auth_worker.hpp"
 #include "gateway/queue_id.hpp"
 #include "gateway/smtp_session.hpp"
 #include "gateway/spool.hpp"
+#include "tls/tls_engine.hpp"
 
 #include <uv.h>
 
@@ -28,6 +31,8 @@ struct ListenerSettings {
     conf::Listen listen;
     SessionPolicy policy;
     std::vector<conf::Cidr> clients;
+    std::shared_ptr<tls::Context> tls;  // for starttls and implicit listeners
+    auth::ServerOptions sasl;
 };
 
 class Server {
@@ -59,11 +64,16 @@ public:
     void message_stored(const Envelope& e, std::shared_ptr<const std::string> content);
     void connection_closed(ServerConnection* c, const conf::IpAddress& ip, bool counted);
     uv_buf_t read_buffer();
+    AuthWorker& auth_worker() { return m_auth; }
+    // AUTH failures per client address, to refuse a client that keeps guessing.
+    void auth_failed(const conf::IpAddress& ip);
+    bool auth_blocked(const conf::IpAddress& ip);
 
 private:
     struct Listener;
     void on_connection(Listener& l);
     std::shared_ptr<const ListenerSettings> settings_for(const conf::Listen& l) const;
+    std::shared_ptr<tls::Context> load_tls(const conf::Config& c) const;  // throws with the reason
 
     uv_loop_t* m_loop;
     std::shared_ptr<const conf::Config> m_config;
@@ -77,6 +87,9 @@ private:
     StoredFn m_on_stored;
     bool m_stopping = false;
     std::vector<char> m_read_buffer;
+    std::shared_ptr<tls::Context> m_tls;  // the certificate offered to clients
+    AuthWorker m_auth;
+    std::map<conf::IpAddress, std::vector<int64_t>> m_auth_failures;  // times, microseconds
 };
 
 }  // namespace gateway

@@ -5,6 +5,7 @@
 #include "gateway/spool_internal.hpp"
 
 #include <chrono>
+#include <random>
 
 namespace gateway {
 
@@ -45,11 +46,56 @@ void ServerConnection::start(conf::IpAddress ip, const Reply* refusal) {
         client.may_relay = client.may_relay || net.contains(ip);
     m_session = std::make_unique<SmtpSession>(m_settings->policy, std::move(client), *this);
     uv_tcp_nodelay(&m_tcp, 1);
-    if (refusal)
-        m_session->start_refused(*refusal);
+    if (refusal) m_refusal = *refusal;
+    if (m_settings->listen.tls == conf::ListenTls::Implicit && m_settings->tls) {
+        // RFC 8314: TLS from the first byte; the greeting comes once the handshake is done.
+        begin_tls();
+        update_reading();
+        arm_timer();
+        return;
+    }
+    greet();
+}
+
+void ServerConnection::greet() {
+    if (m_refusal)
+        m_session->start_refused(*m_refusal);
     else
         m_session->start();
     after_step();
+}
+
+void ServerConnection::begin_tls() {
+    m_tls = std::make_unique<tls::Engine>(m_settings->tls, tls::Engine::Role::Server, "");
+}
+
+void ServerConnection::start_tls() { m_tls_after_write = true; }
+
+void ServerConnection::on_ciphertext(std::string_view bytes) {
+    m_tls->receive(bytes);
+    if (!m_tls_ready) {
+        auto r = m_tls->handshake();
+        if (m_tls->has_output()) write_raw(m_tls->take_output());
+        if (r == tls::Result::WantIo) return;
+        if (r != tls::Result::Ok) {
+            log::warning(log::Component::Smtpd,
+                         m_session->client().label() + ": TLS handshake failed: " + m_tls->error());
+            return close("TLS handshake failed");
+        }
+        m_tls_ready = true;
+        auto info = m_tls->info();
+        std::string description = info.version + " with cipher " + info.cipher;
+        log::info(log::Component::Smtpd,
+                  "Anonymous TLS connection established from " + m_session->client().label() + ": " + description);
+        bool implicit_first = !m_session->tls_active() && m_settings->listen.tls == conf::ListenTls::Implicit;
+        m_session->on_tls_started(description);
+        if (implicit_first) greet();
+    }
+    std::string plain;
+    auto r = m_tls->read(plain);
+    if (m_tls->has_output()) write_raw(m_tls->take_output());
+    if (!plain.empty()) m_session->feed(plain);
+    if (r == tls::Result::Closed || r == tls::Result::Failed) return close("lost connection");
 }
 
 void ServerConnection::shutdown() {
@@ -65,6 +111,10 @@ void ServerConnection::abandon() { close("shutdown"); }
 void ServerConnection::after_step() {
     if (m_closing) return;
     if (m_session->has_output()) send(m_session->take_output());
+    if (m_tls_after_write) {  // the 220 to STARTTLS is on its way in plaintext; TLS follows
+        m_tls_after_write = false;
+        begin_tls();
+    }
     if (m_session->closing()) {
         if (m_reading) uv_read_stop(reinterpret_cast<uv_stream_t*>(&m_tcp)), m_reading = false;
         uv_timer_stop(&m_timer);
@@ -128,11 +178,21 @@ void ServerConnection::on_read(ssize_t nread, const uv_buf_t* buf) {
         uv_read_stop(reinterpret_cast<uv_stream_t*>(&m_tcp));
         return close("lost connection");
     }
-    m_session->feed(std::string_view(buf->base, size_t(nread)));
+    if (m_tls)
+        on_ciphertext(std::string_view(buf->base, size_t(nread)));
+    else
+        m_session->feed(std::string_view(buf->base, size_t(nread)));
     after_step();
 }
 
 void ServerConnection::send(std::string&& bytes) {
+    if (!m_tls_ready) return write_raw(std::move(bytes));
+    if (m_tls->write(bytes) != tls::Result::Ok) return close("lost connection");
+    write_raw(m_tls->take_output());
+}
+
+void ServerConnection::write_raw(std::string&& bytes) {
+    if (bytes.empty() || m_closing) return;
     auto* stream = reinterpret_cast<uv_stream_t*>(&m_tcp);
     uv_buf_t b = uv_buf_init(bytes.data(), unsigned(bytes.size()));
     if (m_writes_in_flight == 0) {
@@ -168,6 +228,7 @@ void ServerConnection::send(std::string&& bytes) {
 void ServerConnection::close(std::string_view reason) {
     if (m_closing) return;
     m_closing = true;
+    auth_cancel();
     if (m_session) m_session->on_disconnect(reason);
     auto closed = [](uv_handle_t* h) { static_cast<ServerConnection*>(h->data)->on_handle_closed(); };
     uv_close(reinterpret_cast<uv_handle_t*>(&m_timer), closed);
@@ -228,6 +289,67 @@ void ServerConnection::message_commit(Envelope&& envelope) {
         });
     });
     m_txn.reset();
+}
+
+void ServerConnection::auth_start(const std::string& mechanism, const std::optional<std::string>& initial) {
+    std::weak_ptr<ServerConnection> weak = shared_from_this();
+    m_auth = m_server.auth_worker().begin(
+        m_settings->sasl, mechanism, initial,
+        [weak](AuthOutcome o, const std::string& challenge, const std::string& user, const std::string& detail) {
+            if (auto c = weak.lock(); c && !c->m_closing)
+                guarded(c.get(), "auth", [&] { c->auth_result(o, challenge, user, detail); });
+        });
+}
+
+void ServerConnection::auth_step(const std::string& response) {
+    std::weak_ptr<ServerConnection> weak = shared_from_this();
+    m_server.auth_worker().step(
+        m_auth, response,
+        [weak](AuthOutcome o, const std::string& challenge, const std::string& user, const std::string& detail) {
+            if (auto c = weak.lock(); c && !c->m_closing)
+                guarded(c.get(), "auth", [&] { c->auth_result(o, challenge, user, detail); });
+        });
+}
+
+void ServerConnection::auth_cancel() {
+    if (m_auth) m_server.auth_worker().cancel(m_auth);
+    m_auth.reset();
+}
+
+bool ServerConnection::auth_blocked() { return m_server.auth_blocked(m_ip); }
+
+void ServerConnection::auth_result(AuthOutcome outcome, const std::string& challenge, const std::string& user,
+                                   const std::string& detail) {
+    if (outcome != AuthOutcome::Continue) auth_cancel();
+    if (outcome != AuthOutcome::Failure) {
+        m_session->on_auth_result(outcome, challenge, user, detail);
+        return after_step();
+    }
+    // A failure is answered after a short random pause, which slows down guessing.
+    m_server.auth_failed(m_ip);
+    struct Delay {
+        uv_timer_t timer;
+        std::weak_ptr<ServerConnection> connection;
+        std::string user;
+    };
+    auto* d = new Delay{{}, shared_from_this(), user};
+    d->timer.data = d;
+    uv_timer_init(m_server.loop(), &d->timer);
+    static thread_local std::mt19937 random{std::random_device{}()};
+    uint64_t ms = 500 + random() % 1000;
+    uv_timer_start(
+        &d->timer,
+        [](uv_timer_t* t) {
+            auto* d = static_cast<Delay*>(t->data);
+            if (auto c = d->connection.lock(); c && !c->m_closing) {
+                guarded(c.get(), "auth", [&] {
+                    c->m_session->on_auth_result(AuthOutcome::Failure, {}, d->user, {});
+                    c->after_step();
+                });
+            }
+            uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete static_cast<Delay*>(h->data); });
+        },
+        ms, 0);
 }
 
 void ServerConnection::message_abort() {

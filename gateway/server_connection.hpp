@@ -1,17 +1,21 @@
 // One client connection: the libuv adapter around an SmtpSession.
 //
-// It moves bytes between the socket and the session, arms the session's timeout, and
-// implements SessionHooks on top of the spool. Every libuv callback is a trampoline that
-// catches exceptions and ends this one connection. The object lives until both of its
-// handles are closed; spool callbacks hold only a weak reference.
+// It moves bytes between the socket and the session (through a TLS engine once TLS is up: from
+// the first byte on an implicit listener, after STARTTLS otherwise), arms the session's
+// timeout, and implements SessionHooks on top of the spool and the AUTH worker. Every libuv
+// callback is a trampoline that catches exceptions and ends this one connection. The object
+// lives until both of its handles are closed; other callbacks hold only a weak reference.
 #pragma once
 
+#include "gateway/auth_worker.hpp"
 #include "gateway/server.hpp"
 #include "gateway/smtp_session.hpp"
+#include "tls/tls_engine.hpp"
 
 #include <uv.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace gateway {
@@ -37,6 +41,11 @@ public:
     void message_write(std::string&& content) override;
     void message_commit(Envelope&& envelope) override;
     void message_abort() override;
+    void start_tls() override;
+    void auth_start(const std::string& mechanism, const std::optional<std::string>& initial) override;
+    void auth_step(const std::string& response) override;
+    void auth_cancel() override;
+    bool auth_blocked() override;
 
 private:
     void on_read(ssize_t nread, const uv_buf_t* buf);
@@ -46,6 +55,12 @@ private:
     void arm_timer();
     void close(std::string_view reason);
     void on_handle_closed();
+    void begin_tls();
+    void on_ciphertext(std::string_view bytes);
+    void write_raw(std::string&& bytes);
+    void greet();
+    void auth_result(AuthOutcome outcome, const std::string& challenge, const std::string& user,
+                     const std::string& detail);
 
     Server& m_server;
     std::shared_ptr<const ListenerSettings> m_settings;
@@ -64,6 +79,11 @@ private:
     bool m_closing = false;
     bool m_stopping = false;
     bool m_counted = false;  // counted in the per-client limits
+    std::unique_ptr<tls::Engine> m_tls;
+    bool m_tls_ready = false;        // the handshake is done
+    bool m_tls_after_write = false;  // STARTTLS: start the handshake once the 220 is out
+    std::optional<Reply> m_refusal;  // for an implicit listener: sent once TLS is up
+    std::shared_ptr<AuthAttempt> m_auth;
 };
 
 }  // namespace gateway

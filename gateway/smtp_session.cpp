@@ -29,11 +29,18 @@ struct SmtpSession::Command {
 
 const SmtpSession::Command* SmtpSession::find_command(std::string_view verb) {
     static const Command table[] = {
-        {"EHLO", &SmtpSession::cmd_ehlo, Ehlo}, {"HELO", &SmtpSession::cmd_helo, Helo},
-        {"MAIL", &SmtpSession::cmd_mail, Mail}, {"RCPT", &SmtpSession::cmd_rcpt, Rcpt},
-        {"DATA", &SmtpSession::cmd_data, Data}, {"RSET", &SmtpSession::cmd_rset, Rset},
-        {"NOOP", &SmtpSession::cmd_noop, Noop}, {"QUIT", &SmtpSession::cmd_quit, Quit},
-        {"VRFY", &SmtpSession::cmd_vrfy, Vrfy}, {"HELP", &SmtpSession::cmd_help, Help},
+        {"EHLO", &SmtpSession::cmd_ehlo, Ehlo},
+        {"HELO", &SmtpSession::cmd_helo, Helo},
+        {"MAIL", &SmtpSession::cmd_mail, Mail},
+        {"RCPT", &SmtpSession::cmd_rcpt, Rcpt},
+        {"DATA", &SmtpSession::cmd_data, Data},
+        {"RSET", &SmtpSession::cmd_rset, Rset},
+        {"NOOP", &SmtpSession::cmd_noop, Noop},
+        {"QUIT", &SmtpSession::cmd_quit, Quit},
+        {"VRFY", &SmtpSession::cmd_vrfy, Vrfy},
+        {"HELP", &SmtpSession::cmd_help, Help},
+        {"STARTTLS", &SmtpSession::cmd_starttls, Starttls},
+        {"AUTH", &SmtpSession::cmd_auth, Auth},
     };
     for (const auto& c : table)
         if (verb.size() == strlen(c.verb) && strncasecmp(verb.data(), c.verb, verb.size()) == 0) return &c;
@@ -56,7 +63,8 @@ void SmtpSession::start_refused(const Reply& r) {
 }
 
 TimeoutKind SmtpSession::timeout() const {
-    if (m_closing || m_state == State::Committing || m_state == State::Closed) return TimeoutKind::None;
+    if (m_closing || m_state == State::Committing || m_state == State::AuthWait || m_state == State::Closed)
+        return TimeoutKind::None;
     return m_state == State::Data ? TimeoutKind::Data : TimeoutKind::Command;
 }
 
@@ -97,7 +105,7 @@ void SmtpSession::feed(std::string_view bytes) {
 
 void SmtpSession::process() {
     size_t pos = 0;
-    while (pos < m_in.size() && !m_closing && m_state != State::Committing) {
+    while (pos < m_in.size() && !m_closing && !waiting()) {
         std::string_view rest(m_in.data() + pos, m_in.size() - pos);
         size_t used = m_state == State::Data ? process_data(rest) : process_line(rest);
         if (used == 0) break;
@@ -110,7 +118,8 @@ void SmtpSession::process() {
 // Consumes one command line (or the part of an over-long one that arrived); 0 if incomplete.
 size_t SmtpSession::process_line(std::string_view in) {
     size_t nl = in.find('\n');
-    size_t limit = in.size() >= 5 && strncasecmp(in.data(), "AUTH ", 5) == 0 ? k_auth_line_limit : k_command_line_limit;
+    bool auth = m_state == State::AuthLine || (in.size() >= 5 && strncasecmp(in.data(), "AUTH ", 5) == 0);
+    size_t limit = auth ? k_auth_line_limit : k_command_line_limit;
     if (m_discarding) {
         if (nl == std::string_view::npos) return in.size();
         m_discarding = false;
@@ -126,6 +135,8 @@ size_t SmtpSession::process_line(std::string_view in) {
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.size() > limit)
         reply(replies::line_too_long());
+    else if (m_state == State::AuthLine)
+        process_auth_line(line);
     else
         handle_command(line);
     return nl + 1;
@@ -134,7 +145,7 @@ size_t SmtpSession::process_line(std::string_view in) {
 void SmtpSession::handle_command(std::string_view line) {
     auto cmd = split_command(line);
     if (log::enabled(conf::LogLevel::Debug))
-        log::debug(Component::Smtpd, "< " + m_client.label() + ": " + printable(line));
+        log::debug(Component::Smtpd, "< " + m_client.label() + ": " + loggable(cmd, line));
     if (is_http_verb(cmd.verb)) {
         log::warning(Component::Smtpd, "non-SMTP command from " + m_client.label() + ": " + printable(line));
         close_with(replies::non_smtp_command());
@@ -151,8 +162,8 @@ void SmtpSession::handle_command(std::string_view line) {
     m_last_command = c->verb;
     m_command_failed = false;
     (this->*(c->handler))(cmd.args);
-    // DATA counts as done only once the message is stored (on_commit_result).
-    if (!m_command_failed && m_current != Data) m_counts[m_current][0]++;
+    // DATA counts as done only once the message is stored (on_commit_result), AUTH once it succeeds.
+    if (!m_command_failed && m_current != Data && m_current != Auth) m_counts[m_current][0]++;
 }
 
 void SmtpSession::cmd_ehlo(std::string_view args) { begin_helo(args, true); }
@@ -172,13 +183,13 @@ void SmtpSession::begin_helo(std::string_view args, bool esmtp) {
         reply(replies::helo(m_policy.hostname));
         return;
     }
-    reply(replies::ehlo(m_policy.hostname, {"PIPELINING", "SIZE " + std::to_string(m_policy.message_size), "8BITMIME",
-                                            "ENHANCEDSTATUSCODES", "SMTPUTF8"}));
+    reply(replies::ehlo(m_policy.hostname, capabilities()));
 }
 
 void SmtpSession::cmd_mail(std::string_view args) {
     if (m_state == State::Connected) return reply(replies::need_helo());
     if (m_state != State::Ready) return reply(replies::nested_mail());
+    if (m_policy.auth == conf::ListenAuth::Required && m_user.empty()) return reply(replies::auth_required());
     std::string_view rest;
     if (!strip_keyword(args, "FROM:", rest)) return reply(replies::syntax("MAIL FROM:<address>"));
     // SMTPUTF8 among the parameters allows a UTF-8 address (RFC 6531 3.4).
@@ -221,6 +232,8 @@ bool SmtpSession::parse_mail_parameters(std::string_view params) {
                 return reply(replies::unsupported_parameter(p.text)), false;
         } else if (p.keyword == "SMTPUTF8" && !p.has_value) {
             m_smtputf8 = true;
+        } else if (p.keyword == "AUTH" && m_policy.auth != conf::ListenAuth::None) {
+            // RFC 4954 5: the AUTH= parameter is accepted; this relay does not act on it.
         } else {
             return reply(replies::unsupported_parameter(p.text)), false;
         }
@@ -246,14 +259,16 @@ void SmtpSession::cmd_rcpt(std::string_view args) {
         // send the remaining recipients in a later transaction.
         return reply(replies::too_many_recipients(), false);
     }
-    if (!m_client.may_relay) {
+    if (!m_client.may_relay && m_user.empty()) {
         ++m_rejected_recipients;
         return reject("RCPT", replies::relay_denied(path.address), path.address);
     }
     if (m_queue_id.empty()) {
         m_queue_id = m_hooks.new_queue_id();
         m_arrival_us = m_hooks.now_us();
-        log::info(Component::Smtpd, m_queue_id + ": client=" + m_client.label());
+        std::string line = m_queue_id + ": client=" + m_client.label();
+        if (!m_user.empty()) line += ", sasl_method=" + m_auth_mechanism + ", sasl_username=" + m_user;
+        log::info(Component::Smtpd, line);
     }
     m_recipients.push_back(path.address);
     set_state(State::Rcpt);
@@ -283,7 +298,8 @@ void SmtpSession::cmd_data(std::string_view args) {
                     protocol(),
                     m_queue_id,
                     m_recipients.size() == 1 ? m_recipients.front() : std::string(),
-                    now_s};
+                    now_s,
+                    m_tls_description};
     m_chunk = received_header(trace);
     m_stored = 0;
     set_state(State::Data);
@@ -335,6 +351,7 @@ void SmtpSession::finish_data() {
     e.client_ip = m_client.ip;
     e.helo = m_helo;
     e.protocol = protocol();
+    e.sasl_username = m_user;
     e.body = m_body;
     e.smtputf8 = m_smtputf8;
     e.message_id = m_headers->message_id();
@@ -420,13 +437,16 @@ void SmtpSession::on_disconnect(std::string_view reason) {
 }
 
 std::string SmtpSession::protocol() const {
+    // RFC 3848: S for TLS, A for AUTH; RFC 6531 3.7.3: UTF8 for SMTPUTF8.
     std::string p = m_esmtp ? "ESMTP" : "SMTP";
-    return m_smtputf8 ? "UTF8" + p : p;  // RFC 6531 3.7.3
+    if (m_esmtp && m_tls) p += "S";
+    if (m_esmtp && !m_user.empty()) p += "A";
+    return m_smtputf8 ? "UTF8" + p : p;
 }
 
 std::string SmtpSession::stats() const {
-    static const char* const names[] = {"ehlo", "helo", "mail", "rcpt", "data",   "rset",
-                                        "noop", "quit", "vrfy", "help", "unknown"};
+    static const char* const names[] = {"ehlo", "helo", "starttls", "auth", "mail", "rcpt",   "data",
+                                        "rset", "noop", "quit",     "vrfy", "help", "unknown"};
     std::string out;
     unsigned ok = 0, total = 0;
     for (int i = 0; i < Counters; ++i) {

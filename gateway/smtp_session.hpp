@@ -15,6 +15,7 @@
 // a unit test on strings.
 #pragma once
 
+#include "conf/config.hpp"
 #include "gateway/data_reader.hpp"
 #include "gateway/envelope.hpp"
 #include "gateway/message_headers.hpp"
@@ -23,13 +24,20 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace gateway {
 
 struct SessionPolicy {
     std::string hostname;
+    // TLS and AUTH (RFC 3207, RFC 4954), from the listener and the tls:/sasl: sections
+    bool starttls = false;  // STARTTLS is offered (tls: starttls, a certificate loaded)
+    conf::ListenAuth auth = conf::ListenAuth::None;
+    std::vector<std::string> mechanisms;  // offered in EHLO, in this order
+    bool auth_without_tls = false;        // sasl.plaintext_without_tls
     uint64_t message_size = 0;
     unsigned max_recipients = 100;
     unsigned max_errors = 20;
@@ -57,7 +65,17 @@ public:
     virtual void message_commit(Envelope&& envelope) = 0;
     // Forgets the content written so far (the message was refused or the client went away).
     virtual void message_abort() = 0;
+    // After the 220 to STARTTLS has been written: the TLS handshake. The session hears of it
+    // through on_tls_started(), or the connection closes.
+    virtual void start_tls() = 0;
+    // AUTH: the SASL exchange runs outside the session; the answers come as on_auth_result().
+    virtual void auth_start(const std::string& mechanism, const std::optional<std::string>& initial) = 0;
+    virtual void auth_step(const std::string& response) = 0;
+    virtual void auth_cancel() = 0;
+    virtual bool auth_blocked() = 0;  // this client address has failed too often lately
 };
+
+enum class AuthOutcome { Continue, Success, Failure, TempFailure, Invalid };
 
 enum class TimeoutKind { None, Command, Data };
 
@@ -72,6 +90,11 @@ public:
     void start_refused(const Reply& reply);  // too many connections: reply and close
     void feed(std::string_view bytes);
     void on_commit_result(CommitResult result);
+    // TLS is up (after STARTTLS, or from the first byte on an implicit listener): what the client
+    // sent before it is forgotten, and a new EHLO is required. `description` goes into Received:.
+    void on_tls_started(const std::string& description);
+    void on_auth_result(AuthOutcome outcome, const std::string& challenge, const std::string& username,
+                        const std::string& detail);
     void on_timeout();
     void on_shutdown();  // the server is stopping: 421 unless a commit is in flight
     void on_disconnect(std::string_view reason);
@@ -79,13 +102,17 @@ public:
     std::string take_output() { return std::move(m_out); }
     bool has_output() const { return !m_out.empty(); }
     bool closing() const { return m_closing; }
-    bool waiting() const { return m_state == State::Committing; }
+    bool waiting() const {
+        return m_state == State::Committing || m_state == State::StartingTls || m_state == State::AuthWait;
+    }
+    bool tls_active() const { return m_tls; }
+    const std::string& username() const { return m_user; }
     TimeoutKind timeout() const;
     size_t buffered_input() const { return m_in.size(); }
     const ClientInfo& client() const { return m_client; }
 
 private:
-    enum class State { Connected, Ready, Mail, Rcpt, Data, Committing, Closed };
+    enum class State { Connected, Ready, Mail, Rcpt, Data, Committing, StartingTls, AuthWait, AuthLine, Closed };
     struct Command;
     static const Command* find_command(std::string_view verb);
 
@@ -105,6 +132,10 @@ private:
     void cmd_quit(std::string_view args);
     void cmd_vrfy(std::string_view args);
     void cmd_help(std::string_view args);
+    void cmd_starttls(std::string_view args);
+    void cmd_auth(std::string_view args);
+    void process_auth_line(std::string_view line);
+    std::vector<std::string> capabilities() const;
 
     bool parse_mail_parameters(std::string_view params);
     void begin_helo(std::string_view args, bool esmtp);
@@ -134,6 +165,12 @@ private:
     std::string m_helo;
     bool m_esmtp = false;
 
+    // TLS and AUTH
+    bool m_tls = false;
+    std::string m_tls_description;  // "TLSv1.2 with cipher ..."
+    std::string m_user;             // authenticated as
+    std::string m_auth_mechanism;
+
     // The current transaction
     std::string m_queue_id;
     std::string m_sender;
@@ -150,7 +187,7 @@ private:
     uint64_t m_stored = 0;  // content octets handed to the spool
 
     // Counters for the disconnect line: accepted/total per command
-    enum Counter { Ehlo, Helo, Mail, Rcpt, Data, Rset, Noop, Quit, Vrfy, Help, Unknown, Counters };
+    enum Counter { Ehlo, Helo, Starttls, Auth, Mail, Rcpt, Data, Rset, Noop, Quit, Vrfy, Help, Unknown, Counters };
     std::array<std::array<unsigned, 2>, Counters> m_counts{};
     Counter m_current = Unknown;
 };

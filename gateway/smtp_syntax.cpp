@@ -88,6 +88,16 @@ std::string printable(std::string_view s, size_t max) {
     return out;
 }
 
+std::string loggable(const CommandParts& cmd, std::string_view line) {
+    if (cmd.verb.size() == 4 && strncasecmp(cmd.verb.data(), "AUTH", 4) == 0) {
+        std::string_view args = trim_spaces(cmd.args);
+        size_t space = args.find(' ');
+        if (space != std::string_view::npos)
+            return printable(line.substr(0, cmd.verb.size() + 1)) + printable(args.substr(0, space)) + " ***";
+    }
+    return printable(line);
+}
+
 bool is_http_verb(std::string_view verb) {
     static const char* const verbs[] = {"GET", "POST", "HEAD", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"};
     for (const char* v : verbs)

@@ -17,6 +17,10 @@ struct CommandParts {
 
 CommandParts split_command(std::string_view line);
 
+// A command line as it may appear in a log: an AUTH initial response is a credential and is
+// replaced by "***" (the mechanism name stays).
+std::string loggable(const CommandParts& cmd, std::string_view line);
+
 // Matches `keyword` case-insensitively at the start of `args` (leading spaces tolerated);
 // `rest` receives what follows.
 bool strip_keyword(std::string_view args, std::string_view keyword, std::string_view& rest);

@@ -160,6 +160,16 @@ std::shared_ptr<Context> server_context(const std::string& certificate_file, con
         return nullptr;
     }
     mbedtls_ssl_conf_authmode(&c->config.conf, MBEDTLS_SSL_VERIFY_NONE);
+    // Forward secrecy and AEAD only (the TLS 1.2 part of Mozilla's "intermediate" profile); the
+    // server's order wins. mbedTLS keeps the pointer, so the list is static.
+    static const int k_suites[] = {MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                                   MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                                   MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                                   MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                                   MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                                   MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+                                   0};
+    mbedtls_ssl_conf_ciphersuites(&c->config.conf, k_suites);
     return c;
 }
 

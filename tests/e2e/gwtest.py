@@ -42,8 +42,8 @@ class Gateway:
         self.clients = []
         self.write_config(config, listen, hostname)
 
-    def write_config(self, extra="", listen="127.0.0.1:0", hostname="gw.test"):
-        text = f"hostname: {hostname}\nlog: {{ file: {self.log_path}, level: info }}\n"
+    def write_config(self, extra="", listen="127.0.0.1:0", hostname="gw.test", log_level="info"):
+        text = f"hostname: {hostname}\nlog: {{ file: {self.log_path}, level: {log_level} }}\n"
         if "queue:" not in extra:
             text += f"queue: {{ dir: {self.spool}, retry: [1h] }}\n"
         if "listen:" not in extra:
@@ -69,6 +69,7 @@ class Gateway:
         listening = re.findall(r"listening on (\S+) \(port (\d+)\)", "\n".join(started))
         self.host = listening[0][0].rsplit(":", 1)[0].strip("[]")
         self.port = int(listening[0][1])
+        self.ports = [int(p) for _, p in listening]  # in the order of `listen:`
         return self.proc
 
     def _started(self, skip):

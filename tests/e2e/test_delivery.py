@@ -249,6 +249,7 @@ class RestartTest(unittest.TestCase):
             subjects = sorted(m["Subject"] for m in relay.messages())
             self.assertEqual(subjects, sorted(f"restart {i}" for i in range(20)))
             for qid in ids:
+                gw.wait_log(rf"{qid}: to=.*status=sent")  # log lines may trail the spool by a few ms
                 self.assertEqual(len([l for l in gw.log_lines() if f"{qid}: to=" in l and "status=sent" in l]), 1)
         finally:
             gw.cleanup()

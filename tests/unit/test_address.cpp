@@ -101,3 +101,11 @@ TEST_CASE("command lines and parameters", "[syntax]") {
     CHECK_FALSE(is_http_verb("EHLO"));
     CHECK(trim_brackets(" <a@b> SIZE=1") == "a@b");
 }
+
+TEST_CASE("an AUTH initial response never reaches the log", "[syntax]") {
+    auto logged = [](std::string_view line) { return loggable(split_command(line), line); };
+    CHECK(logged("AUTH PLAIN AGFsaWNlAHNlY3JldA==") == "AUTH PLAIN ***");
+    CHECK(logged("auth  login   YWxpY2U=") == "auth login ***");
+    CHECK(logged("AUTH CRAM-MD5") == "AUTH CRAM-MD5");
+    CHECK(logged("MAIL FROM:<a@b> AUTH=<>") == "MAIL FROM:<a@b> AUTH=<>");
+}

@@ -61,8 +61,8 @@ TEST_CASE("an oversized header section passes unchanged", "[headers]") {
 }
 
 TEST_CASE("Received header", "[headers]") {
-    TraceInfo t{"printer.lan", "unknown",       "192.0.2.7",     "relay.example.com",
-                "ESMTP",       "18F3A2B4C5D6E", "a@example.org", 0};
+    TraceInfo t{"printer.lan",   "unknown", "192.0.2.7", "relay.example.com", "ESMTP", "18F3A2B4C5D6E",
+                "a@example.org", 0,         ""};
     auto h = received_header(t);
     CHECK(h.rfind("Received: from printer.lan (unknown [192.0.2.7])\r\n\tby relay.example.com (smtpgw) with ESMTP id "
                   "18F3A2B4C5D6E\r\n\tfor <a@example.org>; ",

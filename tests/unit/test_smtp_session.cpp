@@ -27,6 +27,18 @@ struct FakeHooks : SessionHooks {
         ++aborts;
         content.clear();
     }
+    bool tls_requested = false;
+    std::vector<std::pair<std::string, std::optional<std::string>>> auth_starts;
+    std::vector<std::string> auth_steps;
+    int auth_cancels = 0;
+    bool blocked = false;
+    void start_tls() override { tls_requested = true; }
+    void auth_start(const std::string& m, const std::optional<std::string>& initial) override {
+        auth_starts.emplace_back(m, initial);
+    }
+    void auth_step(const std::string& r) override { auth_steps.push_back(r); }
+    void auth_cancel() override { ++auth_cancels; }
+    bool auth_blocked() override { return blocked; }
 };
 
 struct LogCapture {
@@ -278,8 +290,9 @@ TEST_CASE("command lines over 2048 octets", "[session][limits]") {
     CHECK(d.send(std::string(5000, 'b')) == "");
     CHECK(d.send("bbb\r\nNOOP\r\n") == "250 2.0.0 Ok\r\n");
     CHECK(d.send("NOOP " + std::string(2040, 'c') + "\r\n") == "250 2.0.0 Ok\r\n");
-    // RFC 4954 4: AUTH lines may be up to 12288 octets (the command itself arrives with AUTH support).
-    CHECK(d.send("AUTH PLAIN " + std::string(5000, 'd') + "\r\n") == "502 5.5.2 Error: command not recognized\r\n");
+    // RFC 4954 4: AUTH lines may be up to 12288 octets.
+    CHECK(d.send("AUTH PLAIN " + std::string(5000, 'd') + "\r\n") == "503 5.5.1 Error: authentication not enabled\r\n");
+    CHECK(d.send("AUTH PLAIN " + std::string(13000, 'd') + "\r\n") == "500 5.5.2 Line too long\r\n");
 }
 
 TEST_CASE("the error budget closes the session", "[session][limits]") {
@@ -422,4 +435,123 @@ TEST_CASE("a lost connection is logged with the stage", "[session]") {
     CHECK(d.hooks.aborts == 1);
     CHECK(logs.has("lost connection after DATA (7 bytes) from unknown[192.0.2.7]"));
     CHECK(logs.has("disconnect from unknown[192.0.2.7] ehlo=1 mail=1 rcpt=1 data=0/1 commands=3/4"));
+}
+
+namespace {
+
+SessionPolicy tls_policy(conf::ListenAuth auth = conf::ListenAuth::Optional) {
+    auto p = Dialog::default_policy();
+    p.starttls = true;
+    p.auth = auth;
+    p.mechanisms = {"PLAIN", "LOGIN"};
+    return p;
+}
+
+}  // namespace
+
+TEST_CASE("STARTTLS: pipelined commands are discarded and EHLO starts again", "[session][tls]") {
+    Dialog d(true, tls_policy());
+    d.out();
+    auto ehlo = d.send("EHLO c\r\n");
+    CHECK(ehlo.find("250-STARTTLS\r\n") != std::string::npos);
+    CHECK(ehlo.find("AUTH") == std::string::npos);  // not before TLS
+    // A command injected after STARTTLS in the same packet is never executed (RFC 3207 4).
+    CHECK(d.send("STARTTLS\r\nMAIL FROM:<evil@x.example>\r\n") == "220 2.0.0 Ready to start TLS\r\n");
+    CHECK(d.hooks.tls_requested);
+    CHECK(d.session->waiting());
+    d.session->on_tls_started("TLSv1.2 with cipher TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384");
+    CHECK(d.out().empty());
+    CHECK(d.send("MAIL FROM:<a@x.example>\r\n") == "503 5.5.1 Error: send HELO/EHLO first\r\n");
+    ehlo = d.send("EHLO c\r\n");
+    CHECK(ehlo.find("STARTTLS") == std::string::npos);
+    CHECK(ehlo.find("250-AUTH PLAIN LOGIN\r\n") != std::string::npos);
+    CHECK(d.send("STARTTLS\r\n") == "554 5.5.1 Error: TLS already active\r\n");
+    d.send("MAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\nDATA\r\nSubject: s\r\n\r\nx\r\n.\r\n");
+    REQUIRE(d.hooks.committed);
+    CHECK(d.hooks.committed->protocol == "ESMTPS");
+    CHECK(d.hooks.content.find("\r\n\t(using TLSv1.2 with cipher TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384)\r\n") !=
+          std::string::npos);
+}
+
+TEST_CASE("STARTTLS where it is not offered", "[session][tls]") {
+    Dialog d;
+    d.out();
+    d.send("EHLO c\r\n");
+    CHECK(d.send("STARTTLS\r\n") == "502 5.5.1 Error: command not implemented\r\n");
+}
+
+TEST_CASE("AUTH: offered only on TLS, PLAIN with an initial response, relay after it", "[session][auth]") {
+    LogCapture logs;
+    Dialog d(false, tls_policy());
+    d.out();
+    d.send("EHLO c\r\n");
+    CHECK(d.send("AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n") ==
+          "538 5.7.11 Encryption required for requested authentication mechanism\r\n");
+    d.send("STARTTLS\r\n");
+    d.session->on_tls_started("TLSv1.2 with cipher X");
+    d.send("EHLO c\r\n");
+    CHECK(d.send("AUTH CRAM-MD5\r\n") == "504 5.5.4 Unrecognized authentication type\r\n");
+    CHECK(d.send("AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n").empty());
+    REQUIRE(d.hooks.auth_starts.size() == 1);
+    CHECK(d.hooks.auth_starts[0].first == "PLAIN");
+    CHECK(d.hooks.auth_starts[0].second == std::string("\0alice\0secret", 13));
+    d.session->on_auth_result(AuthOutcome::Success, "", "alice", "");
+    CHECK(d.out() == "235 2.7.0 Authentication successful\r\n");
+    CHECK(d.send("AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n") == "503 5.5.1 Error: already authenticated\r\n");
+    // Not in `clients`, but authenticated: may relay.
+    CHECK(d.send("MAIL FROM:<alice@x.example> AUTH=<>\r\n") == "250 2.1.0 Ok\r\n");
+    CHECK(d.send("RCPT TO:<b@y.example>\r\n") == "250 2.1.5 Ok\r\n");
+    d.send("DATA\r\nx\r\n.\r\n");
+    REQUIRE(d.hooks.committed);
+    CHECK(d.hooks.committed->protocol == "ESMTPSA");
+    CHECK(d.hooks.committed->sasl_username == "alice");
+    CHECK(logs.has(": QID1: client=unknown[192.0.2.7], sasl_method=PLAIN, sasl_username=alice"));
+    for (const auto& l : logs.lines)
+        CHECK(l.find("secret") == std::string::npos);
+}
+
+TEST_CASE("AUTH: continuations, cancel, failure", "[session][auth]") {
+    LogCapture logs;
+    auto p = tls_policy();
+    p.auth_without_tls = true;
+    Dialog d(false, p);
+    d.out();
+    CHECK(d.send("EHLO c\r\n").find("250-AUTH PLAIN LOGIN\r\n") != std::string::npos);
+    CHECK(d.send("AUTH LOGIN\r\n").empty());
+    CHECK_FALSE(d.hooks.auth_starts.at(0).second);
+    d.session->on_auth_result(AuthOutcome::Continue, "Username:", "", "");
+    CHECK(d.out() == "334 VXNlcm5hbWU6\r\n");
+    CHECK(d.send("YWxpY2U=\r\n").empty());
+    CHECK(d.hooks.auth_steps.at(0) == "alice");
+    d.session->on_auth_result(AuthOutcome::Continue, "Password:", "", "");
+    CHECK(d.out() == "334 UGFzc3dvcmQ6\r\n");
+    CHECK(d.send("*\r\n") == "501 5.7.0 Authentication aborted\r\n");
+    CHECK(d.hooks.auth_cancels == 1);
+
+    d.send("AUTH PLAIN AGFsaWNlAHdyb25n\r\n");
+    d.session->on_auth_result(AuthOutcome::Failure, "", "alice", "user not found");
+    CHECK(d.out() == "535 5.7.8 Error: authentication failed: authentication failure\r\n");
+    CHECK(
+        logs.has("warning: unknown[192.0.2.7]: SASL PLAIN authentication failed: user not found, sasl_username=alice"));
+    CHECK(d.send("RCPT TO:<b@y.example>\r\n") == "503 5.5.1 Error: need MAIL command\r\n");
+    d.send("MAIL FROM:<a@x.example>\r\n");
+    CHECK(d.send("RCPT TO:<b@y.example>\r\n") == "554 5.7.1 <b@y.example>: Relay access denied\r\n");
+    CHECK(d.send("RSET\r\nAUTH PLAIN !!!\r\n") == "250 2.0.0 Ok\r\n501 5.5.2 Cannot decode response\r\n");
+    d.send("AUTH PLAIN =\r\n");
+    d.session->on_auth_result(AuthOutcome::TempFailure, "", "", "cannot open the sasldb");
+    CHECK(d.out() == "454 4.7.0 Temporary authentication failure: cannot open the sasldb\r\n");
+    d.hooks.blocked = true;
+    CHECK(d.send("AUTH PLAIN =\r\n") == "421 4.7.0 gw.example Error: too many AUTH failures from 192.0.2.7\r\n");
+    CHECK(d.session->closing());
+    d.session->on_disconnect("");
+    // Five AUTH commands, none of which succeeded.
+    CHECK(logs.has("disconnect from unknown[192.0.2.7] ehlo=1 auth=0/5 mail=1 rcpt=0/2 rset=1 commands=3/10"));
+}
+
+TEST_CASE("auth: required refuses MAIL until AUTH", "[session][auth]") {
+    auto p = tls_policy(conf::ListenAuth::Required);
+    Dialog d(true, p);  // even a client in `clients`
+    d.out();
+    d.send("EHLO c\r\n");
+    CHECK(d.send("MAIL FROM:<a@x.example>\r\n") == "530 5.7.0 Authentication required\r\n");
 }
