@@ -2,6 +2,8 @@
 
 #include <sasl/sasl.h>
 
+#include <unistd.h>
+#include <cerrno>
 #include <cstring>
 #include <functional>
 #include <mutex>
@@ -111,6 +113,13 @@ std::unique_ptr<SaslServer> SaslServer::start(const ServerOptions& options, cons
                                               const std::optional<std::string>& initial, std::string& challenge,
                                               Outcome& outcome, std::string& detail) {
     init_library();
+    // Cyrus answers "user not found" for a sasldb it cannot open; that is the server's trouble,
+    // not the client's, so it is a temporary failure with the reason for the log.
+    if (::access(options.sasldb.c_str(), R_OK) != 0) {
+        outcome = Outcome::TempFailure;
+        detail = "cannot read sasl.sasldb " + options.sasldb + ": " + std::strerror(errno);
+        return nullptr;
+    }
     std::unique_ptr<SaslServer> s(new SaslServer);
     s->m_conn = std::make_unique<Conn>();
     int r = s->m_conn->create(options);

@@ -134,9 +134,7 @@ Reply auth_challenge(const std::string& base64) { return make(334, "", base64); 
 Reply auth_succeeded() { return make(235, "2.7.0", "Authentication successful"); }
 Reply auth_failed() { return make(535, "5.7.8", "Error: authentication failed: authentication failure"); }
 
-Reply auth_temporary(std::string_view detail) {
-    return make(454, "4.7.0", "Temporary authentication failure: " + std::string(detail));
-}
+Reply auth_temporary() { return make(454, "4.7.0", "Temporary authentication failure"); }
 
 Reply auth_aborted() { return make(501, "5.7.0", "Authentication aborted"); }
 Reply cannot_decode() { return make(501, "5.5.2", "Cannot decode response"); }

@@ -82,7 +82,7 @@ Reply unknown_mechanism();
 Reply auth_challenge(const std::string& base64);
 Reply auth_succeeded();
 Reply auth_failed();
-Reply auth_temporary(std::string_view detail);
+Reply auth_temporary();  // the reason goes to the log only
 Reply auth_aborted();
 Reply cannot_decode();
 Reply auth_required();

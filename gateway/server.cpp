@@ -4,8 +4,11 @@
 #include "gateway/net.hpp"
 #include "gateway/server_connection.hpp"
 
+#include <unistd.h>
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <stdexcept>
 
 namespace gateway {
@@ -24,6 +27,16 @@ SessionPolicy make_policy(const conf::Config& c, const conf::Listen& l) {
 }
 
 constexpr size_t k_read_buffer = 64 * 1024;
+
+// A sasldb that cannot be read fails every AUTH (454); say so when the configuration is loaded.
+void check_sasldb(const conf::Config& c) {
+    bool auth = std::any_of(c.listen.begin(), c.listen.end(),
+                            [](const conf::Listen& l) { return l.auth != conf::ListenAuth::None; });
+    if (!auth || !c.sasl || ::access(c.sasl->sasldb.c_str(), R_OK) == 0) return;
+    log::warning(log::Component::Master,
+                 "sasl.sasldb " + c.sasl->sasldb + ": " + std::strerror(errno) +
+                     "; every AUTH gets 454 4.7.0 until it can be read (smtpgw user add creates it)");
+}
 
 }  // namespace
 
@@ -85,6 +98,7 @@ bool Server::auth_blocked(const conf::IpAddress& ip) {
 
 void Server::start() {
     m_tls = load_tls(*m_config);
+    check_sasldb(*m_config);
     m_auth.start(m_loop);
     for (const auto& l : m_config->listen) {
         auto listener = std::make_unique<Listener>();
@@ -208,6 +222,7 @@ void Server::reload(std::shared_ptr<const conf::Config> config) {
     }
     m_config = std::move(config);
     log::set_level(m_config->log.level);
+    check_sasldb(*m_config);
     // Listeners pair with the new `listen:` entries by address, in order (port 0 may appear twice).
     auto same = [](const conf::Listen& a, const conf::Listen& b) {
         return a.endpoint.host == b.endpoint.host && a.endpoint.port == b.endpoint.port;

@@ -120,7 +120,7 @@ void SmtpSession::on_auth_result(AuthOutcome outcome, const std::string& challen
         log::warning(Component::Smtpd,
                      m_client.label() + ": SASL " + m_auth_mechanism + " authentication problem: " + detail);
         set_state(State::Ready);
-        reply(replies::auth_temporary(detail));
+        reply(replies::auth_temporary());
         break;
     case AuthOutcome::Invalid:
         set_state(State::Ready);

@@ -418,5 +418,41 @@ tls: {{ certificate: {self.cert}, key: {self.key} }}
         self.assertIn(self.cert, proc.stderr.read().decode() + "\n".join(self.gw.log_lines()))
 
 
+class BackEndTroubleTest(unittest.TestCase):
+    """A sasldb that cannot be read is the server's problem: 454 to the client, the reason in the log."""
+
+    def test_missing_sasldb(self):
+        certs = tempfile.mkdtemp(prefix="smtpgw-certs-")
+        self.addCleanup(shutil.rmtree, certs, True)
+        subprocess.run([os.path.join(HERE, "../tools/make-certs"), certs, "gw.test"], check=True)
+        # The certificate file holds the chain: the server certificate, then the CA.
+        chain = os.path.join(certs, "chain.pem")
+        with open(chain, "w") as f:
+            for name in ("gw.test.pem", "ca.pem"):
+                with open(os.path.join(certs, name)) as part:
+                    f.write(part.read())
+        gw = Gateway(f"""
+listen: [{{ address: "127.0.0.1:0", tls: implicit, auth: optional }}]
+tls: {{ certificate: {chain}, key: {certs}/gw.test.key }}
+sasl: {{ sasldb: {certs}/no/such/sasldb2, mechanisms: [PLAIN] }}
+""")
+        self.addCleanup(gw.cleanup)
+        gw.start()
+        gw.wait_log(rf"warning: sasl\.sasldb {re.escape(certs)}/no/such/sasldb2: No such file or directory; "
+                    r"every AUTH gets 454 4\.7\.0 until it can be read")
+        out = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{gw.port}", "-showcerts"],
+                             input="QUIT\n", capture_output=True, text=True, timeout=30)
+        self.assertEqual(out.stdout.count("-----BEGIN CERTIFICATE-----"), 2, out.stdout)
+        self.assertRegex(out.stdout, r"1 s:CN *= *smtpgw Test CA")
+        c = TlsClient(gw.port, "127.0.0.80", os.path.join(certs, "ca.pem"), implicit=True)
+        self.addCleanup(c.close)
+        c.reply()
+        c.command("EHLO client.test")
+        self.assertEqual(c.command("AUTH PLAIN " + b64(f"\0{USER}\0{PASSWORD}")),
+                         "454 4.7.0 Temporary authentication failure\r\n")
+        gw.wait_log(r"warning: unknown\[127\.0\.0\.80\]: SASL PLAIN authentication problem: cannot read "
+                    rf"sasl\.sasldb {re.escape(certs)}/no/such/sasldb2: No such file or directory")
+
+
 if __name__ == "__main__":
     unittest.main()

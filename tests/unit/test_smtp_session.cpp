@@ -539,7 +539,8 @@ TEST_CASE("AUTH: continuations, cancel, failure", "[session][auth]") {
     CHECK(d.send("RSET\r\nAUTH PLAIN !!!\r\n") == "250 2.0.0 Ok\r\n501 5.5.2 Cannot decode response\r\n");
     d.send("AUTH PLAIN =\r\n");
     d.session->on_auth_result(AuthOutcome::TempFailure, "", "", "cannot open the sasldb");
-    CHECK(d.out() == "454 4.7.0 Temporary authentication failure: cannot open the sasldb\r\n");
+    CHECK(d.out() == "454 4.7.0 Temporary authentication failure\r\n");
+    CHECK(logs.has("warning: unknown[192.0.2.7]: SASL PLAIN authentication problem: cannot open the sasldb"));
     d.hooks.blocked = true;
     CHECK(d.send("AUTH PLAIN =\r\n") == "421 4.7.0 gw.example Error: too many AUTH failures from 192.0.2.7\r\n");
     CHECK(d.session->closing());
