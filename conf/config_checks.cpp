@@ -1,8 +1,10 @@
 #include "conf/config_checks.hpp"
 
+#include <sys/stat.h>
 #include <unistd.h>
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <regex>
 
@@ -169,6 +171,81 @@ bool is_client_mechanism(const std::string& m) {
     return std::any_of(std::begin(known), std::end(known), [&](const char* k) { return m == k; });
 }
 
+std::optional<std::string> not_public(const std::string& domain) {
+    std::string d;
+    for (char ch : domain)
+        d += char(ch >= 'A' && ch <= 'Z' ? ch - 'A' + 'a' : ch);
+    while (!d.empty() && d.back() == '.')
+        d.pop_back();
+    if (d.empty() || d.front() == '[') return std::nullopt;  // an address literal is its own matter
+    auto dot = d.rfind('.');
+    if (dot == std::string::npos) return "\"" + d + "\" is a bare host name, not an Internet domain";
+    static const char* const reserved[] = {"local",   "localdomain", "lan",       "internal", "invalid",
+                                           "example", "test",        "localhost", "home",     "corp"};
+    std::string tld = d.substr(dot + 1);
+    for (const char* r : reserved)
+        if (tld == r) return "." + tld + " is not a public domain";
+    return std::nullopt;
+}
+
+namespace {
+
+// Why an address in `domain` cannot be a sender on the Internet, in the words an admin needs.
+std::string undeliverable(const std::string& what, const std::string& address, const std::string& reason) {
+    return what + ": " + address + " cannot be a sender on the Internet (" + reason +
+           "): receiving servers refuse mail from a domain that does not resolve (450 4.1.8 Sender address "
+           "rejected: Domain not found) and replies cannot reach it; use an address in a domain you own";
+}
+
+void advise(const Config& c, std::vector<Diagnostic>& diags) {
+    auto warn = [&](const Mark& m, const std::string& text) {
+        diags.push_back({c.source, m.line, m.column, false, text});
+    };
+    for (size_t i = 0; i < c.sender.rewrite.size(); ++i) {
+        const auto& r = c.sender.rewrite[i];
+        auto at = r.to.rfind('@');
+        std::string domain = at == std::string::npos ? "" : r.to.substr(at + 1);
+        if (domain.find('$') != std::string::npos) continue;  // taken from the sender: unknown here
+        if (auto why = not_public(domain))
+            warn(r.mark, undeliverable("sender.rewrite[" + std::to_string(i) + "].to", r.to, *why));
+    }
+    if (auto why = not_public(c.hostname))
+        warn({},
+             undeliverable("hostname", "the bounce address MAILER-DAEMON@" + c.hostname, *why) + " (set hostname:)");
+    auto world_readable = [&](const Mark& m, const std::string& key, const std::string& path) {
+        struct stat st {};
+        if (path.empty() || ::stat(path.c_str(), &st) != 0 || !(st.st_mode & S_IROTH)) return;
+        char mode[8];
+        std::snprintf(mode, sizeof mode, "%04o", unsigned(st.st_mode & 07777));
+        warn(m, key + ": " + path + " can be read by every user on this machine (mode " + mode + "); chmod 600 " +
+                    path + ", or 640 with the gateway's group");
+    };
+    if (c.sasl) world_readable({}, "sasl.sasldb", c.sasl->sasldb);
+    for (const auto& u : c.upstreams) {
+        std::string key = "upstreams." + u.name;
+        if (u.auth) {
+            world_readable(u.mark, key + ".auth.password_file", u.auth->password_file);
+            world_readable(u.mark, key + ".auth.token_file", u.auth->token_file);
+        }
+        if (u.security == Security::Mandatory && !u.verify)
+            warn(u.mark, key +
+                             ": security: mandatory without verify: true encrypts but does not check who "
+                             "answers, so a machine in the middle can read the password and the mail; set "
+                             "verify: true (with ca_file: for a private CA)");
+        if (u.port == 465 && u.security != Security::Implicit)
+            warn(u.mark, key + ": port 465 speaks TLS from the first byte (RFC 8314), so with security: " +
+                             to_string(u.security) +
+                             " the gateway waits for a greeting that never comes; set "
+                             "security: implicit");
+        if ((u.port == 587 || u.port == 25 || u.port == 2525) && u.security == Security::Implicit)
+            warn(u.mark, key + ": port " + std::to_string(u.port) +
+                             " starts in plaintext and offers STARTTLS, so security: implicit fails at the TLS "
+                             "handshake; set security: mandatory");
+    }
+}
+
+}  // namespace
+
 void validate(const Config& c, std::vector<Diagnostic>& diags) {
     auto error = [&](const Mark& m, const std::string& text) {
         diags.push_back({c.source, m.line, m.column, true, text});
@@ -199,6 +276,7 @@ void validate(const Config& c, std::vector<Diagnostic>& diags) {
                                             "\" (define it under upstreams:, or use direct)");
         }
     }
+    advise(c, diags);
 }
 
 }  // namespace conf

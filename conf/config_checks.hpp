@@ -24,7 +24,11 @@ bool check_upstream_name(const std::string& name, std::string& why);
 bool check_readable(const std::string& path, std::string& why);
 bool is_client_mechanism(const std::string& mechanism);
 
-// Checks across sections: listeners against tls/sasl, routes against upstreams, duplicates.
+// Why mail from `domain` cannot work on the Internet (.local, .test, a bare host name...), if so.
+std::optional<std::string> not_public(const std::string& domain);
+
+// Checks across sections: listeners against tls/sasl, routes against upstreams, duplicates;
+// then warnings for what is valid but will not work as the admin hopes.
 void validate(const Config& c, std::vector<Diagnostic>& diags);
 
 }  // namespace conf

@@ -247,7 +247,9 @@ bool has_error(const std::vector<Diagnostic>& diags) {
 
 std::string Diagnostic::format() const {
     std::ostringstream out;
-    out << file << ':' << line << ':' << column << ": " << (error ? "error" : "warning") << ": " << text;
+    out << file;
+    if (line > 0) out << ':' << line << ':' << column;  // 0: not tied to a place in the file
+    out << ": " << (error ? "error" : "warning") << ": " << text;
     return out.str();
 }
 

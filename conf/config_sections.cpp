@@ -89,10 +89,13 @@ void load_upstream_auth(Walker& w, const YAML::Node& n, const std::string& path,
     }
     if (a.username.empty()) w.error(n, path + ".username", "missing; the account to authenticate as");
     std::string why;
+    // The secret is read at each connection, so it may be put in place after the configuration;
+    // until then deliveries through this upstream are deferred with the same reason.
+    const char* until = "; mail for this upstream stays queued until it can be read";
     if (!a.password_file.empty() && !check_readable(a.password_file, why))
-        w.error(f->at("password_file").value, path + ".password_file", why);
+        w.warning(f->at("password_file").value, path + ".password_file", why + until);
     if (!a.token_file.empty() && !check_readable(a.token_file, why))
-        w.error(f->at("token_file").value, path + ".token_file", why);
+        w.warning(f->at("token_file").value, path + ".token_file", why + until);
     int secrets = !a.password_file.empty() + !a.token_file.empty() + !a.token_command.empty();
     if (secrets != 1)
         w.error(n, path, "give exactly one of password_file, token_file (XOAUTH2) or token_command (XOAUTH2)");

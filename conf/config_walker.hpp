@@ -35,6 +35,10 @@ public:
         auto m = mark(n);
         m_diags.push_back({m_file, m.line, m.column, true, path + ": " + text});
     }
+    void warning(const YAML::Node& n, const std::string& path, const std::string& text) {
+        auto m = mark(n);
+        m_diags.push_back({m_file, m.line, m.column, false, path + ": " + text});
+    }
 
     // A mapping whose keys must all be in `allowed`; unknown and repeated keys are errors.
     std::optional<Fields> mapping(const YAML::Node& n, const std::string& path,

@@ -18,7 +18,10 @@
 #include <termios.h>
 #include <unistd.h>
 #include <algorithm>
+#include <cerrno>
+#include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -51,6 +54,7 @@ void usage(std::ostream& out) {
            "                        or asked for twice on a terminal)\n"
            "  user delete USER      remove USER from sasl.sasldb\n"
            "  user list             list the users in sasl.sasldb\n"
+           "  reload                check the configuration, then have the running gateway apply it\n"
            "  version               print versions\n"
            "Without -c, the embedded default configuration is used.\n";
 }
@@ -84,11 +88,12 @@ conf::LoadResult load(const Arguments& a) {
     return a.config_file.empty() ? conf::load_default() : conf::load_file(a.config_file);
 }
 
-// Prints diagnostics; returns the configuration, or nothing after printing why there is none.
+// Prints errors (warnings are for check-config and serve); returns the configuration, or
+// nothing after printing why there is none.
 std::optional<conf::Config> load_or_report(const Arguments& a) {
     auto r = load(a);
     for (const auto& d : r.diagnostics)
-        std::cerr << d.format() << "\n";
+        if (d.error) std::cerr << d.format() << "\n";
     return r.config;
 }
 
@@ -261,6 +266,28 @@ int cmd_user(const Arguments& a) {
     return 2;
 }
 
+// Checks the file, then has the running gateway read it again (SIGHUP).
+int cmd_reload(const Arguments& a) {
+    auto r = load(a);
+    for (const auto& d : r.diagnostics)
+        std::cerr << d.format() << "\n";
+    if (!r.ok()) {
+        std::cerr << "smtpgw: not reloaded: the running gateway keeps its configuration\n";
+        return 1;
+    }
+    int pid = gateway::running_gateway(gateway::SpoolLayout{r.config->queue.dir});
+    if (pid <= 0) {
+        std::cerr << "smtpgw: no gateway is running on the spool " << r.config->queue.dir << "\n";
+        return 1;
+    }
+    if (kill(pid, SIGHUP) != 0) {
+        std::cerr << "smtpgw: cannot signal process " << pid << ": " << std::strerror(errno) << "\n";
+        return 1;
+    }
+    std::cout << "smtpgw: process " << pid << " is reloading " << r.config->source << "\n";
+    return 0;
+}
+
 int cmd_queue(const Arguments& a) {
     auto config = load_or_report(a);
     if (!config) return 1;
@@ -286,6 +313,7 @@ int main(int argc, char** argv) {
         if (command == "check-config" && args->words.size() == 1) return cmd_check_config(*args);
         if (command == "version") return cmd_version();
         if (command == "queue") return cmd_queue(*args);
+        if (command == "reload" && args->words.size() == 1) return cmd_reload(*args);
         if (command == "probe") return cmd_probe(*args);
         if (command == "user") return cmd_user(*args);
         if (command == "help") {

@@ -37,7 +37,10 @@ void HeaderStage::feed(std::string_view content, std::string& out) {
     }
     m_buffer.append(content);
     scan_lines(false);
-    if (!m_passing && m_buffer.size() > m_max) m_passing = true;  // too large to parse: stored as it came
+    if (!m_passing && m_buffer.size() > m_max) {  // too large to parse: stored as it came
+        m_passing = true;
+        if (!m_new_from.empty()) m_from_outcome = FromOutcome::HeadersTooLarge;
+    }
     if (m_passing) {
         out.append(m_buffer);
         std::string().swap(m_buffer);
@@ -73,7 +76,14 @@ void HeaderStage::scan_lines(bool at_end) {
         }
         if (continuation) {
             if (m_in_message_id) m_message_id += trim(line);
+            if (m_in_from) m_from_end = std::min(eol + 2, m_buffer.size());
         } else {
+            m_in_from = name_is(line, name, "From") && m_from_start == std::string::npos;
+            if (m_in_from) {
+                m_from_start = m_scanned;
+                m_from_end = std::min(eol + 2, m_buffer.size());
+            }
+            m_have_reply_to = m_have_reply_to || name_is(line, name, "Reply-To");
             m_in_message_id = name_is(line, name, "Message-ID") && !m_have_message_id;
             if (m_in_message_id) m_message_id = trim(line.substr(name + 1));
             m_have_message_id = m_have_message_id || name_is(line, name, "Message-ID");
@@ -92,9 +102,60 @@ void HeaderStage::end_of_headers(size_t body_start, bool add_separator) {
         m_message_id = trim(std::string_view(m_add_message_id).substr(colon + 1));
     }
     if (!m_have_date) added += m_add_date;
+    if (!m_new_from.empty() && m_from_start == std::string::npos) {
+        added += "From: <" + m_new_from + ">\r\n";
+        m_from_outcome = FromOutcome::Added;
+    }
     if (add_separator) added += "\r\n";
     m_buffer.insert(body_start, added);
+    if (!m_new_from.empty() && m_from_start != std::string::npos) {
+        // The span ends before body_start, so the insertion above did not move it.
+        std::string_view field(m_buffer.data() + m_from_start, m_from_end - m_from_start);
+        std::string_view raw_value = field.substr(field.find(':') + 1);  // folding kept, CRLF included
+        std::string unfolded;
+        for (char c : raw_value)
+            if (c != '\r' && c != '\n') unfolded += c;
+        std::string replacement = "From: " + replace_mailbox(trim(unfolded), m_new_from) + "\r\n";
+        if (!m_have_reply_to) {
+            replacement += "Reply-To:" + std::string(raw_value);
+            if (replacement.size() < 2 || replacement.compare(replacement.size() - 2, 2, "\r\n") != 0)
+                replacement += "\r\n";
+        }
+        m_buffer.replace(m_from_start, m_from_end - m_from_start, replacement);
+        m_from_outcome = FromOutcome::Rewritten;
+    }
     m_passing = true;
+}
+
+std::string replace_mailbox(std::string_view value, const std::string& address) {
+    // Find the angle brackets outside quoted strings and comments (RFC 5322 3.4); a comma there
+    // means several mailboxes, a colon a group.
+    size_t open = std::string_view::npos, close = std::string_view::npos;
+    int opens = 0, depth = 0;
+    bool quoted = false, several = false;
+    for (size_t i = 0; i < value.size(); ++i) {
+        char c = value[i];
+        if (c == '\\') {
+            ++i;
+        } else if (quoted) {
+            quoted = c != '"';
+        } else if (depth > 0) {
+            depth += c == '(' ? 1 : c == ')' ? -1 : 0;
+        } else if (c == '"') {
+            quoted = true;
+        } else if (c == '(') {
+            depth = 1;
+        } else if (c == '<') {
+            open = i;
+            ++opens;
+        } else if (c == '>' && open != std::string_view::npos && close == std::string_view::npos) {
+            close = i;
+        } else if (c == ',' || c == ':' || c == ';') {
+            several = true;
+        }
+    }
+    if (several || opens != 1 || close == std::string_view::npos || close < open) return "<" + address + ">";
+    return std::string(value.substr(0, open + 1)) + address + std::string(value.substr(close));
 }
 
 std::string rfc5322_date(std::time_t t) {

@@ -24,6 +24,13 @@ public:
     // The Message-ID the message carries (its own, or the one added); empty before the end of headers.
     const std::string& message_id() const { return m_message_id; }
 
+    // `header_from: rewrite`: From: gets `address` (a display name is kept) and, unless the
+    // message has a Reply-To:, the old From: value moves there so that replies still reach the
+    // person. A message without From: gets one. Call before the first feed().
+    void rewrite_from(std::string address) { m_new_from = std::move(address); }
+    enum class FromOutcome { Untouched, Rewritten, Added, HeadersTooLarge };
+    FromOutcome from_outcome() const { return m_from_outcome; }
+
 private:
     void scan_lines(bool at_end);
     void end_of_headers(size_t body_start, bool add_separator);
@@ -36,7 +43,15 @@ private:
     bool m_have_message_id = false, m_have_date = false;
     bool m_in_message_id = false;
     std::string m_message_id;
+    std::string m_new_from;
+    FromOutcome m_from_outcome = FromOutcome::Untouched;
+    size_t m_from_start = std::string::npos, m_from_end = 0;  // the first From: field, folded lines included
+    bool m_in_from = false, m_have_reply_to = false;
 };
+
+// The From: value with its address replaced: `"Scanner" <scan@x.local>` becomes
+// `"Scanner" <new@example.com>`; anything that is not a single mailbox becomes the bare address.
+std::string replace_mailbox(std::string_view value, const std::string& address);
 
 // "Fri, 27 Nov 2026 18:11:30 +0000 (UTC)"
 std::string rfc5322_date(std::time_t t);

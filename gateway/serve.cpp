@@ -75,6 +75,16 @@ struct Signals {
     }
 };
 
+// "warning: /etc/smtpgw/smtpgw.yaml:12:5: upstreams.o365: ..."
+void log_warnings(const std::vector<conf::Diagnostic>& diagnostics) {
+    for (const auto& d : diagnostics) {
+        if (d.error) continue;
+        std::string where = d.file;
+        if (d.line > 0) where += ":" + std::to_string(d.line) + ":" + std::to_string(d.column);
+        log::warning(Component::Master, where + ": " + d.text);
+    }
+}
+
 }  // namespace
 
 int serve(const std::string& config_file) {
@@ -84,6 +94,7 @@ int serve(const std::string& config_file) {
     if (!loaded.ok()) return 1;
     auto config = std::make_shared<const conf::Config>(std::move(*loaded.config));
     log::init(config->log, config->hostname);
+    log_warnings(loaded.diagnostics);
     raise_file_limit();
     std::signal(SIGPIPE, SIG_IGN);
 
@@ -113,6 +124,7 @@ int serve(const std::string& config_file) {
             log::error(Component::Master, "reload refused, keeping the running configuration: " + r.first_error());
             return;
         }
+        log_warnings(r.diagnostics);
         auto next = std::make_shared<const conf::Config>(std::move(*r.config));
         server.reload(next);
         queue->reload(next);

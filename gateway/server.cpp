@@ -47,7 +47,11 @@ struct Server::Listener {
 };
 
 Server::Server(uv_loop_t* loop, std::shared_ptr<const conf::Config> config, Spool& spool)
-    : m_loop(loop), m_config(std::move(config)), m_spool(spool), m_read_buffer(k_read_buffer) {}
+    : m_loop(loop),
+      m_config(std::move(config)),
+      m_spool(spool),
+      m_read_buffer(k_read_buffer),
+      m_rewriter(std::make_shared<SenderRewriter>(m_config->sender)) {}
 
 Server::~Server() = default;
 
@@ -58,6 +62,7 @@ std::shared_ptr<const ListenerSettings> Server::settings_for(const conf::Listen&
     s->clients = m_config->clients;
     s->tls = l.tls == conf::ListenTls::None ? nullptr : m_tls;
     s->policy.starttls = l.tls == conf::ListenTls::StartTls && m_tls;
+    s->policy.rewriter = m_rewriter;
     if (m_config->sasl) {
         s->policy.auth = l.auth;
         s->policy.mechanisms = m_config->sasl->mechanisms;
@@ -221,6 +226,7 @@ void Server::reload(std::shared_ptr<const conf::Config> config) {
                    std::string("TLS certificate not reloaded, keeping the old one: ") + e.what());
     }
     m_config = std::move(config);
+    m_rewriter = std::make_shared<SenderRewriter>(m_config->sender);
     log::set_level(m_config->log.level);
     check_sasldb(*m_config);
     // Listeners pair with the new `listen:` entries by address, in order (port 0 may appear twice).

@@ -87,6 +87,7 @@ private:
     StoredFn m_on_stored;
     bool m_stopping = false;
     std::vector<char> m_read_buffer;
+    std::shared_ptr<const SenderRewriter> m_rewriter;
     std::shared_ptr<tls::Context> m_tls;  // the certificate offered to clients
     AuthWorker m_auth;
     std::map<conf::IpAddress, std::vector<int64_t>> m_auth_failures;  // times, microseconds

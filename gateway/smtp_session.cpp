@@ -291,6 +291,7 @@ void SmtpSession::cmd_data(std::string_view args) {
     m_headers = std::make_unique<HeaderStage>(
         "Message-ID: <" + std::string(stamp) + "." + m_queue_id + "@" + m_policy.hostname + ">\r\n",
         "Date: " + date + "\r\n", k_header_hold_limit);
+    apply_rewrite();
     TraceInfo trace{m_helo,
                     m_client.name,
                     m_client.ip,
@@ -304,6 +305,18 @@ void SmtpSession::cmd_data(std::string_view args) {
     m_stored = 0;
     set_state(State::Data);
     reply(replies::start_data());
+}
+
+void SmtpSession::apply_rewrite() {
+    m_rewritten.reset();
+    if (!m_policy.rewriter || m_policy.rewriter->empty()) return;
+    std::optional<RewriteProblem> problem;
+    m_rewritten = m_policy.rewriter->rewrite(m_sender, &problem);
+    if (problem)
+        log::warning(Component::Cleanup, m_queue_id + ": sender.rewrite[" + std::to_string(problem->rule) +
+                                             "] turns <" + m_sender + "> into <" + printable(problem->result) +
+                                             ">, which is not an address; the sender stays as it is");
+    if (m_rewritten && m_policy.rewriter->header_from()) m_headers->rewrite_from(m_rewritten->address);
 }
 
 size_t SmtpSession::process_data(std::string_view in) {
@@ -346,7 +359,8 @@ void SmtpSession::finish_data() {
     e.id = m_queue_id;
     e.arrival_us = m_arrival_us;
     e.size = m_stored;
-    e.sender = m_sender;
+    e.sender = m_rewritten ? m_rewritten->address : m_sender;
+    if (m_rewritten) e.orig_sender = m_sender;
     e.client_name = m_client.name;
     e.client_ip = m_client.ip;
     e.helo = m_helo;
@@ -365,6 +379,7 @@ void SmtpSession::on_commit_result(CommitResult result) {
     if (m_state != State::Committing) return;
     set_state(State::Ready);
     if (result == CommitResult::Stored) {
+        if (m_rewritten) log_rewrite();
         reply(replies::queued(m_queue_id));
         m_counts[Data][0]++;
         m_errors = 0;  // a delivered message clears the error budget, as in Postfix
@@ -376,6 +391,21 @@ void SmtpSession::on_commit_result(CommitResult result) {
     reset_transaction();
     set_state(State::Ready);
     if (!m_disconnected) process();
+}
+
+// "QID: sender.rewrite[2]: from=<scans@example.com>, orig_from=<x@scanner.local>, header From: rewritten"
+void SmtpSession::log_rewrite() {
+    std::string line = m_queue_id + ": sender.rewrite[" + std::to_string(m_rewritten->rule) + "]: from=<" +
+                       m_rewritten->address + ">, orig_from=<" + m_sender + ">";
+    switch (m_headers ? m_headers->from_outcome() : HeaderStage::FromOutcome::Untouched) {
+    case HeaderStage::FromOutcome::Untouched: break;
+    case HeaderStage::FromOutcome::Rewritten: line += ", header From: rewritten"; break;
+    case HeaderStage::FromOutcome::Added: line += ", header From: added"; break;
+    case HeaderStage::FromOutcome::HeadersTooLarge:
+        line += ", header From: left as it was (header section too large to rewrite)";
+        break;
+    }
+    log::info(Component::Cleanup, line);
 }
 
 void SmtpSession::cmd_rset(std::string_view) {
@@ -403,6 +433,7 @@ void SmtpSession::reset_transaction() {
     m_body.clear();
     m_recipients.clear();
     m_rejected_recipients = 0;
+    m_rewritten.reset();
     m_reader.reset();
     m_headers.reset();
     std::string().swap(m_chunk);

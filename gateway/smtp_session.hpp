@@ -20,6 +20,7 @@
 #include "gateway/envelope.hpp"
 #include "gateway/message_headers.hpp"
 #include "gateway/replies.hpp"
+#include "gateway/sender_rewrite.hpp"
 
 #include <array>
 #include <cstdint>
@@ -43,6 +44,7 @@ struct SessionPolicy {
     unsigned max_errors = 20;
     uint64_t line_length = 1024 * 1024;
     bool reject_bare_lf = false;
+    std::shared_ptr<const SenderRewriter> rewriter;  // sender.rewrite and sender.header_from
 };
 
 struct ClientInfo {
@@ -121,6 +123,8 @@ private:
     size_t process_data(std::string_view in);
     void handle_command(std::string_view line);
     void finish_data();
+    void apply_rewrite();
+    void log_rewrite();
 
     void cmd_ehlo(std::string_view args);
     void cmd_helo(std::string_view args);
@@ -179,6 +183,7 @@ private:
     std::string m_body;
     std::vector<std::string> m_recipients;
     unsigned m_rejected_recipients = 0;
+    std::optional<Rewritten> m_rewritten;  // the sender after sender.rewrite
     int64_t m_arrival_us = 0;
     std::unique_ptr<DataReader> m_reader;
     std::unique_ptr<HeaderStage> m_headers;

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 #include <stdexcept>
@@ -151,7 +152,25 @@ Spool::~Spool() {
         m_thread.join();
     }
     if (m_dir_fd >= 0) ::close(m_dir_fd);
-    if (m_lock_fd >= 0) ::close(m_lock_fd);
+    if (m_lock_fd >= 0) {
+        // A stale process id would be harmless (the lock, not the file, says who runs).
+        int cleared = ftruncate(m_lock_fd, 0);
+        (void)cleared;
+        ::close(m_lock_fd);
+    }
+}
+
+int running_gateway(const SpoolLayout& layout) {
+    int fd = ::open(layout.lock().c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    int pid = 0;
+    if (flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+        char buf[32] = {};
+        ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+        if (n > 0) pid = std::atoi(buf);
+    }
+    ::close(fd);
+    return pid;
 }
 
 std::vector<RecoveredMessage> Spool::open(uv_loop_t* loop) {
@@ -163,6 +182,11 @@ std::vector<RecoveredMessage> Spool::open(uv_loop_t* loop) {
     if (m_lock_fd < 0) throw std::runtime_error("cannot open " + m_layout.lock() + ": " + errno_text(errno));
     if (flock(m_lock_fd, LOCK_EX | LOCK_NB) != 0)
         throw std::runtime_error("spool " + m_layout.root + " is in use by another smtpgw process");
+    // The lock file names its holder, for `smtpgw reload` and the queue commands.
+    std::string pid = std::to_string(getpid()) + "\n";
+    if (ftruncate(m_lock_fd, 0) != 0 || pwrite(m_lock_fd, pid.data(), pid.size(), 0) != ssize_t(pid.size()))
+        log::warning(log::Component::Master,
+                     "cannot write the process id into " + m_layout.lock() + ": " + errno_text(errno));
     m_dir_fd = ::open(m_layout.queue().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (m_dir_fd < 0) throw std::runtime_error("cannot open " + m_layout.queue() + ": " + errno_text(errno));
 

@@ -64,6 +64,9 @@ struct SpoolLayout {
     std::string envelope(const std::string& id) const { return queue() + "/" + id + ".env"; }
 };
 
+// The process id of the gateway running on this spool, or 0 when none holds its lock.
+int running_gateway(const SpoolLayout& layout);
+
 // The last line of a message file: "smtpgw-content " + 16 hex digits + "\n".
 constexpr size_t k_trailer_size = 32;
 std::string message_trailer(uint64_t content_size);

@@ -134,12 +134,13 @@ class CommandLineTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "bad.yaml")
             with open(path, "w") as f:
-                f.write("listen:\n  - address: 0.0.0.0:25\n    tsl: starttls\nlimits:\n  message_size: 25X\n")
+                f.write("hostname: relay.example.com\nlisten:\n  - address: 0.0.0.0:25\n    tsl: starttls\nlimits:\n"
+                        "  message_size: 25X\n")
             r = subprocess.run([BIN, "check-config", "-c", path], capture_output=True, text=True)
             self.assertEqual(r.returncode, 1)
             self.assertEqual(r.stdout.splitlines(), [
-                f"{path}:3:5: error: listen[0].tsl: unknown key (did you mean tls?)",
-                f"{path}:5:17: error: limits.message_size: \"25X\" is not a size (a number of bytes, or with k, M or G)",
+                f"{path}:4:5: error: listen[0].tsl: unknown key (did you mean tls?)",
+                f"{path}:6:17: error: limits.message_size: \"25X\" is not a size (a number of bytes, or with k, M or G)",
             ])
             with open(path, "w") as f:
                 f.write("listen: [ { address: 127.0.0.1:25 }\n")
@@ -154,7 +155,12 @@ class CommandLineTest(unittest.TestCase):
     def test_check_config_default(self):
         r = subprocess.run([BIN, "check-config"], capture_output=True, text=True)
         self.assertEqual(r.returncode, 0)
-        self.assertEqual(r.stdout, "(default): configuration is valid\n")
+        # The default hostname is the machine's; a bare one is worth a warning, nothing else is.
+        lines = r.stdout.splitlines()
+        self.assertEqual(lines[-1], "(default): configuration is valid")
+        for line in lines[:-1]:
+            self.assertRegex(line, r"^\(default\): warning: hostname: the bounce address MAILER-DAEMON@\S+ cannot be a "
+                                   r"sender on the Internet")
 
     def test_serve_refuses_a_bad_file(self):
         gw = Gateway("limits: { recipients: none }\n")

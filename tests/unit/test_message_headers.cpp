@@ -9,13 +9,16 @@ namespace {
 const std::string k_mid = "Message-ID: <added@gw.example>\r\n";
 const std::string k_date = "Date: Fri, 27 Nov 2026 18:00:00 +0000\r\n";
 
-std::string run(const std::string& content, size_t step, std::string* message_id = nullptr, size_t limit = 1 << 16) {
+std::string run(const std::string& content, size_t step, std::string* message_id = nullptr, size_t limit = 1 << 16,
+                const std::string& new_from = "", HeaderStage::FromOutcome* outcome = nullptr) {
     HeaderStage h(k_mid, k_date, limit);
+    if (!new_from.empty()) h.rewrite_from(new_from);
     std::string out;
     for (size_t pos = 0; pos < content.size(); pos += step)
         h.feed(std::string_view(content).substr(pos, step), out);
     h.finish(out);
     if (message_id) *message_id = h.message_id();
+    if (outcome) *outcome = h.from_outcome();
     return out;
 }
 
@@ -72,4 +75,49 @@ TEST_CASE("Received header", "[headers]") {
     t.single_recipient.clear();
     CHECK(received_header(t).find("for <") == std::string::npos);
     CHECK(rfc5322_date(0).find("1970") != std::string::npos);
+}
+
+TEST_CASE("header_from: rewrite puts the new sender in From: and the old one in Reply-To:", "[headers]") {
+    using O = HeaderStage::FromOutcome;
+    const std::string tail = k_mid + k_date;
+    struct Case {
+        const char* name;
+        std::string in, out;
+        O outcome;
+    } cases[] = {
+        {"display name kept", "From: \"Scanner 3rd floor\" <scan@scanner.local>\r\nSubject: s\r\n\r\nbody\r\n",
+         "From: \"Scanner 3rd floor\" <scans@example.com>\r\nReply-To: \"Scanner 3rd floor\" <scan@scanner.local>\r\n"
+         "Subject: s\r\n" +
+             tail + "\r\nbody\r\n",
+         O::Rewritten},
+        {"bare address", "Subject: s\r\nfrom: scan@scanner.local\r\n\r\nb\r\n",
+         "Subject: s\r\nFrom: <scans@example.com>\r\nReply-To: scan@scanner.local\r\n" + tail + "\r\nb\r\n",
+         O::Rewritten},
+        {"an existing Reply-To: stays", "Reply-To: desk@example.com\r\nFrom: Desk <a@scanner.local>\r\n\r\nb\r\n",
+         "Reply-To: desk@example.com\r\nFrom: Desk <scans@example.com>\r\n" + tail + "\r\nb\r\n", O::Rewritten},
+        {"folded From: keeps its folding in Reply-To:", "From: \"A, B\"\r\n <ab@scanner.local>\r\n\r\nb\r\n",
+         "From: \"A, B\" <scans@example.com>\r\nReply-To: \"A, B\"\r\n <ab@scanner.local>\r\n" + tail + "\r\nb\r\n",
+         O::Rewritten},
+        {"angle brackets in a quoted name", "From: \"<odd>\" <o@scanner.local>\r\n\r\nb\r\n",
+         "From: \"<odd>\" <scans@example.com>\r\nReply-To: \"<odd>\" <o@scanner.local>\r\n" + tail + "\r\nb\r\n",
+         O::Rewritten},
+        {"several mailboxes become one", "From: a@x.local, b@x.local\r\n\r\nb\r\n",
+         "From: <scans@example.com>\r\nReply-To: a@x.local, b@x.local\r\n" + tail + "\r\nb\r\n", O::Rewritten},
+        {"no From: at all", "Subject: s\r\n\r\nb\r\n",
+         "Subject: s\r\n" + tail + "From: <scans@example.com>\r\n\r\nb\r\n", O::Added},
+        {"only the first From: changes", "From: a@x.local\r\nFrom: b@x.local\r\n\r\nb\r\n",
+         "From: <scans@example.com>\r\nReply-To: a@x.local\r\nFrom: b@x.local\r\n" + tail + "\r\nb\r\n", O::Rewritten},
+    };
+    for (const auto& c : cases) {
+        for (size_t step : {size_t(1), size_t(3), size_t(4096)}) {
+            INFO(c.name << ", fed " << step << " bytes at a time");
+            O outcome = O::Untouched;
+            CHECK(run(c.in, step, nullptr, 1 << 16, "scans@example.com", &outcome) == c.out);
+            CHECK(outcome == c.outcome);
+        }
+    }
+    O outcome = O::Untouched;
+    std::string big = "From: a@x.local\r\nX-Big: " + std::string(300, 'x') + "\r\n\r\nb\r\n";
+    CHECK(run(big, 7, nullptr, 100, "scans@example.com", &outcome) == big);
+    CHECK(outcome == O::HeadersTooLarge);
 }

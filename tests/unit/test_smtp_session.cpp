@@ -556,3 +556,48 @@ TEST_CASE("auth: required refuses MAIL until AUTH", "[session][auth]") {
     d.send("EHLO c\r\n");
     CHECK(d.send("MAIL FROM:<a@x.example>\r\n") == "530 5.7.0 Authentication required\r\n");
 }
+
+TEST_CASE("sender.rewrite changes the envelope sender; header_from: rewrite changes From:", "[session][rewrite]") {
+    for (bool header_from : {false, true}) {
+        INFO("header_from: " << (header_from ? "rewrite" : "keep"));
+        LogCapture logs;
+        conf::SenderPolicy sp;
+        sp.rewrite.push_back(conf::RewriteRule{"*@other.example", "x@example.com", {}});
+        sp.rewrite.push_back(conf::RewriteRule{"*@scanner.local", "scans@example.com", {}});
+        sp.header_from = header_from ? conf::HeaderFrom::Rewrite : conf::HeaderFrom::Keep;
+        auto p = Dialog::default_policy();
+        p.rewriter = std::make_shared<SenderRewriter>(sp);
+        Dialog d(true, p);
+        d.out();
+        d.send("EHLO c\r\nMAIL FROM:<scan@scanner.local>\r\nRCPT TO:<a@example.org>\r\nDATA\r\n");
+        d.send("From: Scanner <scan@scanner.local>\r\nSubject: s\r\n\r\nbody\r\n.\r\n");
+        REQUIRE(d.hooks.committed);
+        CHECK(d.hooks.committed->sender == "scans@example.com");
+        CHECK(d.hooks.committed->orig_sender == "scan@scanner.local");
+        CHECK(d.commit() == "250 2.0.0 Ok: queued as QID1\r\n");
+        const auto& c = d.hooks.content;
+        if (header_from) {
+            CHECK(c.find("\r\nFrom: Scanner <scans@example.com>\r\nReply-To: Scanner <scan@scanner.local>\r\n") !=
+                  std::string::npos);
+            CHECK(
+                logs.has(": QID1: sender.rewrite[1]: from=<scans@example.com>, orig_from=<scan@scanner.local>, "
+                         "header From: rewritten"));
+        } else {
+            CHECK(c.find("\r\nFrom: Scanner <scan@scanner.local>\r\nSubject: s\r\n") != std::string::npos);
+            CHECK(logs.has(": QID1: sender.rewrite[1]: from=<scans@example.com>, orig_from=<scan@scanner.local>"));
+            CHECK_FALSE(logs.has("header From"));
+        }
+        // The null sender is never rewritten; a sender no rule matches neither.
+        d.hooks.committed.reset();
+        d.send("MAIL FROM:<>\r\nRCPT TO:<a@example.org>\r\nDATA\r\nSubject: s\r\n\r\nb\r\n.\r\n");
+        REQUIRE(d.hooks.committed);
+        CHECK(d.hooks.committed->sender.empty());
+        CHECK(d.hooks.committed->orig_sender.empty());
+        d.commit();
+        d.hooks.committed.reset();
+        d.send("MAIL FROM:<a@elsewhere.example>\r\nRCPT TO:<a@example.org>\r\nDATA\r\nSubject: s\r\n\r\nb\r\n.\r\n");
+        REQUIRE(d.hooks.committed);
+        CHECK(d.hooks.committed->sender == "a@elsewhere.example");
+        CHECK(d.hooks.committed->orig_sender.empty());
+    }
+}
