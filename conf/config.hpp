@@ -148,6 +148,13 @@ struct Log {
     std::string file;  // empty: standard error
     LogLevel level = LogLevel::Info;
     LogFormat format = LogFormat::Syslog;
+    bool syslog = false;  // also to the local syslog daemon, facility mail
+    std::string syslog_socket = "/dev/log";
+};
+
+struct Metrics {
+    std::string listen;  // empty: no metrics endpoint
+    HostPort endpoint;
 };
 
 struct Control {
@@ -160,6 +167,7 @@ struct Doctor {
 
 struct Config {
     std::string source;  // file name, or "(default)" for the embedded configuration
+    std::string user;    // started as root: the account to run as once the ports are bound
     std::string hostname;
     std::vector<Listen> listen = default_listen();  // 127.0.0.1:2525
     std::vector<Cidr> clients = default_clients();  // 127.0.0.0/8 and ::1
@@ -176,6 +184,7 @@ struct Config {
     Queue queue;
     Log log;
     Control control;
+    Metrics metrics;
     Doctor doctor;
 
     // The control socket path with its default applied.

@@ -6,6 +6,7 @@
 #include "conf/config_checks.hpp"
 #include "conf/config_walker.hpp"
 
+#include <pwd.h>
 #include <unistd.h>
 #include <algorithm>
 #include <fstream>
@@ -195,14 +196,28 @@ void load_small_sections(Walker& w, const Fields& top, Config& c) {
         }
     }
     if (auto* n = Walker::find(top, "log")) {
-        if (auto f = w.mapping(*n, "log", {"file", "level", "format"})) {
+        if (auto f = w.mapping(*n, "log", {"file", "level", "format", "syslog", "syslog_socket"})) {
             w.string(*f, "file", "log", c.log.file);
+            w.boolean(*f, "syslog", "log", c.log.syslog);
+            w.string(*f, "syslog_socket", "log", c.log.syslog_socket);
             w.choice(*f, "level", "log", c.log.level,
                      {{"debug", LogLevel::Debug},
                       {"info", LogLevel::Info},
                       {"warning", LogLevel::Warning},
                       {"error", LogLevel::Error}});
             w.choice(*f, "format", "log", c.log.format, {{"syslog", LogFormat::Syslog}, {"json", LogFormat::Json}});
+        }
+    }
+    if (auto* n = Walker::find(top, "metrics")) {
+        if (auto f = w.mapping(*n, "metrics", {"listen"})) {
+            w.string(*f, "listen", "metrics", c.metrics.listen);
+            if (!c.metrics.listen.empty()) {
+                if (auto hp = parse_listen_address(c.metrics.listen))
+                    c.metrics.endpoint = *hp;
+                else
+                    w.error(f->at("listen").value, "metrics.listen",
+                            "\"" + c.metrics.listen + "\" is not IP:PORT, e.g. 127.0.0.1:9465");
+            }
         }
     }
     if (auto* n = Walker::find(top, "control")) {
@@ -219,11 +234,18 @@ void load_document(Walker& w, const YAML::Node& root, Config& c) {
     if (root.IsNull()) return;  // an empty file: all defaults
     auto top = w.mapping(root, "",
                          {"hostname", "listen", "clients", "tls", "sasl", "sender", "routes", "upstreams", "limits",
-                          "direct", "delivery", "dns", "queue", "log", "control", "doctor"});
+                          "direct", "delivery", "dns", "queue", "log", "control", "metrics", "doctor", "user"});
     if (!top) return;
     if (auto* n = Walker::find(*top, "hostname")) {
         std::string why;
         if (w.scalar(*n, "hostname", c.hostname) && !check_host(c.hostname, why)) w.error(*n, "hostname", why);
+    }
+    if (auto* n = Walker::find(*top, "user")) {
+        if (w.scalar(*n, "user", c.user) && !c.user.empty() && !getpwnam(c.user.c_str()))
+            w.warning(*n, "user",
+                      "no account named \"" + c.user +
+                          "\" on this machine: smtpgw serve will not start "
+                          "as root until there is one");
     }
     if (auto* n = Walker::find(*top, "listen")) load_listen(w, *n, c);
     if (auto* n = Walker::find(*top, "clients")) load_clients(w, *n, c);

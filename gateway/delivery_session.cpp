@@ -2,6 +2,7 @@
 #include "gateway/delivery_session.hpp"
 
 #include "gateway/log.hpp"
+#include "gateway/metrics.hpp"
 #include "gateway/net.hpp"
 #include "gateway/secrets.hpp"
 
@@ -165,6 +166,7 @@ void DeliverySession::on_tls(bool ok, const std::string& error, bool peer_spoke_
         }
         auto info = m_transport->tls_info();
         m_state.tls_active = true;
+        metrics::tls_session("out", info.version);
         std::string trust = info.verified ? "Verified" : info.has_certificate ? "Untrusted" : "Anonymous";
         log::info(log::Component::Smtp, trust + " TLS connection established to " + m_hops[m_hop].label() + ": " +
                                             info.version + " with cipher " + info.cipher);
@@ -255,6 +257,7 @@ void DeliverySession::handle_events() {
                 return begin_auth(m_auth_mechanism);
             }
             {
+                metrics::auth_failure("out");
                 auto step = auth_refused(m_policy, ev.reply, label);
                 return fail_hop(step.dsn, step.reason);
             }

@@ -1,5 +1,7 @@
 // The log: one line per event in the syslog layout Postfix tools read,
 //   MMM DD HH:MM:SS HOST smtpgw/COMPONENT[PID]: TEXT
+// (or one JSON object per line with the same fields, log.format: json), to a file or standard
+// error, and to the local syslog daemon when log.syslog is set.
 // written by a background thread (spdlog's async logger), so logging never blocks the event
 // loop. A line is never dropped: when the queue is full the caller waits.
 // Secrets never reach this module; callers log names, not credentials.
@@ -22,6 +24,8 @@ void init(const conf::Log& config, const std::string& hostname);
 // Sends every formatted line to `capture` as well (tests); an empty function stops capturing.
 void set_capture(std::function<void(const std::string&)> capture);
 void set_level(conf::LogLevel level);
+// Opens the log file again (SIGUSR1, after logrotate moved it); the writer thread does it.
+void reopen();
 void flush();
 void shutdown();
 

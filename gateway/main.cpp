@@ -4,9 +4,11 @@
 #include "auth/sasl_server.hpp"
 #include "auth/sasldb_users.hpp"
 #include "conf/config_load.hpp"
+#include "gateway/control.hpp"
 #include "gateway/dns.hpp"
 #include "gateway/log.hpp"
 #include "gateway/probe.hpp"
+#include "gateway/queue_admin.hpp"
 #include "gateway/queue_view.hpp"
 #include "gateway/serve.hpp"
 #include "gateway/spool.hpp"
@@ -15,6 +17,8 @@
 #include <spdlog/version.h>
 #include <uv.h>
 
+#include <pwd.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 #include <algorithm>
@@ -47,6 +51,8 @@ void usage(std::ostream& out) {
            "  check-config          validate the configuration\n"
            "  queue list [--json]   list queued messages\n"
            "  queue show ID         show one queued message\n"
+           "  queue flush [ID]      try one message, or every message, now\n"
+           "  queue delete ID|--all remove messages from the queue (no bounce)\n"
            "  probe UPSTREAM        check an upstream from upstreams: as delivery would use it\n"
            "  probe HOST:PORT [--security none|opportunistic|mandatory|implicit] [--verify]\n"
            "        [--ca-file F] [--user U (--password-file F | --token-file F)] [--mechanisms M,...]\n"
@@ -70,6 +76,8 @@ std::optional<Arguments> parse_arguments(int argc, char** argv) {
             a.json = true;
         } else if (arg == "--verify") {
             a.options[arg] = "yes";
+        } else if (arg == "--all") {
+            a.words.push_back(arg);  // queue delete --all
         } else if (std::find(std::begin(k_value_options), std::end(k_value_options), arg) !=
                    std::end(k_value_options)) {
             if (i + 1 >= argc) return std::nullopt;
@@ -251,6 +259,14 @@ int cmd_user(const Arguments& a) {
             std::cerr << "smtpgw: " << error << "\n";
             return 1;
         }
+        // The gateway reads the sasldb at each AUTH as the account it runs as.
+        if (geteuid() == 0 && !config->user.empty() && config->user != "root") {
+            if (struct passwd* pw = getpwnam(config->user.c_str())) {
+                if (chown(db.c_str(), 0, pw->pw_gid) != 0 || chmod(db.c_str(), 0640) != 0)
+                    std::cerr << "smtpgw: warning: cannot give " << db << " to the group of " << config->user << ": "
+                              << std::strerror(errno) << "\n";
+            }
+        }
         std::cout << "user " << w[2] << " set in " << db << "\n";
         return 0;
     }
@@ -295,6 +311,24 @@ int cmd_queue(const Arguments& a) {
     const auto& w = a.words;
     if (w.size() == 2 && w[1] == "list") return gateway::queue_list(layout, a.json, std::cout);
     if (w.size() == 3 && w[1] == "show") return gateway::queue_show(layout, w[2], a.json, std::cout, std::cerr);
+    bool flush = w[1] == "flush" && w.size() <= 3, remove = w[1] == "delete" && w.size() == 3;
+    if (flush || remove) {
+        std::string id = w.size() == 3 ? w[2] : "";
+        if (gateway::running_gateway(layout) == 0)
+            return flush ? gateway::offline_flush(layout, id, std::cout, std::cerr)
+                         : gateway::offline_delete(layout, id, std::cout, std::cerr);
+        std::string answer, error;
+        if (!gateway::control_request(config->control_socket(),
+                                      (flush ? "flush" : "delete") + (id.empty() ? "" : " " + id), answer, error)) {
+            std::cerr << "smtpgw: a gateway runs on " << layout.root << ", but " << error << "\n";
+            return 1;
+        }
+        // The last line says how it went: "ok: ..." or "error: ...".
+        std::cout << answer;
+        auto last = answer.rfind('\n', answer.size() >= 2 ? answer.size() - 2 : 0);
+        std::string tail = answer.substr(last == std::string::npos ? 0 : last + 1);
+        return tail.rfind("ok", 0) == 0 ? 0 : 1;
+    }
     usage(std::cerr);
     return 2;
 }

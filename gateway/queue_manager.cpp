@@ -3,6 +3,7 @@
 #include "gateway/address.hpp"
 #include "gateway/log.hpp"
 #include "gateway/message_headers.hpp"
+#include "gateway/metrics.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -78,6 +79,43 @@ bool QueueManager::flush(const std::string& id) {
         q.dead_until = 0;  // a flush tries dead destinations again
     arm_timer();
     return found;
+}
+
+QueueManager::Removal QueueManager::remove(const std::string& id) {
+    auto it = m_messages.find(id);
+    if (it == m_messages.end()) return Removal::Unknown;
+    Message& m = it->second;
+    if (!m.deleting) log::info(log::Component::Qmgr, id + ": deleted by the administrator");
+    m.deleting = true;
+    if (m.active) return Removal::Later;  // finalize() takes it away when the attempt ends
+    erase_now(m);
+    return Removal::Removed;
+}
+
+int64_t QueueManager::oldest_arrival_us() const {
+    int64_t oldest = 0;
+    for (const auto& [id, m] : m_messages)
+        if (oldest == 0 || m.env.arrival_us < oldest) oldest = m.env.arrival_us;
+    return oldest;
+}
+
+std::vector<std::string> QueueManager::ids() const {
+    std::vector<std::string> out;
+    for (const auto& [id, m] : m_messages)
+        out.push_back(id);
+    return out;
+}
+
+void QueueManager::erase_now(Message& m) {
+    m_schedule.erase({m.env.next_attempt_us, m.env.id});
+    m.active = true;  // never taken up again
+    drop_content(m);
+    std::string id = m.env.id;
+    m_spool.remove(id, m.env.attempts > 0, m.env.size, [this, id](bool ok) {
+        if (!ok) log::warning(log::Component::Qmgr, id + ": cannot remove the queue files");
+        log::info(log::Component::Qmgr, id + ": removed");
+        m_messages.erase(id);
+    });
 }
 
 void QueueManager::reload(std::shared_ptr<const conf::Config> config) {
@@ -350,6 +388,8 @@ void QueueManager::job_done(const std::string&, JobResult result) {
                                                 job.via[job.via_index + 1]);
             continue;
         }
+        metrics::delivery(job.via.empty() ? std::string("none") : job.via[job.via_index], to_string(r.status),
+                          r.dsn.empty() ? '4' : r.dsn[0], double(now_us() - m.env.arrival_us) / 1e6);
         apply(m, r, result.delays);
     }
     if (!failover.empty()) {
@@ -391,6 +431,7 @@ void QueueManager::job_finished(Message& m) {
 }
 
 void QueueManager::finalize(Message& m) {
+    if (m.deleting) return erase_now(m);  // no bounce, no warning: the administrator said so
     int64_t now = now_us();
     const auto& q = m_config->queue;
     std::vector<size_t> open_rcpts;
@@ -421,17 +462,11 @@ void QueueManager::persist(const std::string& id, bool warned) {
     auto it = m_messages.find(id);
     if (it == m_messages.end()) return;
     Message& m = it->second;
+    if (m.deleting) return erase_now(m);
     m.bounced.clear();
     drop_content(m);  // after the first attempt the disk copy serves
     bool done = std::none_of(m.env.recipients.begin(), m.env.recipients.end(), [](auto& r) { return open(r.status); });
-    if (done) {
-        m_spool.remove(id, m.env.attempts > 0, m.env.size, [this, id](bool ok) {
-            if (!ok) log::warning(log::Component::Qmgr, id + ": cannot remove the queue files");
-            log::info(log::Component::Qmgr, id + ": removed");
-            m_messages.erase(id);
-        });
-        return;
-    }
+    if (done) return erase_now(m);
     m.env.attempts++;
     m.env.delay_warned = m.env.delay_warned || warned;
     int64_t next = now_us() + retry_delay_us(m.env.attempts);

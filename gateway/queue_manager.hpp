@@ -47,6 +47,12 @@ public:
     // A message just stored; `content`, when given, spares its first delivery a disk read.
     void add(const Envelope& e, std::shared_ptr<const std::string> content = nullptr);
     bool flush(const std::string& id);  // "" for every message; false for an unknown ID
+    // `smtpgw queue delete`: the message goes without a bounce; one being delivered goes when
+    // its attempt ends (Later).
+    enum class Removal { Unknown, Removed, Later };
+    Removal remove(const std::string& id);
+    std::vector<std::string> ids() const;
+    int64_t oldest_arrival_us() const;  // 0 for an empty queue
     void reload(std::shared_ptr<const conf::Config> config);
     void stop();  // deliveries in flight are abandoned; their messages stay queued as they were
 
@@ -64,7 +70,8 @@ public:
 private:
     struct Message {
         Envelope env;
-        bool active = false;  // jobs out, or results being written
+        bool active = false;    // jobs out, or results being written
+        bool deleting = false;  // `queue delete` asked for it
         unsigned jobs = 0;
         int64_t activated_us = 0;
         std::vector<size_t> bounced;                 // recipients that failed for good in this attempt
@@ -115,6 +122,7 @@ private:
     uint64_t m_cached_bytes = 0;      // contents kept in memory, bounded by k_cache_limit
     static constexpr uint64_t k_cache_limit = 64 * 1024 * 1024;
     void drop_content(Message& m);
+    void erase_now(Message& m);
 };
 
 }  // namespace gateway

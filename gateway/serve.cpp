@@ -1,15 +1,20 @@
 #include "gateway/serve.hpp"
 
 #include "conf/config_load.hpp"
+#include "gateway/control.hpp"
 #include "gateway/dns.hpp"
 #include "gateway/log.hpp"
+#include "gateway/metrics.hpp"
+#include "gateway/privileges.hpp"
 #include "gateway/queue_manager.hpp"
 #include "gateway/server.hpp"
+#include "gateway/smtp_syntax.hpp"
 #include "gateway/spool.hpp"
 
 #include <uv.h>
 
 #include <sys/resource.h>
+#include <chrono>
 #include <csignal>
 #include <functional>
 #include <iostream>
@@ -58,11 +63,12 @@ SelfTest self_test(const conf::Config& c) {
 }
 
 struct Signals {
-    uv_signal_t term{}, interrupt{}, hangup{};
+    uv_signal_t term{}, interrupt{}, hangup{}, usr1{};
     std::function<void(int)> handler;
 
     void start(uv_loop_t* loop) {
-        for (auto [h, signum] : {std::pair{&term, SIGTERM}, {&interrupt, SIGINT}, {&hangup, SIGHUP}}) {
+        for (auto [h, signum] :
+             {std::pair{&term, SIGTERM}, {&interrupt, SIGINT}, {&hangup, SIGHUP}, {&usr1, SIGUSR1}}) {
             uv_signal_init(loop, h);
             h->data = &handler;
             uv_signal_start(
@@ -70,10 +76,47 @@ struct Signals {
         }
     }
     void close() {
-        for (auto* h : {&term, &interrupt, &hangup})
+        for (auto* h : {&term, &interrupt, &hangup, &usr1})
             uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr);
     }
 };
+
+int64_t wall_clock_us() {
+    using namespace std::chrono;
+    return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+// The answers to the control socket's requests (see control.hpp).
+std::string control_answer(QueueManager& queue, const std::string& request) {
+    std::vector<std::string> w;
+    size_t pos = 0;
+    while (pos < request.size()) {
+        size_t end = request.find(' ', pos);
+        if (end == std::string::npos) end = request.size();
+        if (end > pos) w.push_back(request.substr(pos, end - pos));
+        pos = end + 1;
+    }
+    if (w.empty()) return "error: empty request\n";
+    log::info(Component::Control, "request: " + printable(request));
+    if (w[0] == "flush" && w.size() <= 2) {
+        std::string id = w.size() == 2 ? w[1] : "";
+        if (!queue.flush(id)) return "error: " + id + ": no such message in the queue\n";
+        return id.empty() ? "ok: every message is being tried now\n" : "ok: " + id + " is being tried now\n";
+    }
+    if (w[0] == "delete" && w.size() == 2) {
+        std::vector<std::string> ids = w[1] == "--all" ? queue.ids() : std::vector<std::string>{w[1]};
+        std::string out;
+        for (const auto& id : ids) {
+            switch (queue.remove(id)) {
+            case QueueManager::Removal::Unknown: return "error: " + id + ": no such message in the queue\n";
+            case QueueManager::Removal::Removed: out += id + ": removed\n"; break;
+            case QueueManager::Removal::Later: out += id + ": removed as soon as its delivery attempt ends\n"; break;
+            }
+        }
+        return out + "ok: " + std::to_string(ids.size()) + " message(s) deleted\n";
+    }
+    return "error: unknown request: " + request + "\n";
+}
 
 // "warning: /etc/smtpgw/smtpgw.yaml:12:5: upstreams.o365: ..."
 void log_warnings(const std::vector<conf::Diagnostic>& diagnostics) {
@@ -93,6 +136,10 @@ int serve(const std::string& config_file) {
         std::cerr << d.format() << "\n";
     if (!loaded.ok()) return 1;
     auto config = std::make_shared<const conf::Config>(std::move(*loaded.config));
+    if (auto problem = root_problem(*config); !problem.empty()) {
+        std::cerr << "smtpgw: error: " << problem << "\n";
+        return 1;
+    }
     log::init(config->log, config->hostname);
     log_warnings(loaded.diagnostics);
     raise_file_limit();
@@ -104,6 +151,8 @@ int serve(const std::string& config_file) {
     Server server(&loop, config, spool);
     std::unique_ptr<dns::Resolver> resolver;
     std::unique_ptr<QueueManager> queue;
+    std::unique_ptr<ControlServer> control;
+    std::unique_ptr<metrics::HttpServer> scrape;
     Signals signals;
     bool stopping = false;
     auto stop = [&] {
@@ -111,6 +160,8 @@ int serve(const std::string& config_file) {
         stopping = true;
         log::info(Component::Master, "stopping: no new connections; deliveries in progress stay queued");
         signals.close();
+        if (control) control->close();
+        if (scrape) scrape->close();
         if (queue) queue->stop();
         server.stop([&] {
             if (resolver) resolver->close();
@@ -118,6 +169,7 @@ int serve(const std::string& config_file) {
         });
     };
     signals.handler = [&](int signum) {
+        if (signum == SIGUSR1) return log::reopen();  // logrotate's postrotate
         if (signum != SIGHUP) return stop();
         auto r = load(config_file);
         if (!r.ok()) {
@@ -144,6 +196,23 @@ int serve(const std::string& config_file) {
         server.on_stored(
             [&](const Envelope& e, std::shared_ptr<const std::string> content) { queue->add(e, std::move(content)); });
         server.start();
+        control = std::make_unique<ControlServer>(&loop, config->control_socket(),
+                                                  [&](const std::string& r) { return control_answer(*queue, r); });
+        control->start();
+        metrics::set_queue_probe([&] {
+            metrics::QueueState q;
+            q.messages = queue->size();
+            if (int64_t oldest = queue->oldest_arrival_us())
+                q.oldest_age_seconds = double(wall_clock_us() - oldest) / 1e6;
+            return q;
+        });
+        if (!config->metrics.listen.empty()) {
+            scrape = std::make_unique<metrics::HttpServer>(&loop, config->metrics.endpoint);
+            scrape->start();
+            log::info(Component::Master, "metrics on http://" + config->metrics.listen + "/metrics");
+        }
+        if (auto problem = drop_privileges(*config); !problem.empty()) throw std::runtime_error(problem);
+        server.check_files();
         log::info(Component::Master, std::string("smtpgw ") + SMTPGW_VERSION + " started, " +
                                          std::to_string(envelopes.size()) + " message(s) in the queue, spool " +
                                          config->queue.dir);
@@ -152,6 +221,8 @@ int serve(const std::string& config_file) {
     } catch (const std::exception& e) {
         std::cerr << "smtpgw: error: " << e.what() << "\n";
         log::error(Component::Master, e.what());
+        if (control) control->close();
+        if (scrape) scrape->close();
         if (queue) queue->stop();
         if (resolver) resolver->close();
         server.stop([&] { spool.close(); });

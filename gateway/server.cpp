@@ -1,6 +1,7 @@
 #include "gateway/server.hpp"
 
 #include "gateway/log.hpp"
+#include "gateway/metrics.hpp"
 #include "gateway/net.hpp"
 #include "gateway/server_connection.hpp"
 
@@ -27,6 +28,7 @@ SessionPolicy make_policy(const conf::Config& c, const conf::Listen& l) {
 }
 
 constexpr size_t k_read_buffer = 64 * 1024;
+constexpr uint64_t k_drain_ms = 10000;  // SIGTERM: time for messages in transfer to finish
 
 // A sasldb that cannot be read fails every AUTH (454); say so when the configuration is loaded.
 void check_sasldb(const conf::Config& c) {
@@ -101,9 +103,18 @@ bool Server::auth_blocked(const conf::IpAddress& ip) {
     return times.size() >= k_limit;
 }
 
+void Server::check_files() const {
+    check_sasldb(*m_config);
+    if (!m_config->tls) return;
+    for (const auto& [key, path] :
+         {std::pair{"tls.certificate", m_config->tls->certificate}, {"tls.key", m_config->tls->key}})
+        if (::access(path.c_str(), R_OK) != 0)
+            log::warning(log::Component::Master, std::string(key) + " " + path + ": " + std::strerror(errno) +
+                                                     "; a reload (SIGHUP) keeps the certificate loaded now");
+}
+
 void Server::start() {
     m_tls = load_tls(*m_config);
-    check_sasldb(*m_config);
     m_auth.start(m_loop);
     for (const auto& l : m_config->listen) {
         auto listener = std::make_unique<Listener>();
@@ -170,6 +181,7 @@ void Server::on_connection(Listener& l) {
     if (!refuse) {
         m_per_client[*ip]++;
         m_active++;
+        metrics::connection_opened();
     }
     conn->start(*ip, refuse ? &refusal : nullptr);
 }
@@ -177,10 +189,16 @@ void Server::on_connection(Listener& l) {
 void Server::connection_closed(ServerConnection* c, const conf::IpAddress& ip, bool counted) {
     if (counted) {
         m_active--;
+        metrics::connection_closed();
         auto it = m_per_client.find(ip);
         if (it != m_per_client.end() && --it->second == 0) m_per_client.erase(it);
     }
     m_connections.erase(c);
+    if (m_stopping && m_connections.empty() && m_drain_timer) {
+        uv_close(reinterpret_cast<uv_handle_t*>(m_drain_timer),
+                 [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+        m_drain_timer = nullptr;
+    }
     if (m_stopping && m_connections.empty() && m_stopped) {
         auto stopped = std::move(m_stopped);
         m_stopped = nullptr;
@@ -195,6 +213,7 @@ std::string Server::next_queue_id() {
 
 void Server::message_stored(const Envelope& e, std::shared_ptr<const std::string> content) {
     log::info(log::Component::Cleanup, e.id + ": message-id=" + e.message_id);
+    metrics::message_received();
     if (m_on_stored) m_on_stored(e, std::move(content));
 }
 
@@ -215,6 +234,22 @@ void Server::stop(std::function<void()> stopped) {
         all.push_back(conn);
     for (auto& c : all)
         c->shutdown();
+    // A message still being transferred gets this long to finish; then it is cut off with 421
+    // (and never acknowledged, so the client still has it).
+    m_drain_timer = new uv_timer_t;
+    uv_timer_init(m_loop, m_drain_timer);
+    m_drain_timer->data = this;
+    uv_timer_start(
+        m_drain_timer,
+        [](uv_timer_t* t) {
+            auto* self = static_cast<Server*>(t->data);
+            std::vector<std::shared_ptr<ServerConnection>> left;
+            for (auto& [ptr, conn] : self->m_connections)
+                left.push_back(conn);
+            for (auto& c : left)
+                c->shutdown(true);
+        },
+        k_drain_ms, 0);
 }
 
 void Server::reload(std::shared_ptr<const conf::Config> config) {

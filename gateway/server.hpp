@@ -43,6 +43,9 @@ public:
     Server& operator=(const Server&) = delete;
 
     void start();
+    // Warns about files the gateway will read later (the sasldb at each AUTH, the certificate on
+    // SIGHUP) and cannot read as the account it runs as.
+    void check_files() const;
     void stop(std::function<void()> stopped);
     // Applies a new configuration to listeners that exist; listen address changes need a restart.
     void reload(std::shared_ptr<const conf::Config> config);
@@ -86,6 +89,7 @@ private:
     std::function<void()> m_stopped;
     StoredFn m_on_stored;
     bool m_stopping = false;
+    uv_timer_t* m_drain_timer = nullptr;
     std::vector<char> m_read_buffer;
     std::shared_ptr<const SenderRewriter> m_rewriter;
     std::shared_ptr<tls::Context> m_tls;  // the certificate offered to clients

@@ -1,6 +1,7 @@
 #include "gateway/server_connection.hpp"
 
 #include "gateway/log.hpp"
+#include "gateway/metrics.hpp"
 #include "gateway/net.hpp"
 #include "gateway/spool_internal.hpp"
 
@@ -84,6 +85,7 @@ void ServerConnection::on_ciphertext(std::string_view bytes) {
         }
         m_tls_ready = true;
         auto info = m_tls->info();
+        metrics::tls_session("in", info.version);
         std::string description = info.version + " with cipher " + info.cipher;
         log::info(log::Component::Smtpd,
                   "Anonymous TLS connection established from " + m_session->client().label() + ": " + description);
@@ -98,10 +100,11 @@ void ServerConnection::on_ciphertext(std::string_view bytes) {
     if (r == tls::Result::Closed || r == tls::Result::Failed) return close("lost connection");
 }
 
-void ServerConnection::shutdown() {
+void ServerConnection::shutdown(bool force) {
     m_stopping = true;
+    m_force_stop = m_force_stop || force;
     if (!m_session || m_closing) return;
-    m_session->on_shutdown();
+    m_session->on_shutdown(m_force_stop);
     after_step();
 }
 
@@ -122,8 +125,8 @@ void ServerConnection::after_step() {
         return;
     }
     if (m_stopping && !m_session->waiting()) {
-        m_session->on_shutdown();
-        return after_step();
+        m_session->on_shutdown(m_force_stop);
+        if (m_session->closing()) return after_step();
     }
     update_reading();
     arm_timer();

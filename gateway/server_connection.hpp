@@ -30,7 +30,7 @@ public:
     uv_tcp_t* tcp() { return &m_tcp; }
     // After uv_accept: greet (or refuse with `refusal`) and start reading.
     void start(conf::IpAddress ip, const Reply* refusal);
-    void shutdown();                                        // the server is stopping
+    void shutdown(bool force = false);                      // the server is stopping
     void abandon();                                         // the server stopped waiting: close now
     void fail(const char* where, const std::exception& e);  // an exception in a callback
 
@@ -78,7 +78,8 @@ private:
     bool m_spool_paused = false;
     bool m_closing = false;
     bool m_stopping = false;
-    bool m_counted = false;  // counted in the per-client limits
+    bool m_force_stop = false;  // the drain time is over
+    bool m_counted = false;     // counted in the per-client limits
     std::unique_ptr<tls::Engine> m_tls;
     bool m_tls_ready = false;        // the handshake is done
     bool m_tls_after_write = false;  // STARTTLS: start the handshake once the 220 is out

@@ -2,6 +2,7 @@
 
 #include "gateway/address.hpp"
 #include "gateway/log.hpp"
+#include "gateway/metrics.hpp"
 #include "gateway/smtp_syntax.hpp"
 
 #include <strings.h>
@@ -94,6 +95,7 @@ void SmtpSession::reject(const char* stage, const Reply& r, std::string_view rec
     if (!recipient.empty()) line += " to=<" + std::string(recipient) + ">";
     line += " proto=" + std::string(m_esmtp ? "ESMTP" : "SMTP") + " helo=<" + m_helo + ">";
     log::info(Component::Smtpd, line);
+    metrics::message_rejected(stage, r.status);
     reply(r);
 }
 
@@ -448,8 +450,9 @@ void SmtpSession::on_timeout() {
     close_with(replies::timeout(m_policy.hostname));
 }
 
-void SmtpSession::on_shutdown() {
+void SmtpSession::on_shutdown(bool force) {
     if (m_closing || m_state == State::Committing) return;  // a commit in flight is answered first
+    if (m_state == State::Data && !force) return;           // the message in transfer is finished first
     if (m_state == State::Data) m_hooks.message_abort();
     close_with(replies::shutting_down(m_policy.hostname));
 }

@@ -98,7 +98,9 @@ public:
     void on_auth_result(AuthOutcome outcome, const std::string& challenge, const std::string& username,
                         const std::string& detail);
     void on_timeout();
-    void on_shutdown();  // the server is stopping: 421 unless a commit is in flight
+    // The server is stopping: 421, except that a message being transferred or committed is
+    // finished first unless `force` (the drain time is over).
+    void on_shutdown(bool force = false);
     void on_disconnect(std::string_view reason);
 
     std::string take_output() { return std::move(m_out); }

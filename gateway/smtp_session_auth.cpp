@@ -1,6 +1,7 @@
 // SmtpSession: STARTTLS (RFC 3207) and AUTH (RFC 4954), and the EHLO keywords that offer them.
 #include "auth/sasl_client.hpp"
 #include "gateway/log.hpp"
+#include "gateway/metrics.hpp"
 #include "gateway/smtp_session.hpp"
 #include "gateway/smtp_syntax.hpp"
 
@@ -107,6 +108,7 @@ void SmtpSession::on_auth_result(AuthOutcome outcome, const std::string& challen
         reply(replies::auth_succeeded());
         break;
     case AuthOutcome::Failure:
+        metrics::auth_failure("in");
         // Postfix's wording (fail2ban's postfix-sasl filter matches it). The user name is logged;
         // what was typed as a password never is.
         log::warning(Component::Smtpd,

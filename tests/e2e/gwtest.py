@@ -32,7 +32,7 @@ def wait_for(predicate, timeout=10.0, interval=0.02, what="condition"):
 
 
 class Gateway:
-    def __init__(self, config="", listen="127.0.0.1:0", hostname="gw.test", directory=None):
+    def __init__(self, config="", listen="127.0.0.1:0", hostname="gw.test", directory=None, log_options=""):
         self.dir = directory or tempfile.mkdtemp(prefix="smtpgw-e2e-")
         self.spool = os.path.join(self.dir, "spool")
         self.log_path = os.path.join(self.dir, "smtpgw.log")
@@ -40,14 +40,18 @@ class Gateway:
         self.proc = None
         self.port = None
         self.clients = []
+        self.log_options = log_options  # more keys of log:, e.g. "format: json"
         self.write_config(config, listen, hostname)
 
     def write_config(self, extra="", listen="127.0.0.1:0", hostname="gw.test", log_level="info"):
-        text = f"hostname: {hostname}\nlog: {{ file: {self.log_path}, level: {log_level} }}\n"
+        more = f", {self.log_options}" if self.log_options else ""
+        text = f"hostname: {hostname}\nlog: {{ file: {self.log_path}, level: {log_level}{more} }}\n"
         if "queue:" not in extra:
             text += f"queue: {{ dir: {self.spool}, retry: [1h] }}\n"
         if "listen:" not in extra:
             text += f"listen: [{{ address: \"{listen}\" }}]\n"
+        if "user:" not in extra and os.geteuid() == 0:
+            text += "user: root\n"  # a configuration file started as root must say whom to run as
         if "routes:" not in extra:
             # Unless a test says where mail goes, it goes nowhere: an upstream on a closed port, so
             # that accepted messages stay queued (deferred) and the tests never touch the real DNS.

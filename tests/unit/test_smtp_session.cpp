@@ -424,6 +424,31 @@ TEST_CASE("shutdown: idle sessions get 421, a commit in flight is answered first
     busy.session->on_shutdown();
     CHECK(busy.out() == "");
     CHECK(busy.commit() == "250 2.0.0 Ok: queued as QID1\r\n");
+
+    // A message in transfer is finished first (the connection asks again once it is stored);
+    // when the drain time is over it is cut off, never acknowledged.
+    Dialog transfer;
+    transfer.out();
+    transfer.send("EHLO c\r\nMAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\nDATA\r\nfirst half\r\n");
+    transfer.out();
+    transfer.session->on_shutdown();
+    CHECK(transfer.out() == "");
+    CHECK_FALSE(transfer.session->closing());
+    transfer.send("second half\r\n.\r\n");
+    REQUIRE(transfer.hooks.committed);
+    CHECK(transfer.hooks.content.find("first half\r\nsecond half\r\n") != std::string::npos);
+    CHECK(transfer.commit() == "250 2.0.0 Ok: queued as QID1\r\n");
+    transfer.session->on_shutdown();
+    CHECK(transfer.out() == "421 4.3.2 gw.example Service shutting down, closing transmission channel\r\n");
+
+    Dialog stalled;
+    stalled.out();
+    stalled.send("EHLO c\r\nMAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\nDATA\r\nnever ends\r\n");
+    stalled.out();
+    stalled.session->on_shutdown(true);
+    CHECK(stalled.out() == "421 4.3.2 gw.example Service shutting down, closing transmission channel\r\n");
+    CHECK(stalled.hooks.aborts == 1);
+    CHECK_FALSE(stalled.hooks.committed);
 }
 
 TEST_CASE("a lost connection is logged with the stage", "[session]") {

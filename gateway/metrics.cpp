@@ -1,0 +1,239 @@
+#include "gateway/metrics.hpp"
+
+#include "gateway/net.hpp"
+
+#include <array>
+#include <cstdio>
+#include <map>
+#include <stdexcept>
+#include <tuple>
+
+namespace gateway::metrics {
+
+namespace {
+
+// Seconds from acceptance to delivery.
+constexpr std::array<double, 12> k_buckets = {0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400};
+
+struct Histogram {
+    std::array<uint64_t, k_buckets.size()> counts{};
+    uint64_t count = 0;
+    double sum = 0;
+};
+
+struct Counters {
+    uint64_t received = 0;
+    std::map<std::pair<std::string, std::string>, uint64_t> rejected;                  // stage, status
+    std::map<std::tuple<std::string, std::string, std::string>, uint64_t> deliveries;  // route, status, class
+    std::map<std::pair<std::string, std::string>, uint64_t> tls;                       // direction, version
+    std::map<std::string, uint64_t> auth_failures;                                     // direction
+    uint64_t connections = 0;
+    int64_t open_connections = 0;
+    Histogram delay;
+    std::function<QueueState()> queue;
+};
+
+Counters& counters() {
+    static Counters c;
+    return c;
+}
+
+std::string label_value(const std::string& v) {
+    std::string out;
+    for (char c : v) {
+        if (c == '\\' || c == '"') out += '\\';
+        if (c == '\n') {
+            out += "\\n";
+            continue;
+        }
+        out += c;
+    }
+    return out;
+}
+
+std::string number(double v) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.10g", v);
+    return buf;
+}
+
+void header(std::string& out, const char* name, const char* type, const char* help) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+}
+
+}  // namespace
+
+void message_received() { counters().received++; }
+
+void message_rejected(const char* stage, const std::string& status) { counters().rejected[{stage, status}]++; }
+
+void delivery(const std::string& route, const char* status, char dsn_class, double seconds) {
+    auto& c = counters();
+    c.deliveries[{route, status, std::string(1, dsn_class)}]++;
+    if (std::string_view(status) != "sent") return;
+    auto& h = c.delay;
+    for (size_t i = 0; i < k_buckets.size(); ++i)
+        if (seconds <= k_buckets[i]) h.counts[i]++;
+    h.count++;
+    h.sum += seconds;
+}
+
+void tls_session(const char* direction, const std::string& version) { counters().tls[{direction, version}]++; }
+
+void auth_failure(const char* direction) { counters().auth_failures[direction]++; }
+
+void connection_opened() {
+    counters().connections++;
+    counters().open_connections++;
+}
+
+void connection_closed() { counters().open_connections--; }
+
+void set_queue_probe(std::function<QueueState()> probe) { counters().queue = std::move(probe); }
+
+void reset() {
+    auto queue = std::move(counters().queue);
+    counters() = Counters{};
+    counters().queue = std::move(queue);
+}
+
+std::string exposition() {
+    auto& c = counters();
+    std::string out;
+    header(out, "smtpgw_messages_received_total", "counter", "Messages accepted and stored in the queue.");
+    out += "smtpgw_messages_received_total " + std::to_string(c.received) + "\n";
+    header(out, "smtpgw_messages_rejected_total", "counter",
+           "Refusals to clients, by SMTP stage and enhanced status code.");
+    for (const auto& [k, v] : c.rejected)
+        out += "smtpgw_messages_rejected_total{stage=\"" + k.first + "\",status=\"" + label_value(k.second) + "\"} " +
+               std::to_string(v) + "\n";
+    header(out, "smtpgw_deliveries_total", "counter",
+           "Delivery outcomes per recipient, by route (upstream name or direct), status and DSN class.");
+    for (const auto& [k, v] : c.deliveries)
+        out += "smtpgw_deliveries_total{route=\"" + label_value(std::get<0>(k)) + "\",status=\"" + std::get<1>(k) +
+               "\",dsn_class=\"" + std::get<2>(k) + "\"} " + std::to_string(v) + "\n";
+    header(out, "smtpgw_delivery_delay_seconds", "histogram", "Time from acceptance to successful delivery.");
+    for (size_t i = 0; i < k_buckets.size(); ++i)
+        out += "smtpgw_delivery_delay_seconds_bucket{le=\"" + number(k_buckets[i]) + "\"} " +
+               std::to_string(c.delay.counts[i]) + "\n";
+    out += "smtpgw_delivery_delay_seconds_bucket{le=\"+Inf\"} " + std::to_string(c.delay.count) + "\n";
+    out += "smtpgw_delivery_delay_seconds_sum " + number(c.delay.sum) + "\n";
+    out += "smtpgw_delivery_delay_seconds_count " + std::to_string(c.delay.count) + "\n";
+    QueueState q = c.queue ? c.queue() : QueueState{};
+    header(out, "smtpgw_queue_messages", "gauge", "Messages in the queue.");
+    out += "smtpgw_queue_messages " + std::to_string(q.messages) + "\n";
+    header(out, "smtpgw_queue_oldest_message_age_seconds", "gauge", "Age of the oldest message in the queue.");
+    out += "smtpgw_queue_oldest_message_age_seconds " + number(q.oldest_age_seconds) + "\n";
+    header(out, "smtpgw_tls_sessions_total", "counter",
+           "TLS sessions established, from clients (in) and to servers (out).");
+    for (const auto& [k, v] : c.tls)
+        out += "smtpgw_tls_sessions_total{direction=\"" + k.first + "\",version=\"" + label_value(k.second) + "\"} " +
+               std::to_string(v) + "\n";
+    header(out, "smtpgw_auth_failures_total", "counter",
+           "Failed SMTP AUTH: clients of the gateway (in), the gateway at upstreams (out).");
+    for (const char* d : {"in", "out"}) {
+        auto it = c.auth_failures.find(d);
+        out += std::string("smtpgw_auth_failures_total{direction=\"") + d + "\"} " +
+               std::to_string(it == c.auth_failures.end() ? 0 : it->second) + "\n";
+    }
+    header(out, "smtpgw_connections_total", "counter", "Client connections accepted.");
+    out += "smtpgw_connections_total " + std::to_string(c.connections) + "\n";
+    header(out, "smtpgw_connections_open", "gauge", "Client connections open now.");
+    out += "smtpgw_connections_open " + std::to_string(c.open_connections) + "\n";
+    return out;
+}
+
+// --- the HTTP endpoint ------------------------------------------------------------------------
+
+struct HttpServer::Conn {
+    uv_tcp_t tcp{};
+    HttpServer* owner = nullptr;
+    std::string in, out;
+    uv_write_t write{};
+    bool answered = false;
+
+    void close() {
+        owner->m_conns.erase(this);
+        uv_close(reinterpret_cast<uv_handle_t*>(&tcp), [](uv_handle_t* h) { delete static_cast<Conn*>(h->data); });
+    }
+};
+
+HttpServer::HttpServer(uv_loop_t* loop, conf::HostPort endpoint) : m_loop(loop), m_endpoint(std::move(endpoint)) {}
+
+HttpServer::~HttpServer() = default;
+
+void HttpServer::start() {
+    auto addr = to_sockaddr(m_endpoint);
+    if (!addr) throw std::runtime_error("metrics.listen " + m_endpoint.host + " is not usable");
+    m_tcp = new uv_tcp_t;
+    uv_tcp_init(m_loop, m_tcp);
+    m_tcp->data = this;
+    int r = uv_tcp_bind(m_tcp, reinterpret_cast<const sockaddr*>(&*addr), 0);
+    if (r == 0)
+        r = uv_listen(reinterpret_cast<uv_stream_t*>(m_tcp), 64, [](uv_stream_t* server, int status) {
+            if (status != 0) return;
+            auto* self = static_cast<HttpServer*>(server->data);
+            auto* c = new Conn;
+            bool full = self->m_conns.size() >= 64;  // scrapers are few; idle connections are not kept
+            c->owner = self;
+            uv_tcp_init(self->m_loop, &c->tcp);
+            c->tcp.data = c;
+            if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp)) != 0 || full) {
+                uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp),
+                         [](uv_handle_t* h) { delete static_cast<Conn*>(h->data); });
+                return;
+            }
+            self->m_conns.insert(c);
+            uv_read_start(
+                reinterpret_cast<uv_stream_t*>(&c->tcp),
+                [](uv_handle_t*, size_t, uv_buf_t* buf) {
+                    static char storage[4096];
+                    *buf = uv_buf_init(storage, sizeof storage);
+                },
+                [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+                    auto* c = static_cast<Conn*>(s->data);
+                    if (c->answered) return;
+                    if (n < 0) return c->close();
+                    c->in.append(buf->base, size_t(n));
+                    bool complete = c->in.find("\r\n\r\n") != std::string::npos;
+                    if (!complete && c->in.size() < 8192) return;
+                    c->answered = true;
+                    uv_read_stop(s);
+                    std::string status = "200 OK", type = "text/plain; version=0.0.4; charset=utf-8", body;
+                    if (!complete) {
+                        status = "431 Request Header Fields Too Large";
+                    } else if (c->in.rfind("GET /metrics ", 0) == 0 || c->in.rfind("GET /metrics?", 0) == 0) {
+                        body = exposition();
+                    } else if (c->in.rfind("GET ", 0) == 0 || c->in.rfind("HEAD ", 0) == 0) {
+                        status = "404 Not Found";
+                        body = "smtpgw serves /metrics\n";
+                    } else {
+                        status = "405 Method Not Allowed";
+                    }
+                    c->out = "HTTP/1.1 " + status + "\r\nContent-Type: " + type +
+                             "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" +
+                             body;
+                    uv_buf_t out = uv_buf_init(c->out.data(), unsigned(c->out.size()));
+                    c->write.data = c;
+                    uv_write(&c->write, s, &out, 1, [](uv_write_t* w, int) { static_cast<Conn*>(w->data)->close(); });
+                });
+        });
+    if (r != 0) {
+        uv_close(reinterpret_cast<uv_handle_t*>(m_tcp), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+        m_tcp = nullptr;
+        throw std::runtime_error("metrics.listen " + m_endpoint.host + ":" + std::to_string(m_endpoint.port) + ": " +
+                                 uv_strerror(r));
+    }
+}
+
+void HttpServer::close() {
+    auto conns = m_conns;
+    for (Conn* c : conns)
+        c->close();
+    if (m_tcp) {
+        uv_close(reinterpret_cast<uv_handle_t*>(m_tcp), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+        m_tcp = nullptr;
+    }
+}
+
+}  // namespace gateway::metrics
