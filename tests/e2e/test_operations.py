@@ -13,7 +13,6 @@ import subprocess
 import tempfile
 import time
 import unittest
-import urllib.request
 
 from gwtest import Gateway, queued_id, strip_received, wait_for
 from peers import Postfix, free_tcp_port
@@ -30,8 +29,9 @@ queue: {{ dir: {{spool}}, retry: [1h] }}
 
 
 def scrape(port):
-    with urllib.request.urlopen(f"http://127.0.2.2:{port}/metrics", timeout=10) as r:
-        return r.read().decode()
+    r = subprocess.run(["curl", "-sf", f"http://127.0.2.2:{port}/metrics"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
 
 
 def metric(text, name, **labels):
