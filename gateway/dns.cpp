@@ -16,6 +16,8 @@ constexpr int k_class_in = 1;
 constexpr int k_type_a = 1;
 constexpr int k_type_mx = 15;
 constexpr int k_type_aaaa = 28;
+constexpr int k_type_ptr = 12;
+constexpr int k_type_txt = 16;
 
 Status to_status(int ares_status) {
     switch (ares_status) {
@@ -188,6 +190,47 @@ void Resolver::mx(const std::string& name, MxCallback done) {
     });
 }
 
+void Resolver::a(const std::string& name, AddressCallback done) {
+    query(name, k_type_a, [done = std::move(done)](int status, const unsigned char* abuf, int alen) {
+        std::vector<conf::IpAddress> out;
+        if (status == ARES_SUCCESS) {
+            ares_addrttl ttls[32];
+            int n = 32;
+            hostent* host = nullptr;
+            if (ares_parse_a_reply(abuf, alen, &host, ttls, &n) == ARES_SUCCESS) {
+                for (int i = 0; i < n; ++i) {
+                    conf::IpAddress a;
+                    std::memcpy(a.bytes.data(), &ttls[i].ipaddr, 4);
+                    out.push_back(a);
+                }
+            }
+            if (host) ares_free_hostent(host);
+        }
+        done(status == ARES_SUCCESS && out.empty() ? Status::NoData : to_status(status), std::move(out));
+    });
+}
+
+void Resolver::aaaa(const std::string& name, AddressCallback done) {
+    query(name, k_type_aaaa, [done = std::move(done)](int status, const unsigned char* abuf, int alen) {
+        std::vector<conf::IpAddress> out;
+        if (status == ARES_SUCCESS) {
+            ares_addr6ttl ttls[32];
+            int n = 32;
+            hostent* host = nullptr;
+            if (ares_parse_aaaa_reply(abuf, alen, &host, ttls, &n) == ARES_SUCCESS) {
+                for (int i = 0; i < n; ++i) {
+                    conf::IpAddress a;
+                    a.v6 = true;
+                    std::memcpy(a.bytes.data(), &ttls[i].ip6addr, 16);
+                    out.push_back(a);
+                }
+            }
+            if (host) ares_free_hostent(host);
+        }
+        done(status == ARES_SUCCESS && out.empty() ? Status::NoData : to_status(status), std::move(out));
+    });
+}
+
 void Resolver::addresses(const std::string& name, AddressCallback done) {
     struct Pending {
         AddressCallback done;
@@ -212,42 +255,49 @@ void Resolver::addresses(const std::string& name, AddressCallback done) {
             s = Status::NoData;
         p->done(s, std::move(all));
     };
-    query(name, k_type_a, [p, finish](int status, const unsigned char* abuf, int alen) {
-        p->v4 = to_status(status);
-        if (status == ARES_SUCCESS) {
-            ares_addrttl ttls[32];
-            int n = 32;
-            hostent* host = nullptr;
-            if (ares_parse_a_reply(abuf, alen, &host, ttls, &n) == ARES_SUCCESS) {
-                for (int i = 0; i < n; ++i) {
-                    conf::IpAddress a;
-                    std::memcpy(a.bytes.data(), &ttls[i].ipaddr, 4);
-                    p->a.push_back(a);
-                }
-            }
-            if (host) ares_free_hostent(host);
-            if (p->a.empty()) p->v4 = Status::NoData;
-        }
+    a(name, [p, finish](Status s, std::vector<conf::IpAddress> list) {
+        p->v4 = s;
+        p->a = std::move(list);
         finish();
     });
-    query(name, k_type_aaaa, [p, finish](int status, const unsigned char* abuf, int alen) {
-        p->v6 = to_status(status);
+    aaaa(name, [p, finish](Status s, std::vector<conf::IpAddress> list) {
+        p->v6 = s;
+        p->aaaa = std::move(list);
+        finish();
+    });
+}
+
+void Resolver::txt(const std::string& name, TextCallback done) {
+    query(name, k_type_txt, [done = std::move(done)](int status, const unsigned char* abuf, int alen) {
+        std::vector<std::string> out;
         if (status == ARES_SUCCESS) {
-            ares_addr6ttl ttls[32];
-            int n = 32;
-            hostent* host = nullptr;
-            if (ares_parse_aaaa_reply(abuf, alen, &host, ttls, &n) == ARES_SUCCESS) {
-                for (int i = 0; i < n; ++i) {
-                    conf::IpAddress a;
-                    a.v6 = true;
-                    std::memcpy(a.bytes.data(), &ttls[i].ip6addr, 16);
-                    p->aaaa.push_back(a);
+            ares_txt_ext* txt = nullptr;
+            if (ares_parse_txt_reply_ext(abuf, alen, &txt) == ARES_SUCCESS) {
+                for (ares_txt_ext* t = txt; t; t = t->next) {
+                    if (t->record_start || out.empty()) out.emplace_back();
+                    out.back().append(reinterpret_cast<const char*>(t->txt), t->length);
                 }
             }
-            if (host) ares_free_hostent(host);
-            if (p->aaaa.empty()) p->v6 = Status::NoData;
+            if (txt) ares_free_data(txt);
         }
-        finish();
+        done(status == ARES_SUCCESS && out.empty() ? Status::NoData : to_status(status), std::move(out));
+    });
+}
+
+void Resolver::ptr(const std::string& name, TextCallback done) {
+    query(name, k_type_ptr, [done = std::move(done)](int status, const unsigned char* abuf, int alen) {
+        std::vector<std::string> out;
+        if (status == ARES_SUCCESS) {
+            hostent* host = nullptr;
+            unsigned char unused[4] = {};  // c-ares copies the queried address into the hostent
+            if (ares_parse_ptr_reply(abuf, alen, unused, sizeof unused, AF_INET, &host) == ARES_SUCCESS && host) {
+                if (host->h_name) out.emplace_back(host->h_name);
+                for (char** alias = host->h_aliases; alias && *alias; ++alias)
+                    out.emplace_back(*alias);
+            }
+            if (host) ares_free_hostent(host);
+        }
+        done(status == ARES_SUCCESS && out.empty() ? Status::NoData : to_status(status), std::move(out));
     });
 }
 

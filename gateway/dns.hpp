@@ -36,6 +36,7 @@ struct MxRecord {
 
 using MxCallback = std::function<void(Status, std::vector<MxRecord>)>;
 using AddressCallback = std::function<void(Status, std::vector<conf::IpAddress>)>;
+using TextCallback = std::function<void(Status, std::vector<std::string>)>;
 
 std::string library_version();  // "1.18.1"
 
@@ -60,6 +61,11 @@ public:
 
     void mx(const std::string& name, MxCallback done) override;
     void addresses(const std::string& name, AddressCallback done) override;
+    // One type at a time, for `smtpgw doctor` (SPF, reverse DNS, blocklists).
+    void a(const std::string& name, AddressCallback done);
+    void aaaa(const std::string& name, AddressCallback done);
+    void txt(const std::string& name, TextCallback done);  // each record's strings joined
+    void ptr(const std::string& name, TextCallback done);  // "4.3.2.1.in-addr.arpa" -> names
     void close();
 
 private:

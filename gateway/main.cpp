@@ -6,6 +6,7 @@
 #include "conf/config_load.hpp"
 #include "gateway/control.hpp"
 #include "gateway/dns.hpp"
+#include "gateway/doctor.hpp"
 #include "gateway/log.hpp"
 #include "gateway/probe.hpp"
 #include "gateway/queue_admin.hpp"
@@ -42,8 +43,8 @@ struct Arguments {
 };
 
 // Options that take a value, for `probe`.
-const char* const k_value_options[] = {"--security",   "--user",       "--password-file",
-                                       "--token-file", "--mechanisms", "--ca-file"};
+const char* const k_value_options[] = {"--security", "--user", "--password-file", "--token-file", "--mechanisms",
+                                       "--ca-file",  "--ip"};
 
 void usage(std::ostream& out) {
     out << "usage: smtpgw COMMAND [-c FILE]\n"
@@ -61,6 +62,8 @@ void usage(std::ostream& out) {
            "  user delete USER      remove USER from sasl.sasldb\n"
            "  user list             list the users in sasl.sasldb\n"
            "  reload                check the configuration, then have the running gateway apply it\n"
+           "  doctor [--ip ADDR]    deliverability preflight: hostname, reverse DNS, SPF, blocklists,\n"
+           "                        sender addresses, upstreams\n"
            "  version               print versions\n"
            "Without -c, the embedded default configuration is used.\n";
 }
@@ -282,6 +285,20 @@ int cmd_user(const Arguments& a) {
     return 2;
 }
 
+int cmd_doctor(const Arguments& a) {
+    auto config = load_or_report(a);
+    if (!config) return 1;
+    std::optional<conf::IpAddress> ip;
+    if (auto it = a.options.find("--ip"); it != a.options.end()) {
+        ip = conf::IpAddress::parse(it->second);
+        if (!ip) {
+            std::cerr << "smtpgw: --ip " << it->second << ": not an IP address\n";
+            return 2;
+        }
+    }
+    return gateway::run_doctor(*config, ip, std::cout);
+}
+
 // Checks the file, then has the running gateway read it again (SIGHUP).
 int cmd_reload(const Arguments& a) {
     auto r = load(a);
@@ -348,6 +365,7 @@ int main(int argc, char** argv) {
         if (command == "version") return cmd_version();
         if (command == "queue") return cmd_queue(*args);
         if (command == "reload" && args->words.size() == 1) return cmd_reload(*args);
+        if (command == "doctor" && args->words.size() == 1) return cmd_doctor(*args);
         if (command == "probe") return cmd_probe(*args);
         if (command == "user") return cmd_user(*args);
         if (command == "help") {
