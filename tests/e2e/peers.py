@@ -176,6 +176,12 @@ virtual_mailbox_limit = 0
         return wait_for(lambda: (lambda m: m if len(m) >= n else None)(self.messages()), timeout=timeout,
                         what=f"{n} message(s) in the Maildir of {self.name}")
 
+    def wait_subject(self, subject, timeout=30):
+        """The first delivered message with this Subject, once it is in the Maildir (Postfix
+        delivers a moment after it answered 250)."""
+        return wait_for(lambda: next((m for m in self.messages() if m["Subject"] == subject), None), timeout=timeout,
+                        what=f"'{subject}' in the Maildir of {self.name}")
+
     def delivered_to(self, address):
         return [m for m in self.messages() if m["Delivered-To"] == address]
 

@@ -7,7 +7,7 @@ import tempfile
 import time
 import unittest
 
-from gwtest import BIN, Gateway, GatewayTest, queued_id, strip_received, wait_for
+from gwtest import BIN, Gateway, GatewayTest, queued_id
 
 SYSLOG = r"^[A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d \S+ smtpgw/"
 

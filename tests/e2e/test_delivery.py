@@ -10,7 +10,6 @@ MX and A records, swaks submitting. Everything on loopback.
   loop.test        MX 10 gw.loop.test (127.0.0.30, the gateway itself)
   relayed.test     routed to the upstream relay Postfix at 127.0.0.21:2525
 """
-import email
 import os
 import re
 import signal
@@ -92,7 +91,7 @@ class DeliveryTest(unittest.TestCase):
                                r"delay=[\d.]+, delays=[\d.]+/[\d.]+/[\d.]+/[\d.]+, dsn=2\.0\.0, "
                                r"status=sent \(250 2\.0\.0 Ok: queued as [0-9A-F]+\)$")
         self.gw.wait_log(rf"qmgr\[\d+\]: {qid}: removed$")
-        [msg] = [m for m in self.relay.wait_messages(1) if m["Subject"] == "via relay"]
+        msg = self.relay.wait_subject("via relay")
         self.assertEqual(msg["Return-Path"], f"<{SENDER}>")
         self.assertEqual(msg["Delivered-To"], "alice@relayed.test")
         self.assertIn(f"with ESMTP id {qid}", msg.raw.decode(errors="replace"))
@@ -113,14 +112,14 @@ class DeliveryTest(unittest.TestCase):
         qid = self.send("bob@twomx.test", subject="second mx")
         line = self.delivery_line(qid, "bob@twomx.test", "sent")
         self.assertIn("relay=mx1.example.test[127.0.0.11]:2525", line)
-        [msg] = [m for m in self.mx1.wait_messages(1) if m["Subject"] == "second mx"]
+        msg = self.mx1.wait_subject("second mx")
         self.assertEqual(msg["Delivered-To"], "bob@twomx.test")
 
     def test_implicit_mx(self):
         qid = self.send("carol@implicit.test", subject="implicit")
         line = self.delivery_line(qid, "carol@implicit.test", "sent")
         self.assertIn("relay=implicit.test[127.0.0.12]:2525", line)
-        self.assertTrue([m for m in self.mx2.wait_messages(1) if m["Subject"] == "implicit"])
+        self.mx2.wait_subject("implicit")
 
     def test_null_mx_bounces(self):
         qid = self.send("dave@nullmx.test", subject="to null mx")
@@ -205,7 +204,7 @@ class DeliveryTest(unittest.TestCase):
         finally:
             self.relay.set_access(ACCESS)
             self.relay.reload()
-        self.assertTrue([m for m in self.relay.wait_messages(1) if m["Subject"] == "busy mailbox"])
+        self.relay.wait_subject("busy mailbox")
         self.gw.wait_log(rf"{qid}: removed$")
 
     def test_upstream_down_then_up(self):
@@ -222,7 +221,7 @@ class DeliveryTest(unittest.TestCase):
         finally:
             self.relay.start()
         self.delivery_line(qid, "henry@relayed.test", "sent")
-        self.assertTrue([m for m in self.relay.wait_messages(1) if m["Subject"] == "relay was down"])
+        self.relay.wait_subject("relay was down")
 
 
 @NEEDS_ROOT

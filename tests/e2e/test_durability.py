@@ -1,6 +1,5 @@
 """Nothing acknowledged is ever lost: SIGKILL after 250, restarts, damaged files, a full disk."""
 import os
-import signal
 import subprocess
 import threading
 import unittest

@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import unittest
 
-from gwtest import Gateway, queued_id, wait_for
+from gwtest import Gateway
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 USER, PASSWORD = "alice@gw.test", "correct horse 42"

@@ -8,11 +8,10 @@ sender the gateway used.
 """
 import os
 import re
-import signal
 import subprocess
 import unittest
 
-from gwtest import Gateway, queued_id, wait_for
+from gwtest import Gateway, queued_id
 from peers import Postfix
 
 RULES = """sender:
@@ -67,8 +66,7 @@ class SenderPolicyTest(unittest.TestCase):
         return queued_id(r.stdout)
 
     def received(self, relay, subject):
-        return wait_for(lambda: next((m for m in relay.messages() if m["Subject"] == subject), None), timeout=30,
-                        what=f"'{subject}' at {relay.name}")
+        return relay.wait_subject(subject)
 
     # --- rewriting --------------------------------------------------------------------------
     def test_envelope_rewrite_with_from_kept(self):
