@@ -35,6 +35,7 @@ QueueManager::QueueManager(uv_loop_t* loop, std::shared_ptr<const conf::Config> 
     m_timer = new uv_timer_t;
     uv_timer_init(loop, m_timer);
     m_timer->data = this;
+    m_tls.preload(*m_config);
 }
 
 QueueManager::~QueueManager() { stop(); }
@@ -121,6 +122,7 @@ void QueueManager::erase_now(Message& m) {
 void QueueManager::reload(std::shared_ptr<const conf::Config> config) {
     m_config = std::move(config);
     m_router = std::make_unique<Router>(*m_config);
+    m_tls.preload(*m_config);
     for (auto& [key, q] : m_dests) {
         if (q.destination.kind != Destination::Kind::Upstream) continue;
         for (const auto& u : m_config->upstreams)

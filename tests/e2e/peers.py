@@ -194,22 +194,37 @@ class Dnsmasq:
     """
 
     def __init__(self, records, port=None):
+        self.fixed_port = port
         self.port = port or free_udp_port()
         self.records = records
         self.proc = None
 
-    def start(self):
-        self.proc = subprocess.Popen(
-            ["dnsmasq", "--keep-in-foreground", f"--port={self.port}", "--listen-address=127.0.0.1",
-             "--bind-interfaces", "--no-resolv", "--no-hosts", "--no-negcache", "--local=/test/",
-             "--pid-file=", *self.records],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_for(self._answers, timeout=10, what="dnsmasq to answer")
+    def start(self, attempts=5):
+        # dnsmasq listens on UDP and TCP; a port free for UDP may be taken for TCP by a connection
+        # another test has open, and then dnsmasq exits: try another port.
+        for attempt in range(attempts):
+            self.proc = subprocess.Popen(
+                ["dnsmasq", "--keep-in-foreground", f"--port={self.port}", "--listen-address=127.0.0.1",
+                 "--bind-interfaces", "--no-resolv", "--no-hosts", "--no-negcache", "--local=/test/",
+                 "--pid-file=", *self.records],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            try:
+                wait_for(self._answers, timeout=10, what="dnsmasq to answer")
+                return self
+            except AssertionError:
+                if self.fixed_port or attempt == attempts - 1:
+                    raise
+                if self.proc.poll() is None:
+                    self.proc.kill()
+                    self.proc.wait()
+                self.proc.stderr.close()
+                self.port = free_udp_port()
         return self
 
     def _answers(self):
         if self.proc.poll() is not None:
-            raise AssertionError("dnsmasq exited: " + self.proc.stderr.read().decode())
+            raise AssertionError(f"dnsmasq exited with {self.proc.returncode} on port {self.port}: " +
+                                 self.proc.stderr.read().decode())
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.settimeout(0.2)
         query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x04test\x00\x00\x06\x00\x01"
@@ -230,11 +245,20 @@ class Dnsmasq:
 
 
 def free_udp_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port free on 127.0.0.1 for both UDP and TCP (dnsmasq takes both)."""
+    while True:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            t.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            t.close()
+            s.close()
 
 
 def free_tcp_port(address="127.0.0.1"):
