@@ -55,6 +55,7 @@ public:
     }
     spf::Answer mx(const std::string& name) override {
         spf::Answer out;
+        out.status = spf::Answer::Status::TempFail;  // unless an answer comes
         bool done = false;
         m_resolver->mx(name, [&](dns::Status s, std::vector<dns::MxRecord> list) {
             std::stable_sort(list.begin(), list.end(),
@@ -84,6 +85,7 @@ private:
     template <typename Start>
     spf::Answer wait_text(Start start) {
         spf::Answer out;
+        out.status = spf::Answer::Status::TempFail;  // unless an answer comes
         bool done = false;
         start([&](dns::Status s, std::vector<std::string> list) {
             out.status = convert(s);
@@ -96,6 +98,7 @@ private:
     template <typename Start>
     spf::Answer wait_addresses(Start start) {
         spf::Answer out;
+        out.status = spf::Answer::Status::TempFail;  // unless an answer comes
         bool done = false;
         start([&](dns::Status s, const std::vector<conf::IpAddress>& list) {
             out.status = convert(s);
