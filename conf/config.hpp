@@ -135,6 +135,9 @@ struct Dns {
     std::vector<HostPort> servers;  // empty: /etc/resolv.conf
     Seconds timeout{3};             // per try
     unsigned attempts = 3;
+    // Look up each client's name (PTR, confirmed by a forward lookup) before the greeting, as
+    // Postfix does; off by default because a slow DNS then delays every greeting.
+    bool client_names = false;
 };
 
 struct Queue {

@@ -160,8 +160,9 @@ void load_small_sections(Walker& w, const Fields& top, Config& c) {
         }
     }
     if (auto* n = Walker::find(top, "dns")) {
-        if (auto f = w.mapping(*n, "dns", {"servers", "timeout", "attempts"})) {
+        if (auto f = w.mapping(*n, "dns", {"servers", "timeout", "attempts", "client_names"})) {
             w.duration(*f, "timeout", "dns", c.dns.timeout);
+            w.boolean(*f, "client_names", "dns", c.dns.client_names);
             w.number(*f, "attempts", "dns", c.dns.attempts, 1, 10);
             if (c.dns.timeout.count() == 0) w.error(f->at("timeout").value, "dns.timeout", "must be more than 0s");
             std::vector<std::string> servers;

@@ -206,7 +206,8 @@ void Resolver::a(const std::string& name, AddressCallback done) {
             }
             if (host) ares_free_hostent(host);
         }
-        done(status == ARES_SUCCESS && out.empty() ? Status::NoData : to_status(status), std::move(out));
+        Status result = status == ARES_SUCCESS && out.empty() ? Status::NoData : to_status(status);
+        done(result, std::move(out));
     });
 }
 
@@ -227,7 +228,8 @@ void Resolver::aaaa(const std::string& name, AddressCallback done) {
             }
             if (host) ares_free_hostent(host);
         }
-        done(status == ARES_SUCCESS && out.empty() ? Status::NoData : to_status(status), std::move(out));
+        Status result = status == ARES_SUCCESS && out.empty() ? Status::NoData : to_status(status);
+        done(result, std::move(out));
     });
 }
 
@@ -280,7 +282,8 @@ void Resolver::txt(const std::string& name, TextCallback done) {
             }
             if (txt) ares_free_data(txt);
         }
-        done(status == ARES_SUCCESS && out.empty() ? Status::NoData : to_status(status), std::move(out));
+        Status result = status == ARES_SUCCESS && out.empty() ? Status::NoData : to_status(status);
+        done(result, std::move(out));
     });
 }
 
@@ -297,7 +300,8 @@ void Resolver::ptr(const std::string& name, TextCallback done) {
             }
             if (host) ares_free_hostent(host);
         }
-        done(status == ARES_SUCCESS && out.empty() ? Status::NoData : to_status(status), std::move(out));
+        Status result = status == ARES_SUCCESS && out.empty() ? Status::NoData : to_status(status);
+        done(result, std::move(out));
     });
 }
 

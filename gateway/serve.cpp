@@ -191,6 +191,7 @@ int serve(const std::string& config_file) {
             envelopes.push_back(std::move(m.envelope));
         }
         resolver = std::make_unique<dns::Resolver>(&loop, config->dns);
+        server.set_resolver(resolver.get());
         queue = std::make_unique<QueueManager>(&loop, config, spool, *resolver, self_test(*config),
                                                [&server] { return server.next_queue_id(); });
         server.on_stored(

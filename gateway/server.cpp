@@ -65,6 +65,7 @@ std::shared_ptr<const ListenerSettings> Server::settings_for(const conf::Listen&
     s->tls = l.tls == conf::ListenTls::None ? nullptr : m_tls;
     s->policy.starttls = l.tls == conf::ListenTls::StartTls && m_tls;
     s->policy.rewriter = m_rewriter;
+    s->client_names = m_config->dns.client_names;
     if (m_config->sasl) {
         s->policy.auth = l.auth;
         s->policy.mechanisms = m_config->sasl->mechanisms;

@@ -9,6 +9,7 @@
 #include "auth/sasl_server.hpp"
 #include "conf/config.hpp"
 #include "gateway/auth_worker.hpp"
+#include "gateway/dns.hpp"
 #include "gateway/queue_id.hpp"
 #include "gateway/smtp_session.hpp"
 #include "gateway/spool.hpp"
@@ -33,6 +34,7 @@ struct ListenerSettings {
     std::vector<conf::Cidr> clients;
     std::shared_ptr<tls::Context> tls;  // for starttls and implicit listeners
     auth::ServerOptions sasl;
+    bool client_names = false;  // dns.client_names
 };
 
 class Server {
@@ -53,6 +55,9 @@ public:
     // A small message's content comes along, so that its first delivery need not read it back.
     using StoredFn = std::function<void(const Envelope&, std::shared_ptr<const std::string> content)>;
     void on_stored(StoredFn f) { m_on_stored = std::move(f); }
+    // The resolver for client names (dns.client_names); none: every client is "unknown".
+    void set_resolver(dns::Resolver* resolver) { m_resolver = resolver; }
+    dns::Resolver* resolver() const { return m_resolver; }
     // The queue IDs already in the spool, so new ones never repeat them.
     void observe_queue_id(const std::string& id) { m_ids.observe(id); }
 
@@ -92,6 +97,7 @@ private:
     uv_timer_t* m_drain_timer = nullptr;
     std::vector<char> m_read_buffer;
     std::shared_ptr<const SenderRewriter> m_rewriter;
+    dns::Resolver* m_resolver = nullptr;
     std::shared_ptr<tls::Context> m_tls;  // the certificate offered to clients
     AuthWorker m_auth;
     std::map<conf::IpAddress, std::vector<int64_t>> m_auth_failures;  // times, microseconds

@@ -3,8 +3,10 @@
 #include "gateway/log.hpp"
 #include "gateway/metrics.hpp"
 #include "gateway/net.hpp"
+#include "gateway/spf.hpp"
 #include "gateway/spool_internal.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <random>
 
@@ -40,14 +42,39 @@ ServerConnection::~ServerConnection() = default;
 void ServerConnection::start(conf::IpAddress ip, const Reply* refusal) {
     m_ip = ip;
     m_counted = refusal == nullptr;
-    ClientInfo client;
-    client.ip = ip.to_string();
-    // XXX: the client name stays "unknown" until reverse lookups run on the c-ares resolver.
-    for (const auto& net : m_settings->clients)
-        client.may_relay = client.may_relay || net.contains(ip);
-    m_session = std::make_unique<SmtpSession>(m_settings->policy, std::move(client), *this);
-    uv_tcp_nodelay(&m_tcp, 1);
     if (refusal) m_refusal = *refusal;
+    uv_tcp_nodelay(&m_tcp, 1);
+    dns::Resolver* resolver = m_server.resolver();
+    if (refusal || !resolver || !m_settings->client_names) return begin("unknown");
+    std::weak_ptr<ServerConnection> weak = shared_from_this();
+    look_up_client_name(*resolver, ip, [weak](const std::string& name) {
+        auto self = weak.lock();
+        if (self && !self->m_closing) guarded(self.get(), "client name", [&] { self->begin(name); });
+    });
+}
+
+// Postfix's rule: the first name of the address's PTR record, if that name resolves back to the
+// address; otherwise "unknown" (with a warning when the name points elsewhere).
+void ServerConnection::look_up_client_name(dns::Resolver& resolver, const conf::IpAddress& ip,
+                                           const std::function<void(const std::string&)>& done) {
+    resolver.ptr(spf::reverse_name(ip), [&resolver, ip, done](dns::Status s, std::vector<std::string> names) {
+        if (s != dns::Status::Ok || names.empty()) return done("unknown");
+        std::string name = names.front();
+        resolver.addresses(name, [ip, name, done](dns::Status, std::vector<conf::IpAddress> addresses) {
+            if (std::find(addresses.begin(), addresses.end(), ip) != addresses.end()) return done(name);
+            log::warning(log::Component::Smtpd, "hostname " + name + " does not resolve to address " + ip.to_string());
+            done("unknown");
+        });
+    });
+}
+
+void ServerConnection::begin(const std::string& name) {
+    ClientInfo client;
+    client.ip = m_ip.to_string();
+    client.name = name;
+    for (const auto& net : m_settings->clients)
+        client.may_relay = client.may_relay || net.contains(m_ip);
+    m_session = std::make_unique<SmtpSession>(m_settings->policy, std::move(client), *this);
     if (m_settings->listen.tls == conf::ListenTls::Implicit && m_settings->tls) {
         // RFC 8314: TLS from the first byte; the greeting comes once the handshake is done.
         begin_tls();

@@ -48,6 +48,9 @@ public:
     bool auth_blocked() override;
 
 private:
+    static void look_up_client_name(dns::Resolver& resolver, const conf::IpAddress& ip,
+                                    const std::function<void(const std::string&)>& done);
+    void begin(const std::string& client_name);
     void on_read(ssize_t nread, const uv_buf_t* buf);
     void after_step();
     void send(std::string&& bytes);

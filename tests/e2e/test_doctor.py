@@ -12,9 +12,10 @@ rightly fails a sender or hostname in a reserved top-level domain. All addresses
   upstreams          live: Postfix at 127.0.3.2:2525; dead: 127.0.3.3:2525
 """
 import os
+import subprocess
 import unittest
 
-from gwtest import Gateway
+from gwtest import Gateway, queued_id
 from peers import Dnsmasq, Postfix
 
 DNS = [
@@ -132,6 +133,28 @@ class DoctorTest(unittest.TestCase):
         self.assertRegex(self.line(lines, "reverse DNS"), r"^WARN  reverse DNS: 127\.0\.3\.1 has PTR gw\.doc\.example\.com "
                                                           r"\(confirmed\), not the hostname nothere\.doc\.example\.com; "
                                                           r"set hostname: gw\.doc\.example\.com, or change the PTR$")
+
+
+    # The same records name the clients when dns.client_names is on.
+    def test_client_names_are_looked_up_and_confirmed(self):
+        gw = Gateway(f'dns: {{ servers: ["127.0.0.1:{self.dns.port}"], timeout: 1s, attempts: 1, client_names: true }}\n'
+                     'clients: [127.0.0.0/8]\n')
+        self.addCleanup(gw.cleanup)
+        gw.start()
+        for source in ("127.0.3.1", "127.0.3.9", "127.0.0.7"):
+            c = gw.connect(source)
+            self.assertEqual(c.reply(), "220 gw.test ESMTP\r\n")
+            c.command("QUIT")
+        gw.wait_log(r"smtpd\[\d+\]: connect from gw\.doc\.example\.com\[127\.0\.3\.1\]$")
+        gw.wait_log(r"warning: hostname stranger\.doc\.example\.com does not resolve to address 127\.0\.3\.9$")
+        gw.wait_log(r"connect from unknown\[127\.0\.3\.9\]$")
+        gw.wait_log(r"connect from unknown\[127\.0\.0\.7\]$")
+        r = subprocess.run(["swaks", "--server", "127.0.0.1", "--port", str(gw.port), "--local-interface", "127.0.3.1",
+                            "--helo", "printer.lan", "--from", "a@doc.example.com", "--to", "b@doc.example.com"],
+                           capture_output=True, text=True, timeout=60)
+        qid = queued_id(r.stdout)
+        gw.wait_log(rf"{qid}: client=gw\.doc\.example\.com\[127\.0\.3\.1\]$")
+        self.assertIn(b"Received: from printer.lan (gw.doc.example.com [127.0.3.1])", gw.content(qid))
 
 
 if __name__ == "__main__":
