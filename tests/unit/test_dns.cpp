@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <optional>
 
 using namespace gateway;
@@ -39,7 +40,9 @@ struct Dnsmasq {
                    "--pid-file=", "--log-facility=/dev/null", "--mx-host=example.test,mx1.example.test,10",
                    "--mx-host=example.test,mx2.example.test,20", "--host-record=mx1.example.test,127.0.0.11",
                    "--host-record=mx2.example.test,127.0.0.12,::12", "--mx-host=nullmx.test,.,0",
-                   "--host-record=implicit.test,127.0.0.13", "--server=/servfail.test/127.0.0.1#9", nullptr);
+                   "--host-record=implicit.test,127.0.0.13", "--server=/servfail.test/127.0.0.1#9",
+                   "--txt-record=spf.test,v=spf1 a -all", "--txt-record=spf.test,second record",
+                   "--local=/in-addr.arpa/", nullptr);
             _exit(127);
         }
         usleep(300000);
@@ -102,5 +105,48 @@ TEST_CASE("MX and address lookups against dnsmasq", "[dns]") {
     CHECK(both->second[0].to_string() == "127.0.0.12");  // IPv4 first
     CHECK(both->second[1].to_string() == "::12");
     CHECK(none->first == dns::Status::NotFound);
+    r.close();
+}
+
+TEST_CASE("one record type at a time: A, AAAA, TXT and PTR keep their status", "[dns]") {
+    Dnsmasq server;
+    Loop l;
+    conf::Dns cfg;
+    cfg.servers = {{"127.0.0.1", uint16_t(server.port)}};
+    cfg.timeout = std::chrono::seconds(1);
+    cfg.attempts = 1;
+    dns::Resolver r(&l.loop, cfg);
+    using Addresses = std::optional<std::pair<dns::Status, std::vector<conf::IpAddress>>>;
+    using Texts = std::optional<std::pair<dns::Status, std::vector<std::string>>>;
+    Addresses a, aaaa, a_none;
+    Texts txt, no_txt, ptr, no_ptr;
+    auto keep_a = [](Addresses& slot) {
+        return [&slot](dns::Status s, std::vector<conf::IpAddress> v) { slot.emplace(s, std::move(v)); };
+    };
+    auto keep_t = [](Texts& slot) {
+        return [&slot](dns::Status s, std::vector<std::string> v) { slot.emplace(s, std::move(v)); };
+    };
+    r.a("mx2.example.test", keep_a(a));
+    r.aaaa("mx2.example.test", keep_a(aaaa));
+    r.a("example.test", keep_a(a_none));
+    r.txt("spf.test", keep_t(txt));
+    r.txt("mx1.example.test", keep_t(no_txt));
+    r.ptr("11.0.0.127.in-addr.arpa", keep_t(ptr));
+    r.ptr("99.0.0.127.in-addr.arpa", keep_t(no_ptr));
+    l.until([&] { return a && aaaa && a_none && txt && no_txt && ptr && no_ptr; });
+    CHECK(a->first == dns::Status::Ok);
+    REQUIRE(a->second.size() == 1);
+    CHECK(a->second[0].to_string() == "127.0.0.12");
+    CHECK(aaaa->first == dns::Status::Ok);
+    REQUIRE(aaaa->second.size() == 1);
+    CHECK(aaaa->second[0].to_string() == "::12");
+    CHECK(a_none->first == dns::Status::NoData);
+    CHECK(txt->first == dns::Status::Ok);
+    std::sort(txt->second.begin(), txt->second.end());
+    CHECK(txt->second == std::vector<std::string>{"second record", "v=spf1 a -all"});
+    CHECK(no_txt->first == dns::Status::NoData);
+    CHECK(ptr->first == dns::Status::Ok);
+    CHECK(ptr->second.at(0) == "mx1.example.test");
+    CHECK(no_ptr->first == dns::Status::NotFound);
     r.close();
 }
