@@ -230,6 +230,7 @@ int serve(const std::string& config_file) {
         status = 1;
     }
     uv_run(&loop, UV_RUN_DEFAULT);
+    metrics::set_queue_probe(nullptr);  // the queue manager goes with this function
     if (uv_loop_close(&loop) != 0) log::warning(Component::Master, "event loop closed with open handles");
     if (status == 0) log::info(Component::Master, "stopped");
     log::shutdown();

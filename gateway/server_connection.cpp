@@ -360,9 +360,9 @@ void ServerConnection::auth_result(AuthOutcome outcome, const std::string& chall
     struct Delay {
         uv_timer_t timer;
         std::weak_ptr<ServerConnection> connection;
-        std::string user;
+        std::string user, detail;
     };
-    auto* d = new Delay{{}, shared_from_this(), user};
+    auto* d = new Delay{{}, shared_from_this(), user, detail};
     d->timer.data = d;
     uv_timer_init(m_server.loop(), &d->timer);
     static thread_local std::mt19937 random{std::random_device{}()};
@@ -373,7 +373,7 @@ void ServerConnection::auth_result(AuthOutcome outcome, const std::string& chall
             auto* d = static_cast<Delay*>(t->data);
             if (auto c = d->connection.lock(); c && !c->m_closing) {
                 guarded(c.get(), "auth", [&] {
-                    c->m_session->on_auth_result(AuthOutcome::Failure, {}, d->user, {});
+                    c->m_session->on_auth_result(AuthOutcome::Failure, {}, d->user, d->detail);
                     c->after_step();
                 });
             }
