@@ -132,8 +132,8 @@ void log_warnings(const std::vector<conf::Diagnostic>& diagnostics) {
 
 int serve(const std::string& config_file) {
     auto loaded = load(config_file);
-    for (const auto& d : loaded.diagnostics)
-        std::cerr << d.format() << "\n";
+    for (const auto& d : loaded.diagnostics)  // warnings go to the log, once it is open
+        if (d.error) std::cerr << d.format() << "\n";
     if (!loaded.ok()) return 1;
     auto config = std::make_shared<const conf::Config>(std::move(*loaded.config));
     if (auto problem = root_problem(*config); !problem.empty()) {
