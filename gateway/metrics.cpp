@@ -200,19 +200,23 @@ void HttpServer::start() {
                     c->answered = true;
                     uv_read_stop(s);
                     std::string status = "200 OK", type = "text/plain; version=0.0.4; charset=utf-8", body;
+                    bool head = c->in.rfind("HEAD ", 0) == 0;
+                    std::string_view target(c->in);
+                    target.remove_prefix(head ? 5 : 4);
+                    bool metrics_path = target.rfind("/metrics ", 0) == 0 || target.rfind("/metrics?", 0) == 0;
                     if (!complete) {
                         status = "431 Request Header Fields Too Large";
-                    } else if (c->in.rfind("GET /metrics ", 0) == 0 || c->in.rfind("GET /metrics?", 0) == 0) {
+                    } else if (!head && c->in.rfind("GET ", 0) != 0) {
+                        status = "405 Method Not Allowed";
+                    } else if (metrics_path) {
                         body = exposition();
-                    } else if (c->in.rfind("GET ", 0) == 0 || c->in.rfind("HEAD ", 0) == 0) {
+                    } else {
                         status = "404 Not Found";
                         body = "smtpgw serves /metrics\n";
-                    } else {
-                        status = "405 Method Not Allowed";
                     }
                     c->out = "HTTP/1.1 " + status + "\r\nContent-Type: " + type +
                              "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" +
-                             body;
+                             (head ? std::string() : body);
                     uv_buf_t out = uv_buf_init(c->out.data(), unsigned(c->out.size()));
                     c->write.data = c;
                     uv_write(&c->write, s, &out, 1, [](uv_write_t* w, int) { static_cast<Conn*>(w->data)->close(); });

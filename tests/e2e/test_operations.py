@@ -151,9 +151,11 @@ class OperationsTest(unittest.TestCase):
         self.assertGreater(metric(text, "smtpgw_queue_oldest_message_age_seconds"), 0)
         self.assertEqual(metric(text, "smtpgw_auth_failures_total", direction="in"), 0)
         self.assertEqual(metric(text, "smtpgw_connections_total"), 7)
-        curl = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
-                               f"http://127.0.2.2:{port}/other"], capture_output=True, text=True, timeout=10)
-        self.assertEqual(curl.stdout, "404")
+        for args, code in [([f"http://127.0.2.2:{port}/other"], "404"), (["-I", f"http://127.0.2.2:{port}/metrics"], "200"),
+                           (["-X", "POST", f"http://127.0.2.2:{port}/metrics"], "405")]:
+            curl = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", *args], capture_output=True,
+                                  text=True, timeout=10)
+            self.assertEqual(curl.stdout, code, args)
 
         report = subprocess.run(["pflogsumm", "--syslog-name=smtpgw", "--problems-first", gw.log_path],
                                 capture_output=True, text=True, timeout=60)
