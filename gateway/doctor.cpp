@@ -1,6 +1,7 @@
 #include "gateway/doctor.hpp"
 
 #include "conf/config_checks.hpp"
+#include "gateway/address.hpp"
 #include "gateway/dns.hpp"
 #include "gateway/probe.hpp"
 #include "gateway/spf.hpp"
@@ -179,11 +180,6 @@ bool uses_direct(const conf::Config& c) {
     for (const auto& r : c.routes)
         if (std::find(r.via.begin(), r.via.end(), "direct") != r.via.end()) return true;
     return false;
-}
-
-std::string domain_of(const std::string& address) {
-    auto at = address.rfind('@');
-    return at == std::string::npos ? "" : address.substr(at + 1);
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "gateway/log.hpp"
 
+#include "gateway/json.hpp"
+
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/null_sink.h>
@@ -94,24 +96,6 @@ const char* level_name(conf::LogLevel l) {
     return "info";
 }
 
-std::string json_escape(std::string_view in) {
-    std::string out;
-    out.reserve(in.size() + 2);
-    for (unsigned char c : in) {
-        if (c == '"' || c == '\\') {
-            out += '\\';
-            out += char(c);
-        } else if (c < 0x20) {
-            char buf[8];
-            std::snprintf(buf, sizeof buf, "\\u%04x", c);
-            out += buf;
-        } else {
-            out += char(c);
-        }
-    }
-    return out;
-}
-
 // The queue ID a line is about: "6614796D9B541: to=<...>" or "NOQUEUE: reject: ...".
 std::string_view queue_id_of(std::string_view text) {
     size_t n = 0;
@@ -123,12 +107,12 @@ std::string_view queue_id_of(std::string_view text) {
 
 std::string format_line(const State& s, const Entry& e) {
     if (s.config.format == conf::LogFormat::Json) {
-        std::string line = "{\"time\":\"" + iso_time(e.when) + "\",\"host\":\"" + json_escape(s.host) +
-                           "\",\"program\":\"smtpgw\",\"component\":\"" + component_name(e.component) +
+        std::string line = "{\"time\":\"" + iso_time(e.when) + "\",\"host\":" + json_string(s.host) +
+                           ",\"program\":\"smtpgw\",\"component\":\"" + component_name(e.component) +
                            "\",\"pid\":" + s.pid + ",\"level\":\"" + level_name(e.level) + "\"";
         auto qid = queue_id_of(e.text);
         if (!qid.empty()) line += ",\"queue_id\":\"" + std::string(qid) + "\"";
-        return line + ",\"text\":\"" + json_escape(e.text) + "\"}";
+        return line + ",\"text\":" + json_string(e.text) + "}";
     }
     std::string line = syslog_time(e.when);
     line.append(" ").append(s.host).append(" smtpgw/").append(component_name(e.component));

@@ -100,46 +100,60 @@ void reset() {
 std::string exposition() {
     auto& c = counters();
     std::string out;
+    // One sample: `labels` are name/value pairs, values escaped here.
+    auto sample = [&out](const char* name, std::initializer_list<std::pair<const char*, std::string>> labels,
+                         const std::string& value) {
+        out += name;
+        if (labels.size()) {
+            char sep = '{';
+            for (const auto& [k, v] : labels) {
+                out += sep;
+                out += std::string(k) + "=\"" + label_value(v) + "\"";
+                sep = ',';
+            }
+            out += '}';
+        }
+        out += " " + value + "\n";
+    };
     header(out, "smtpgw_messages_received_total", "counter", "Messages accepted and stored in the queue.");
-    out += "smtpgw_messages_received_total " + std::to_string(c.received) + "\n";
+    sample("smtpgw_messages_received_total", {}, std::to_string(c.received));
     header(out, "smtpgw_messages_rejected_total", "counter",
            "Refusals to clients, by SMTP stage and enhanced status code.");
     for (const auto& [k, v] : c.rejected)
-        out += "smtpgw_messages_rejected_total{stage=\"" + k.first + "\",status=\"" + label_value(k.second) + "\"} " +
-               std::to_string(v) + "\n";
+        sample("smtpgw_messages_rejected_total", {{"stage", k.first}, {"status", k.second}}, std::to_string(v));
     header(out, "smtpgw_deliveries_total", "counter",
            "Delivery outcomes per recipient, by route (upstream name or direct), status and DSN class.");
     for (const auto& [k, v] : c.deliveries)
-        out += "smtpgw_deliveries_total{route=\"" + label_value(std::get<0>(k)) + "\",status=\"" + std::get<1>(k) +
-               "\",dsn_class=\"" + std::get<2>(k) + "\"} " + std::to_string(v) + "\n";
+        sample("smtpgw_deliveries_total",
+               {{"route", std::get<0>(k)}, {"status", std::get<1>(k)}, {"dsn_class", std::get<2>(k)}},
+               std::to_string(v));
     header(out, "smtpgw_delivery_delay_seconds", "histogram", "Time from acceptance to successful delivery.");
     for (size_t i = 0; i < k_buckets.size(); ++i)
-        out += "smtpgw_delivery_delay_seconds_bucket{le=\"" + number(k_buckets[i]) + "\"} " +
-               std::to_string(c.delay.counts[i]) + "\n";
-    out += "smtpgw_delivery_delay_seconds_bucket{le=\"+Inf\"} " + std::to_string(c.delay.count) + "\n";
-    out += "smtpgw_delivery_delay_seconds_sum " + number(c.delay.sum) + "\n";
-    out += "smtpgw_delivery_delay_seconds_count " + std::to_string(c.delay.count) + "\n";
+        sample("smtpgw_delivery_delay_seconds_bucket", {{"le", number(k_buckets[i])}},
+               std::to_string(c.delay.counts[i]));
+    sample("smtpgw_delivery_delay_seconds_bucket", {{"le", "+Inf"}}, std::to_string(c.delay.count));
+    sample("smtpgw_delivery_delay_seconds_sum", {}, number(c.delay.sum));
+    sample("smtpgw_delivery_delay_seconds_count", {}, std::to_string(c.delay.count));
     QueueState q = c.queue ? c.queue() : QueueState{};
     header(out, "smtpgw_queue_messages", "gauge", "Messages in the queue.");
-    out += "smtpgw_queue_messages " + std::to_string(q.messages) + "\n";
+    sample("smtpgw_queue_messages", {}, std::to_string(q.messages));
     header(out, "smtpgw_queue_oldest_message_age_seconds", "gauge", "Age of the oldest message in the queue.");
-    out += "smtpgw_queue_oldest_message_age_seconds " + number(q.oldest_age_seconds) + "\n";
+    sample("smtpgw_queue_oldest_message_age_seconds", {}, number(q.oldest_age_seconds));
     header(out, "smtpgw_tls_sessions_total", "counter",
            "TLS sessions established, from clients (in) and to servers (out).");
     for (const auto& [k, v] : c.tls)
-        out += "smtpgw_tls_sessions_total{direction=\"" + k.first + "\",version=\"" + label_value(k.second) + "\"} " +
-               std::to_string(v) + "\n";
+        sample("smtpgw_tls_sessions_total", {{"direction", k.first}, {"version", k.second}}, std::to_string(v));
     header(out, "smtpgw_auth_failures_total", "counter",
            "Failed SMTP AUTH: clients of the gateway (in), the gateway at upstreams (out).");
     for (const char* d : {"in", "out"}) {
         auto it = c.auth_failures.find(d);
-        out += std::string("smtpgw_auth_failures_total{direction=\"") + d + "\"} " +
-               std::to_string(it == c.auth_failures.end() ? 0 : it->second) + "\n";
+        sample("smtpgw_auth_failures_total", {{"direction", d}},
+               std::to_string(it == c.auth_failures.end() ? 0 : it->second));
     }
     header(out, "smtpgw_connections_total", "counter", "Client connections accepted.");
-    out += "smtpgw_connections_total " + std::to_string(c.connections) + "\n";
+    sample("smtpgw_connections_total", {}, std::to_string(c.connections));
     header(out, "smtpgw_connections_open", "gauge", "Client connections open now.");
-    out += "smtpgw_connections_open " + std::to_string(c.open_connections) + "\n";
+    sample("smtpgw_connections_open", {}, std::to_string(c.open_connections));
     return out;
 }
 

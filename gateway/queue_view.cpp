@@ -1,32 +1,12 @@
 #include "gateway/queue_view.hpp"
 
+#include "gateway/json.hpp"
+
 #include <algorithm>
 #include <cstdio>
 #include <ctime>
 
 namespace gateway {
-
-std::string json_string(std::string_view s) {
-    std::string out = "\"";
-    for (unsigned char c : s) {
-        switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        default:
-            if (c < 0x20) {
-                char buf[8];
-                std::snprintf(buf, sizeof buf, "\\u%04x", c);
-                out += buf;
-            } else {
-                out += char(c);
-            }
-        }
-    }
-    return out + "\"";
-}
 
 std::string format_time(int64_t us) {
     if (us <= 0) return "-";

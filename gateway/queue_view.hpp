@@ -12,8 +12,6 @@ namespace gateway {
 int queue_list(const SpoolLayout& layout, bool json, std::ostream& out);
 int queue_show(const SpoolLayout& layout, const std::string& id, bool json, std::ostream& out, std::ostream& err);
 
-// JSON string literal with the escapes RFC 8259 requires.
-std::string json_string(std::string_view s);
 // "2026-11-27 18:11:30" in local time; "-" for 0.
 std::string format_time(int64_t us);
 

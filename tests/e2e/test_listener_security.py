@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import unittest
 
-from gwtest import Gateway
+from gwtest import Client, Gateway
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 USER, PASSWORD = "alice@gw.test", "correct horse 42"
@@ -31,39 +31,18 @@ def b64(s):
     return base64.b64encode(s.encode()).decode()
 
 
-class TlsClient:
-    """SMTP over a raw socket that can switch to TLS: exact bytes out, whole replies in."""
+class TlsClient(Client):
+    """gwtest's raw SMTP client, able to switch to TLS (verifying gw.test against the test CA)."""
 
     def __init__(self, port, source, ca, implicit=False):
+        super().__init__("127.0.0.1", port, source)
         self.ctx = ssl.create_default_context(cafile=ca)
         self.ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=15, source_address=(source, 0))
         if implicit:
-            self.sock = self.ctx.wrap_socket(self.sock, server_hostname="gw.test")
-        self.buf = b""
+            self.starttls()
 
     def starttls(self):
         self.sock = self.ctx.wrap_socket(self.sock, server_hostname="gw.test")
-
-    def send(self, data):
-        self.sock.sendall(data.encode() if isinstance(data, str) else data)
-
-    def reply(self):
-        lines = []
-        while True:
-            while b"\r\n" not in self.buf:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    return "".join(lines)
-                self.buf += chunk
-            line, self.buf = self.buf.split(b"\r\n", 1)
-            lines.append(line.decode(errors="replace") + "\r\n")
-            if len(line) < 4 or line[3:4] == b" ":
-                return "".join(lines)
-
-    def command(self, line):
-        self.send(line + "\r\n")
-        return self.reply()
 
     def pending(self):
         """Whatever the server sent that no command asked for (waits briefly)."""
@@ -74,9 +53,6 @@ class TlsClient:
             return self.buf
         finally:
             self.sock.settimeout(15)
-
-    def close(self):
-        self.sock.close()
 
 
 class ListenerSecurityTest(unittest.TestCase):

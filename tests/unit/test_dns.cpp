@@ -47,6 +47,13 @@ struct Dnsmasq {
         }
         usleep(300000);
     }
+    conf::Dns config() const {  // one quick try at this server
+        conf::Dns cfg;
+        cfg.servers = {{"127.0.0.1", uint16_t(port)}};
+        cfg.timeout = std::chrono::seconds(1);
+        cfg.attempts = 1;
+        return cfg;
+    }
     ~Dnsmasq() {
         kill(pid, SIGTERM);
         waitpid(pid, nullptr, 0);
@@ -72,11 +79,7 @@ struct Loop {
 TEST_CASE("MX and address lookups against dnsmasq", "[dns]") {
     Dnsmasq server;
     Loop l;
-    conf::Dns cfg;
-    cfg.servers = {{"127.0.0.1", uint16_t(server.port)}};
-    cfg.timeout = std::chrono::seconds(1);
-    cfg.attempts = 1;
-    dns::Resolver r(&l.loop, cfg);
+    dns::Resolver r(&l.loop, server.config());
 
     std::optional<std::pair<dns::Status, std::vector<dns::MxRecord>>> mx, null_mx, no_mx, nx, servfail;
     auto keep = [](auto& slot) { return [&slot](dns::Status s, std::vector<dns::MxRecord> v) { slot.emplace(s, v); }; };
@@ -111,11 +114,7 @@ TEST_CASE("MX and address lookups against dnsmasq", "[dns]") {
 TEST_CASE("one record type at a time: A, AAAA, TXT and PTR keep their status", "[dns]") {
     Dnsmasq server;
     Loop l;
-    conf::Dns cfg;
-    cfg.servers = {{"127.0.0.1", uint16_t(server.port)}};
-    cfg.timeout = std::chrono::seconds(1);
-    cfg.attempts = 1;
-    dns::Resolver r(&l.loop, cfg);
+    dns::Resolver r(&l.loop, server.config());
     using Addresses = std::optional<std::pair<dns::Status, std::vector<conf::IpAddress>>>;
     using Texts = std::optional<std::pair<dns::Status, std::vector<std::string>>>;
     Addresses a, aaaa, a_none;
