@@ -60,20 +60,16 @@ bool write_envelope(const SpoolLayout& layout, const Envelope& e, std::string& e
     return ok;
 }
 
-std::vector<std::string> chosen(const SpoolLayout& layout, const std::string& id, bool all, std::ostream& err,
-                                bool& unknown) {
-    std::vector<std::string> ids;
+// The envelopes of the messages asked for: one ID, or every message in the spool.
+std::vector<Envelope> chosen(const SpoolLayout& layout, const std::string& id, bool all, std::ostream& err,
+                             bool& unknown) {
     unknown = false;
-    if (!all) {
-        auto stored = read_stored_message(layout, id);
-        if (stored.envelope) return {id};
-        err << "smtpgw: " << id << ": " << (stored.missing ? "no such message in the queue" : stored.error) << "\n";
-        unknown = true;
-        return ids;
-    }
-    for (const auto& e : scan_spool(layout).messages)
-        ids.push_back(e.id);
-    return ids;
+    if (all) return scan_spool(layout).messages;
+    auto stored = read_stored_message(layout, id);
+    if (stored.envelope) return {std::move(*stored.envelope)};
+    err << "smtpgw: " << id << ": " << (stored.missing ? "no such message in the queue" : stored.error) << "\n";
+    unknown = true;
+    return {};
 }
 
 }  // namespace
@@ -83,10 +79,7 @@ int offline_flush(const SpoolLayout& layout, const std::string& id, std::ostream
     if (!lock.held()) return err << "smtpgw: " << lock.error() << "\n", 1;
     bool unknown = false;
     int status = 0;
-    for (const auto& qid : chosen(layout, id, id.empty(), err, unknown)) {
-        auto stored = read_stored_message(layout, qid);
-        if (!stored.envelope) continue;
-        Envelope e = std::move(*stored.envelope);
+    for (auto& e : chosen(layout, id, id.empty(), err, unknown)) {
         e.next_attempt_us = 0;
         std::string error;
         if (!write_envelope(layout, e, error)) {
@@ -94,7 +87,7 @@ int offline_flush(const SpoolLayout& layout, const std::string& id, std::ostream
             status = 1;
             continue;
         }
-        out << qid << ": will be tried as soon as the gateway starts\n";
+        out << e.id << ": will be tried as soon as the gateway starts\n";
     }
     return unknown ? 1 : status;
 }
@@ -104,7 +97,8 @@ int offline_delete(const SpoolLayout& layout, const std::string& id, std::ostrea
     if (!lock.held()) return err << "smtpgw: " << lock.error() << "\n", 1;
     bool unknown = false;
     int status = 0;
-    for (const auto& qid : chosen(layout, id, id == "--all", err, unknown)) {
+    for (const auto& e : chosen(layout, id, id == "--all", err, unknown)) {
+        const std::string& qid = e.id;
         // The envelope update first: a message file without it is still whole.
         bool ok = (::unlink(layout.envelope(qid).c_str()) == 0 || errno == ENOENT) &&
                   ::unlink(layout.message(qid).c_str()) == 0;
