@@ -1,15 +1,15 @@
 #include "gateway/serve.hpp"
 
 #include "conf/config_load.hpp"
-#include "gateway/control.hpp"
-#include "gateway/dns.hpp"
-#include "gateway/log.hpp"
-#include "gateway/metrics.hpp"
-#include "gateway/privileges.hpp"
-#include "gateway/queue_manager.hpp"
-#include "gateway/server.hpp"
-#include "gateway/smtp_syntax.hpp"
-#include "gateway/spool.hpp"
+#include "gateway/common/log.hpp"
+#include "gateway/dns/dns.hpp"
+#include "gateway/ops/control.hpp"
+#include "gateway/ops/metrics_http.hpp"
+#include "gateway/ops/privileges.hpp"
+#include "gateway/queue/queue_manager.hpp"
+#include "gateway/queue/spool.hpp"
+#include "gateway/smtpd/server.hpp"
+#include "gateway/smtpd/smtp_syntax.hpp"
 
 #include <uv.h>
 
@@ -200,15 +200,14 @@ int serve(const std::string& config_file) {
         control = std::make_unique<ControlServer>(&loop, config->control_socket(),
                                                   [&](const std::string& r) { return control_answer(*queue, r); });
         control->start();
-        metrics::set_queue_probe([&] {
-            metrics::QueueState q;
-            q.messages = queue->size();
-            if (int64_t oldest = queue->oldest_arrival_us())
-                q.oldest_age_seconds = double(wall_clock_us() - oldest) / 1e6;
-            return q;
-        });
         if (!config->metrics.listen.empty()) {
-            scrape = std::make_unique<metrics::HttpServer>(&loop, config->metrics.endpoint);
+            scrape = std::make_unique<metrics::HttpServer>(&loop, config->metrics.endpoint, [&] {
+                metrics::QueueState q;
+                q.messages = queue->size();
+                if (int64_t oldest = queue->oldest_arrival_us())
+                    q.oldest_age_seconds = double(wall_clock_us() - oldest) / 1e6;
+                return q;
+            });
             scrape->start();
             log::info(Component::Master, "metrics on http://" + config->metrics.listen + "/metrics");
         }
@@ -230,7 +229,6 @@ int serve(const std::string& config_file) {
         status = 1;
     }
     uv_run(&loop, UV_RUN_DEFAULT);
-    metrics::set_queue_probe(nullptr);  // the queue manager goes with this function
     if (uv_loop_close(&loop) != 0) log::warning(Component::Master, "event loop closed with open handles");
     if (status == 0) log::info(Component::Master, "stopped");
     log::shutdown();

@@ -1,5 +1,5 @@
-#include "gateway/address.hpp"
-#include "gateway/smtp_syntax.hpp"
+#include "gateway/common/address.hpp"
+#include "gateway/smtpd/smtp_syntax.hpp"
 
 #include <catch2/catch.hpp>
 

@@ -1,5 +1,5 @@
 // What the client does about TLS and AUTH, and the exact reason when it cannot go on.
-#include "gateway/client_security.hpp"
+#include "gateway/smtp/client_security.hpp"
 
 #include <catch2/catch.hpp>
 

@@ -1,4 +1,4 @@
-#include "gateway/data_reader.hpp"
+#include "gateway/smtpd/data_reader.hpp"
 
 #include <catch2/catch.hpp>
 

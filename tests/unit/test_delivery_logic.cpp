@@ -1,10 +1,10 @@
 // Next hops (RFC 5321 section 5, RFC 7505), routes and patterns, reasons and delays, notices.
 #include "conf/config_load.hpp"
-#include "gateway/bounce.hpp"
-#include "gateway/delivery.hpp"
-#include "gateway/nexthop.hpp"
-#include "gateway/patterns.hpp"
-#include "gateway/routing.hpp"
+#include "gateway/common/patterns.hpp"
+#include "gateway/queue/bounce.hpp"
+#include "gateway/queue/routing.hpp"
+#include "gateway/smtp/delivery.hpp"
+#include "gateway/smtp/nexthop.hpp"
 
 #include <catch2/catch.hpp>
 

@@ -1,5 +1,5 @@
 // The c-ares resolver on a real libuv loop against a real DNS server (dnsmasq on loopback).
-#include "gateway/dns.hpp"
+#include "gateway/dns/dns.hpp"
 
 #include <catch2/catch.hpp>
 

@@ -1,5 +1,5 @@
-#include "gateway/envelope.hpp"
-#include "gateway/queue_id.hpp"
+#include "gateway/common/envelope.hpp"
+#include "gateway/common/queue_id.hpp"
 
 #include <catch2/catch.hpp>
 

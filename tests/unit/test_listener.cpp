@@ -1,8 +1,8 @@
 // The listener on a real libuv loop and real loopback sockets, driven by a scripted client.
 #include "conf/config_load.hpp"
-#include "gateway/log.hpp"
-#include "gateway/server.hpp"
-#include "gateway/spool.hpp"
+#include "gateway/common/log.hpp"
+#include "gateway/queue/spool.hpp"
+#include "gateway/smtpd/server.hpp"
 
 #include <catch2/catch.hpp>
 

@@ -1,4 +1,4 @@
-#include "gateway/message_headers.hpp"
+#include "gateway/common/message_headers.hpp"
 
 #include <catch2/catch.hpp>
 

@@ -1,4 +1,4 @@
-#include "gateway/sender_rewrite.hpp"
+#include "gateway/smtpd/sender_rewrite.hpp"
 
 #include <catch2/catch.hpp>
 

@@ -1,5 +1,5 @@
 // The SMTP client state machine against scripted server replies: dialogs as strings.
-#include "gateway/smtp_client.hpp"
+#include "gateway/smtp/smtp_client.hpp"
 
 #include <catch2/catch.hpp>
 

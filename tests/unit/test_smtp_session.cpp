@@ -1,6 +1,6 @@
 // Whole SMTP dialogs against the session state machine, as strings: no sockets, no disk.
-#include "gateway/log.hpp"
-#include "gateway/smtp_session.hpp"
+#include "gateway/common/log.hpp"
+#include "gateway/smtpd/smtp_session.hpp"
 
 #include <catch2/catch.hpp>
 

@@ -3,7 +3,7 @@
 // data follows the suite's driver conventions: an SPF (type 99) record doubles as a TXT record
 // unless the name has TXT entries of its own ("TXT: NONE" meaning none), and TIMEOUT makes a
 // query time out unless a record of the asked type came before it.
-#include "gateway/spf.hpp"
+#include "gateway/dns/spf.hpp"
 
 #include <yaml-cpp/yaml.h>
 #include <catch2/catch.hpp>

@@ -1,6 +1,6 @@
 // The spool on a real libuv loop and a real directory.
-#include "gateway/log.hpp"
-#include "gateway/spool.hpp"
+#include "gateway/common/log.hpp"
+#include "gateway/queue/spool.hpp"
 
 #include <catch2/catch.hpp>
 

@@ -1,0 +1,42 @@
+// GET /metrics (`metrics.listen`): the counters of common/metrics.hpp and the queue's state in
+// the Prometheus text exposition format 0.0.4. The endpoint runs on the event loop and answers
+// from the counters directly; the queue is asked at each scrape.
+#pragma once
+
+#include "conf/config.hpp"
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <set>
+#include <string>
+
+namespace gateway::metrics {
+
+struct QueueState {
+    uint64_t messages = 0;
+    double oldest_age_seconds = 0;
+};
+
+std::string exposition(const QueueState& queue);  // the whole /metrics body
+
+class HttpServer {
+public:
+    HttpServer(uv_loop_t* loop, conf::HostPort endpoint, std::function<QueueState()> queue);
+    ~HttpServer();
+    HttpServer(const HttpServer&) = delete;
+    HttpServer& operator=(const HttpServer&) = delete;
+    void start();  // throws with the reason
+    void close();
+
+private:
+    struct Conn;
+    uv_loop_t* m_loop;
+    conf::HostPort m_endpoint;
+    std::function<QueueState()> m_queue;
+    uv_tcp_t* m_tcp = nullptr;
+    std::set<Conn*> m_conns;
+};
+
+}  // namespace gateway::metrics

@@ -1,0 +1,565 @@
+#include "gateway/queue/queue_manager.hpp"
+
+#include "gateway/common/address.hpp"
+#include "gateway/common/log.hpp"
+#include "gateway/common/message_headers.hpp"
+#include "gateway/common/metrics.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <random>
+
+namespace gateway {
+
+namespace {
+
+int64_t now_us() {
+    using namespace std::chrono;
+    return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+constexpr int64_t k_second = 1000000;
+
+bool open(RcptStatus s) { return s == RcptStatus::Pending || s == RcptStatus::Deferred; }
+
+}  // namespace
+
+QueueManager::QueueManager(uv_loop_t* loop, std::shared_ptr<const conf::Config> config, Spool& spool, dns::Client& dns,
+                           SelfTest is_self, std::function<std::string()> new_queue_id)
+    : m_loop(loop),
+      m_config(std::move(config)),
+      m_spool(spool),
+      m_hops(dns, std::move(is_self)),
+      m_router(std::make_unique<Router>(*m_config)),
+      m_new_id(std::move(new_queue_id)) {
+    m_timer = new uv_timer_t;
+    uv_timer_init(loop, m_timer);
+    m_timer->data = this;
+    m_tls.preload(*m_config);
+}
+
+QueueManager::~QueueManager() { stop(); }
+
+void QueueManager::start(std::vector<Envelope> recovered) {
+    int64_t now = now_us();
+    for (auto& e : recovered) {
+        std::string id = e.id;
+        auto& m = m_messages[id];
+        m.env = std::move(e);
+        schedule(m, std::max(m.env.next_attempt_us, now));
+    }
+    arm_timer();
+}
+
+void QueueManager::add(const Envelope& e, std::shared_ptr<const std::string> content) {
+    if (m_stopping) return;
+    auto& m = m_messages[e.id];
+    m.env = e;
+    if (content && m_cached_bytes + content->size() <= k_cache_limit) {
+        m_cached_bytes += content->size();
+        m.content = std::move(content);
+    }
+    activate(m);
+}
+
+void QueueManager::drop_content(Message& m) {
+    if (!m.content) return;
+    m_cached_bytes -= m.content->size();
+    m.content.reset();
+}
+
+bool QueueManager::flush(const std::string& id) {
+    int64_t now = now_us();
+    bool found = id.empty();
+    for (auto& [mid, m] : m_messages) {
+        if (!id.empty() && mid != id) continue;
+        found = true;
+        if (!m.active) schedule(m, now);
+    }
+    for (auto& [key, q] : m_dests)
+        q.dead_until = 0;  // a flush tries dead destinations again
+    arm_timer();
+    return found;
+}
+
+QueueManager::Removal QueueManager::remove(const std::string& id) {
+    auto it = m_messages.find(id);
+    if (it == m_messages.end()) return Removal::Unknown;
+    Message& m = it->second;
+    if (!m.deleting) log::info(log::Component::Qmgr, id + ": deleted by the administrator");
+    m.deleting = true;
+    if (m.active) return Removal::Later;  // finalize() takes it away when the attempt ends
+    erase_now(m);
+    return Removal::Removed;
+}
+
+int64_t QueueManager::oldest_arrival_us() const {
+    int64_t oldest = 0;
+    for (const auto& [id, m] : m_messages)
+        if (oldest == 0 || m.env.arrival_us < oldest) oldest = m.env.arrival_us;
+    return oldest;
+}
+
+std::vector<std::string> QueueManager::ids() const {
+    std::vector<std::string> out;
+    for (const auto& [id, m] : m_messages)
+        out.push_back(id);
+    return out;
+}
+
+void QueueManager::erase_now(Message& m) {
+    m_schedule.erase({m.env.next_attempt_us, m.env.id});
+    m.active = true;  // never taken up again
+    drop_content(m);
+    std::string id = m.env.id;
+    m_spool.remove(id, m.env.attempts > 0, m.env.size, [this, id](bool ok) {
+        if (!ok) log::warning(log::Component::Qmgr, id + ": cannot remove the queue files");
+        log::info(log::Component::Qmgr, id + ": removed");
+        m_messages.erase(id);
+    });
+}
+
+void QueueManager::reload(std::shared_ptr<const conf::Config> config) {
+    m_config = std::move(config);
+    m_router = std::make_unique<Router>(*m_config);
+    m_tls.preload(*m_config);
+    for (auto& [key, q] : m_dests) {
+        if (q.destination.kind != Destination::Kind::Upstream) continue;
+        for (const auto& u : m_config->upstreams)
+            if (u.name == q.destination.upstream.name) q.destination.upstream = u, q.destination.port = u.port;
+    }
+}
+
+void QueueManager::stop() {
+    if (m_stopping) return;
+    m_stopping = true;
+    auto sessions = m_sessions;
+    for (auto& [ptr, s] : sessions)
+        s->abort();
+    m_sessions.clear();
+    m_dests.clear();
+    if (m_timer) {
+        uv_close(reinterpret_cast<uv_handle_t*>(m_timer),
+                 [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+        m_timer = nullptr;
+    }
+}
+
+// --- scheduling ----------------------------------------------------------------------------
+
+void QueueManager::schedule(Message& m, int64_t when_us) {
+    m_schedule.erase({m.env.next_attempt_us, m.env.id});
+    m.env.next_attempt_us = when_us;
+    m_schedule.insert({when_us, m.env.id});
+}
+
+void QueueManager::arm_timer() {
+    if (!m_timer || m_stopping) return;
+    if (m_schedule.empty()) return (void)uv_timer_stop(m_timer);
+    int64_t wait = m_schedule.begin()->first - now_us();
+    uv_timer_start(
+        m_timer, [](uv_timer_t* t) { static_cast<QueueManager*>(t->data)->on_timer(); },
+        wait > 0 ? uint64_t(wait / 1000 + 1) : 0, 0);
+}
+
+void QueueManager::on_timer() {
+    int64_t now = now_us();
+    while (!m_schedule.empty() && m_schedule.begin()->first <= now && !m_stopping) {
+        std::string id = m_schedule.begin()->second;
+        m_schedule.erase(m_schedule.begin());
+        auto it = m_messages.find(id);
+        if (it != m_messages.end() && !it->second.active) activate(it->second);
+    }
+    arm_timer();
+}
+
+int64_t QueueManager::retry_delay_us(unsigned attempts) const {
+    const auto& r = m_config->queue.retry;
+    size_t i = std::min<size_t>(attempts == 0 ? 0 : attempts - 1, r.size() - 1);
+    return int64_t(r[i].count()) * k_second;
+}
+
+// --- routing recipients into jobs -------------------------------------------------------------
+
+std::optional<Destination> QueueManager::destination_for(const std::string& via, const std::string& recipient) const {
+    Destination d;
+    if (via == "direct") {
+        d.kind = Destination::Kind::Direct;
+        d.domain = domain_of(recipient);
+        d.port = m_config->direct.port;
+        return d;
+    }
+    for (const auto& u : m_config->upstreams) {
+        if (u.name != via) continue;
+        d.kind = Destination::Kind::Upstream;
+        d.upstream = u;
+        d.port = u.port;
+        return d;
+    }
+    return std::nullopt;
+}
+
+void QueueManager::activate(Message& m) {
+    m_schedule.erase({m.env.next_attempt_us, m.env.id});
+    m.active = true;
+    m.activated_us = now_us();
+    m.bounced.clear();
+    log::info(log::Component::Qmgr, m.env.id + ": from=<" + m.env.sender + ">" +
+                                        (m.env.orig_sender.empty() ? "" : ", orig_from=<" + m.env.orig_sender + ">") +
+                                        ", size=" + std::to_string(m.env.size) +
+                                        ", nrcpt=" + std::to_string(m.env.recipients.size()) + " (queue active)");
+    // Routes match the original sender, before any rewriting.
+    const std::string& sender = m.env.orig_sender.empty() ? m.env.sender : m.env.orig_sender;
+    m.jobs++;  // held while the jobs go out, so that an immediate result cannot finish the message early
+    std::map<std::string, std::pair<Destination, DeliveryJob>> jobs;
+    for (size_t i = 0; i < m.env.recipients.size(); ++i) {
+        const auto& r = m.env.recipients[i];
+        if (!open(r.status)) continue;
+        const auto& via = m_router->via(sender, r.address);
+        auto d = via.empty() ? std::nullopt : destination_for(via.front(), r.address);
+        if (!d) {
+            RecipientResult res;
+            res.index = i;
+            res.dsn = "4.3.5";
+            res.reason = "mail routing configuration: no route matches this recipient (check routes:)";
+            apply(m, res, Delays{});
+            continue;
+        }
+        auto& entry = jobs[d->key()];
+        entry.first = *d;
+        entry.second.recipients.push_back(i);
+        entry.second.via = via;
+    }
+    for (auto& [key, entry] : jobs) {
+        entry.second.message_id = m.env.id;
+        entry.second.activated_us = m.activated_us;
+        enqueue(m, entry.first, std::move(entry.second));
+    }
+    job_finished(m);
+}
+
+void QueueManager::enqueue(Message& m, const Destination& d, DeliveryJob job) {
+    m.jobs++;
+    job.queued_us = now_us();
+    auto [it, created] = m_dests.try_emplace(d.key());
+    DestQueue& q = it->second;
+    if (created) q.destination = d;
+    if (q.dead_until > job.queued_us) {
+        // Postfix's dead destination: no new connection until the retry time has passed.
+        JobResult r;
+        r.job = std::move(job);
+        for (size_t i : r.job.recipients) {
+            RecipientResult res;
+            res.index = i;
+            res.dsn = q.dead.dsn;
+            res.reason = "delivery temporarily suspended: " + q.dead.reason;
+            res.relay = q.dead.relay;
+            res.site_failure = q.dead.site_failure;
+            r.results.push_back(res);
+        }
+        return job_done(d.key(), std::move(r));
+    }
+    q.jobs.push_back(std::move(job));
+    dispatch(q);
+}
+
+// --- sessions ------------------------------------------------------------------------------------
+
+void QueueManager::dispatch(DestQueue& q) {
+    if (m_stopping) return;
+    while (!q.jobs.empty() && !q.idle.empty()) {
+        DeliverySession* s = q.idle.back();
+        q.idle.pop_back();
+        DeliveryJob job = std::move(q.jobs.front());
+        q.jobs.pop_front();
+        m_sessions.at(s)->assign(std::move(job));
+    }
+    const auto& d = m_config->delivery;
+    while (q.jobs.size() > q.starting.size()) {
+        if (q.sessions >= d.destination_concurrency) break;
+        if (m_sessions.size() >= d.concurrency) {
+            m_waiting.insert(q.destination.key());
+            break;
+        }
+        start_session(q);
+    }
+}
+
+void QueueManager::start_session(DestQueue& q) {
+    SessionContext ctx{m_loop, &m_hops, this, &m_tls, m_config};
+    auto s = std::make_shared<DeliverySession>(ctx, q.destination);
+    m_sessions[s.get()] = s;
+    q.sessions++;
+    q.starting.insert(s.get());
+    s->start();
+}
+
+std::optional<DeliveryJob> QueueManager::take_job(DeliverySession* s) {
+    auto it = m_dests.find(s->destination().key());
+    if (it == m_dests.end()) return std::nullopt;
+    it->second.starting.erase(s);
+    if (it->second.jobs.empty()) return std::nullopt;
+    DeliveryJob job = std::move(it->second.jobs.front());
+    it->second.jobs.pop_front();
+    return job;
+}
+
+std::shared_ptr<const std::string> QueueManager::content(const std::string& message_id) {
+    auto it = m_messages.find(message_id);
+    return it == m_messages.end() ? nullptr : it->second.content;
+}
+
+void QueueManager::read_content(const std::string& message_id, uint64_t offset, size_t max, ContentDone done) {
+    const Envelope* e = envelope(message_id);
+    m_spool.read(message_id, e ? e->size : 0, offset, max, std::move(done));
+}
+
+const Envelope* QueueManager::envelope(const std::string& message_id) {
+    auto it = m_messages.find(message_id);
+    return it == m_messages.end() ? nullptr : &it->second.env;
+}
+
+void QueueManager::session_idle(DeliverySession* s, bool idle) {
+    auto it = m_dests.find(s->destination().key());
+    if (it == m_dests.end()) return;
+    auto& q = it->second;
+    q.starting.erase(s);
+    q.idle.erase(std::remove(q.idle.begin(), q.idle.end(), s), q.idle.end());
+    if (idle) {
+        q.idle.push_back(s);
+        dispatch(q);
+    }
+}
+
+void QueueManager::session_closed(DeliverySession* s) {
+    std::string key = s->destination().key();
+    m_sessions.erase(s);  // the session keeps itself alive until it returns
+    auto it = m_dests.find(key);
+    if (it != m_dests.end()) {
+        auto& q = it->second;
+        q.sessions--;
+        q.starting.erase(s);
+        q.idle.erase(std::remove(q.idle.begin(), q.idle.end(), s), q.idle.end());
+        dispatch(q);
+    }
+    auto waiting = std::move(m_waiting);
+    m_waiting.clear();
+    for (const auto& k : waiting)
+        if (auto w = m_dests.find(k); w != m_dests.end()) dispatch(w->second);
+}
+
+void QueueManager::destination_failed(const std::string& destination, const DestinationFailure& f) {
+    auto it = m_dests.find(destination);
+    if (it == m_dests.end()) return;
+    auto& q = it->second;
+    if (f.outcome == DestinationFailure::Outcome::Defer) {
+        // Half the first retry interval: the retries of the messages deferred now find the
+        // destination tried afresh, while the burst arriving meanwhile does not hammer it.
+        q.dead_until = now_us() + std::min<int64_t>(retry_delay_us(1) / 2, 150 * k_second);
+        q.dead = f;
+    }
+    // Everything waiting for this destination shares the verdict.
+    auto jobs = std::move(q.jobs);
+    q.jobs.clear();
+    for (auto& job : jobs) {
+        JobResult r;
+        r.job = std::move(job);
+        for (size_t i : r.job.recipients) {
+            RecipientResult res;
+            res.index = i;
+            res.status = f.outcome == DestinationFailure::Outcome::Bounce ? RcptStatus::Bounced : RcptStatus::Deferred;
+            res.dsn = f.dsn;
+            res.reason = f.reason;
+            res.relay = f.relay;
+            res.site_failure = f.site_failure;
+            r.results.push_back(res);
+        }
+        job_done(destination, std::move(r));
+    }
+}
+
+// --- results -------------------------------------------------------------------------------------
+
+void QueueManager::job_done(const std::string&, JobResult result) {
+    auto it = m_messages.find(result.job.message_id);
+    if (it == m_messages.end()) return;
+    Message& m = it->second;
+    DeliveryJob& job = result.job;
+    // Recipients whose destination could not be used at all fail over to the next `via`.
+    std::vector<size_t> failover;
+    for (const auto& r : result.results) {
+        if (r.status == RcptStatus::Deferred && r.site_failure && job.via_index + 1 < job.via.size()) {
+            failover.push_back(r.index);
+            log::info(log::Component::Smtp, m.env.id + ": to=<" + m.env.recipients[r.index].address + ">, via " +
+                                                job.via[job.via_index] + " failed (" + r.reason + "); trying " +
+                                                job.via[job.via_index + 1]);
+            continue;
+        }
+        metrics::delivery(job.via.empty() ? std::string("none") : job.via[job.via_index], to_string(r.status),
+                          r.dsn.empty() ? '4' : r.dsn[0], double(now_us() - m.env.arrival_us) / 1e6);
+        apply(m, r, result.delays);
+    }
+    if (!failover.empty()) {
+        DeliveryJob next;
+        next.message_id = m.env.id;
+        next.recipients = failover;
+        next.via = job.via;
+        next.via_index = job.via_index + 1;
+        next.activated_us = job.activated_us;
+        // All recipients of one job share a domain, so the next destination is the same for all.
+        auto d = destination_for(next.via[next.via_index], m.env.recipients[failover.front()].address);
+        if (d) enqueue(m, *d, std::move(next));
+    }
+    job_finished(m);
+}
+
+void QueueManager::apply(Message& m, const RecipientResult& r, const Delays& d) {
+    auto& rcpt = m.env.recipients.at(r.index);
+    rcpt.status = r.status;
+    rcpt.dsn = r.dsn;
+    rcpt.reason = r.reason;
+    rcpt.relay = r.relay;
+    rcpt.last_attempt_us = now_us();
+    if (r.status == RcptStatus::Bounced) m.bounced.push_back(r.index);
+    log_delivery(m, r, d);
+}
+
+void QueueManager::log_delivery(const Message& m, const RecipientResult& r, const Delays& d) const {
+    double delay = double(now_us() - m.env.arrival_us) / 1e6;
+    log::info(log::Component::Smtp, m.env.id + ": to=<" + m.env.recipients[r.index].address + ">, relay=" + r.relay +
+                                        ", delay=" + format_delay(delay) + ", delays=" + format_delay(d.before_active) +
+                                        "/" + format_delay(d.in_queue) + "/" + format_delay(d.setup) + "/" +
+                                        format_delay(d.transfer) + ", dsn=" + r.dsn +
+                                        ", status=" + to_string(r.status) + " (" + r.reason + ")");
+}
+
+void QueueManager::job_finished(Message& m) {
+    if (--m.jobs == 0) finalize(m);
+}
+
+void QueueManager::finalize(Message& m) {
+    if (m.deleting) return erase_now(m);  // no bounce, no warning: the administrator said so
+    int64_t now = now_us();
+    const auto& q = m_config->queue;
+    std::vector<size_t> open_rcpts;
+    for (size_t i = 0; i < m.env.recipients.size(); ++i)
+        if (open(m.env.recipients[i].status)) open_rcpts.push_back(i);
+    bool expired = !open_rcpts.empty() && now >= m.env.arrival_us + int64_t(q.lifetime.count()) * k_second;
+    if (expired) {
+        // Postfix: the last deferral reason and status go into the bounce.
+        log::info(log::Component::Qmgr, m.env.id + ": from=<" + m.env.sender + ">, status=expired, returned to sender");
+        for (size_t i : open_rcpts) {
+            m.env.recipients[i].status = RcptStatus::Bounced;
+            m.bounced.push_back(i);
+        }
+        open_rcpts.clear();
+    }
+    bool warn = !open_rcpts.empty() && q.delay_warning.count() > 0 && !m.env.delay_warned &&
+                now >= m.env.arrival_us + int64_t(q.delay_warning.count()) * k_second;
+    std::vector<NoticeKind> kinds;
+    if (!m.env.sender.empty()) {  // the null sender is never bounced (RFC 5321 4.5.5)
+        if (!m.bounced.empty()) kinds.push_back(NoticeKind::Failed);
+        if (warn) kinds.push_back(NoticeKind::Delayed);
+    }
+    std::string id = m.env.id;
+    send_notices(id, kinds, [this, id, warn] { persist(id, warn); });
+}
+
+void QueueManager::persist(const std::string& id, bool warned) {
+    auto it = m_messages.find(id);
+    if (it == m_messages.end()) return;
+    Message& m = it->second;
+    if (m.deleting) return erase_now(m);
+    m.bounced.clear();
+    drop_content(m);  // after the first attempt the disk copy serves
+    bool done = std::none_of(m.env.recipients.begin(), m.env.recipients.end(), [](auto& r) { return open(r.status); });
+    if (done) return erase_now(m);
+    m.env.attempts++;
+    m.env.delay_warned = m.env.delay_warned || warned;
+    int64_t next = now_us() + retry_delay_us(m.env.attempts);
+    m.env.next_attempt_us = next;
+    m_spool.update(m.env, [this, id, next](bool ok) {
+        auto it = m_messages.find(id);
+        if (it == m_messages.end()) return;
+        if (!ok) log::warning(log::Component::Qmgr, id + ": cannot write the envelope; the last results are lost");
+        it->second.active = false;
+        if (m_stopping) return;
+        it->second.env.next_attempt_us = 0;  // not in the schedule yet
+        schedule(it->second, next);
+        arm_timer();
+    });
+}
+
+// --- notices -----------------------------------------------------------------------------------
+
+void QueueManager::send_notices(const std::string& id, std::vector<NoticeKind> kinds, std::function<void()> then) {
+    if (kinds.empty()) return then();
+    // The original's header section goes into the notice (text/rfc822-headers).
+    auto it = m_messages.find(id);
+    uint64_t size = it == m_messages.end() ? 0 : it->second.env.size;
+    m_spool.read(id, size, 0, 64 * 1024,
+                 [this, id, kinds = std::move(kinds), then = std::move(then)](int err, const std::string& data) {
+                     std::string headers = err ? std::string() : header_section(data);
+                     auto remaining = std::make_shared<size_t>(kinds.size());
+                     for (auto kind : kinds) {
+                         queue_notice(id, kind, headers, [this, id, kind, remaining, then](bool ok) {
+                             auto it = m_messages.find(id);
+                             if (!ok && it != m_messages.end() && kind == NoticeKind::Failed) {
+                                 // Not stored: the recipients stay open and fail again next time, with a notice then.
+                                 for (size_t i : it->second.bounced)
+                                     it->second.env.recipients[i].status = RcptStatus::Deferred;
+                             }
+                             if (--*remaining == 0) then();
+                         });
+                     }
+                 });
+}
+
+void QueueManager::queue_notice(const std::string& id, NoticeKind kind, std::string headers,
+                                std::function<void(bool)> done) {
+    auto it = m_messages.find(id);
+    if (it == m_messages.end()) return done(false);
+    const Message& m = it->second;
+    int64_t now = now_us();
+    NoticeInput in;
+    in.kind = kind;
+    in.original = &m.env;
+    if (kind == NoticeKind::Failed)
+        in.recipients = m.bounced;
+    else
+        for (size_t i = 0; i < m.env.recipients.size(); ++i)
+            if (open(m.env.recipients[i].status)) in.recipients.push_back(i);
+    in.original_headers = std::move(headers);
+    in.hostname = m_config->hostname;
+    in.now = std::time_t(now / k_second);
+    in.retry_until = std::time_t(m.env.arrival_us / k_second + m_config->queue.lifetime.count());
+    std::string notice_id = m_new_id();
+    in.boundary = notice_id + "/" + m_config->hostname;
+    std::string content = "Received: by " + m_config->hostname + " (smtpgw) id " + notice_id + "; " +
+                          rfc5322_date(in.now) + "\r\n" + build_notice(in);
+    Envelope e;
+    e.id = notice_id;
+    e.arrival_us = now;
+    e.size = content.size();
+    e.client_name = "localhost";
+    e.client_ip = "127.0.0.1";
+    e.helo = m_config->hostname;
+    e.protocol = "local";
+    e.body = "8BITMIME";
+    e.message_id = "<" + id + "." + in.boundary + ">";
+    e.recipients.emplace_back(m.env.sender);
+    auto txn = m_spool.begin(notice_id);
+    m_spool.write(txn, std::move(content), [] {});
+    std::string what = kind == NoticeKind::Failed ? "sender non-delivery notification" : "sender delay notification";
+    m_spool.commit(txn, std::move(e), [this, id, what, done = std::move(done)](CommitResult r, const Envelope& stored) {
+        if (r != CommitResult::Stored) {
+            log::warning(log::Component::Bounce, id + ": cannot queue the " + what);
+            return done(false);
+        }
+        log::info(log::Component::Bounce, id + ": " + what + ": " + stored.id);
+        if (!m_stopping) add(stored);
+        done(true);
+    });
+}
+
+}  // namespace gateway

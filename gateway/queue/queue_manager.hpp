@@ -1,0 +1,129 @@
+// The queue manager: every message in the spool, when it is tried next, where each of its
+// recipients goes, and what became of them.
+//
+// A message is taken up when it is due (at once when it arrives, then on the queue.retry
+// schedule). Its open recipients are routed (routes: are read at that moment) and grouped into
+// one job per destination. Each destination keeps a queue of jobs and up to
+// delivery.destination_concurrency sessions that take jobs one after another over one
+// connection. When all jobs of a message are back, the results are written to the envelope,
+// bounces and delay warnings are queued as new messages, and the message is either removed or
+// scheduled again. Every delivery attempt leaves one Postfix-style log line per recipient.
+//
+// Call order: start(recovered) once; add() for each message the listener stored; flush() to
+// retry now; reload() on SIGHUP; stop() before the spool is closed.
+#pragma once
+
+#include "conf/config.hpp"
+#include "gateway/dns/dns.hpp"
+#include "gateway/queue/bounce.hpp"
+#include "gateway/queue/routing.hpp"
+#include "gateway/queue/spool.hpp"
+#include "gateway/smtp/delivery.hpp"
+#include "gateway/smtp/delivery_session.hpp"
+#include "gateway/smtp/nexthop.hpp"
+
+#include <uv.h>
+
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace gateway {
+
+class QueueManager : public SessionOwner {
+public:
+    QueueManager(uv_loop_t* loop, std::shared_ptr<const conf::Config> config, Spool& spool, dns::Client& dns,
+                 SelfTest is_self, std::function<std::string()> new_queue_id);
+    ~QueueManager() override;
+    QueueManager(const QueueManager&) = delete;
+    QueueManager& operator=(const QueueManager&) = delete;
+
+    void start(std::vector<Envelope> recovered);
+    // A message just stored; `content`, when given, spares its first delivery a disk read.
+    void add(const Envelope& e, std::shared_ptr<const std::string> content = nullptr);
+    bool flush(const std::string& id);  // "" for every message; false for an unknown ID
+    // `smtpgw queue delete`: the message goes without a bounce; one being delivered goes when
+    // its attempt ends (Later).
+    enum class Removal { Unknown, Removed, Later };
+    Removal remove(const std::string& id);
+    std::vector<std::string> ids() const;
+    int64_t oldest_arrival_us() const;  // 0 for an empty queue
+    void reload(std::shared_ptr<const conf::Config> config);
+    void stop();  // deliveries in flight are abandoned; their messages stay queued as they were
+
+    size_t size() const { return m_messages.size(); }
+
+    // SessionOwner
+    std::optional<DeliveryJob> take_job(DeliverySession* s) override;
+    const Envelope* envelope(const std::string& message_id) override;
+    std::shared_ptr<const std::string> content(const std::string& message_id) override;
+    void read_content(const std::string& message_id, uint64_t offset, size_t max, ContentDone done) override;
+    void job_done(const std::string& destination, JobResult result) override;
+    void destination_failed(const std::string& destination, const DestinationFailure& failure) override;
+    void session_idle(DeliverySession* s, bool idle) override;
+    void session_closed(DeliverySession* s) override;
+
+private:
+    struct Message {
+        Envelope env;
+        bool active = false;    // jobs out, or results being written
+        bool deleting = false;  // `queue delete` asked for it
+        unsigned jobs = 0;
+        int64_t activated_us = 0;
+        std::vector<size_t> bounced;                 // recipients that failed for good in this attempt
+        std::shared_ptr<const std::string> content;  // kept in memory for the first attempt
+    };
+    struct DestQueue {
+        Destination destination;
+        std::deque<DeliveryJob> jobs;
+        std::vector<DeliverySession*> idle;
+        std::set<DeliverySession*> starting;  // sessions that have not taken a job yet
+        unsigned sessions = 0;
+        int64_t dead_until = 0;  // after a failure, jobs are deferred until then
+        DestinationFailure dead;
+    };
+
+    void schedule(Message& m, int64_t when_us);
+    void arm_timer();
+    void on_timer();
+    void activate(Message& m);
+    void enqueue(Message& m, const Destination& d, DeliveryJob job);
+    void dispatch(DestQueue& q);
+    void start_session(DestQueue& q);
+    std::optional<Destination> destination_for(const std::string& via, const std::string& recipient) const;
+    void apply(Message& m, const RecipientResult& r, const Delays& d);
+    void job_finished(Message& m);
+    void finalize(Message& m);
+    void send_notices(const std::string& id, std::vector<NoticeKind> kinds, std::function<void()> then);
+    void queue_notice(const std::string& id, NoticeKind kind, std::string headers, std::function<void(bool)> done);
+    void persist(const std::string& id, bool warned);
+    void log_delivery(const Message& m, const RecipientResult& r, const Delays& d) const;
+    int64_t retry_delay_us(unsigned attempts) const;
+
+    uv_loop_t* m_loop;
+    std::shared_ptr<const conf::Config> m_config;
+    Spool& m_spool;
+    HopResolver m_hops;
+    TlsContexts m_tls;
+    std::unique_ptr<Router> m_router;
+    std::function<std::string()> m_new_id;
+    uv_timer_t* m_timer = nullptr;
+    bool m_stopping = false;
+
+    std::unordered_map<std::string, Message> m_messages;
+    std::set<std::pair<int64_t, std::string>> m_schedule;  // (due, id) of messages waiting
+    std::unordered_map<std::string, DestQueue> m_dests;
+    std::map<DeliverySession*, std::shared_ptr<DeliverySession>> m_sessions;
+    std::set<std::string> m_waiting;  // destinations that want a session when one is free
+    uint64_t m_cached_bytes = 0;      // contents kept in memory, bounded by k_cache_limit
+    static constexpr uint64_t k_cache_limit = 64 * 1024 * 1024;
+    void drop_content(Message& m);
+    void erase_now(Message& m);
+};
+
+}  // namespace gateway

@@ -1,0 +1,346 @@
+// Loop side of the spool, and start-up recovery. The writer thread is in spool_writer.cpp.
+#include "gateway/queue/spool.hpp"
+
+#include "gateway/common/log.hpp"
+#include "gateway/common/queue_id.hpp"
+#include "gateway/queue/spool_internal.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <set>
+#include <stdexcept>
+
+namespace gateway {
+
+namespace {
+
+std::string errno_text(int e) { return std::strerror(e); }
+
+void make_dir(const std::string& path) {
+    if (mkdir(path.c_str(), 0700) != 0 && errno != EEXIST)
+        throw std::runtime_error("cannot create " + path + ": " + errno_text(errno));
+}
+
+bool read_file(const std::string& path, std::string& out) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    out.clear();
+    char buf[8192];
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0)
+        out.append(buf, size_t(n));
+    ::close(fd);
+    return n == 0;
+}
+
+}  // namespace
+
+std::string message_trailer(uint64_t content_size) {
+    char buf[k_trailer_size + 1];
+    std::snprintf(buf, sizeof buf, "smtpgw-content %016llx\n", static_cast<unsigned long long>(content_size));
+    return std::string(buf, k_trailer_size);
+}
+
+StoredMessage read_stored_message(const SpoolLayout& layout, const std::string& id) {
+    StoredMessage out;
+    int fd = ::open(layout.message(id).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        out.missing = errno == ENOENT;
+        out.error = "unreadable: " + errno_text(errno);
+        return out;
+    }
+    // The trailer gives where the content ends and the accepted envelope begins; only the
+    // envelope is read, however large the content.
+    struct stat st {};
+    fstat(fd, &st);
+    uint64_t file_size = uint64_t(st.st_size);
+    char trailer[k_trailer_size + 1] = {};
+    unsigned long long size = 0;
+    bool ok = file_size >= k_trailer_size &&
+              pread(fd, trailer, k_trailer_size, off_t(file_size - k_trailer_size)) == ssize_t(k_trailer_size) &&
+              std::strncmp(trailer, "smtpgw-content ", 15) == 0 && std::sscanf(trailer + 15, "%16llx", &size) == 1 &&
+              size <= file_size - k_trailer_size;
+    std::string embedded;
+    if (ok) {
+        embedded.resize(file_size - k_trailer_size - size);
+        ok = pread(fd, embedded.data(), embedded.size(), off_t(size)) == ssize_t(embedded.size());
+    }
+    ::close(fd);
+    if (!ok) {
+        out.error = "truncated: no content trailer";
+        return out;
+    }
+    out.content_size = size;
+    std::string updated;
+    EnvelopeParse parsed;
+    if (read_file(layout.envelope(id), updated))
+        parsed = parse_envelope(updated);
+    else if (errno == ENOENT)
+        parsed = parse_envelope(embedded);
+    else
+        parsed.error = "envelope unreadable: " + errno_text(errno);
+    if (!parsed.envelope) {
+        out.error = parsed.error;
+        return out;
+    }
+    if (parsed.envelope->id != id)
+        out.error = "envelope names another queue ID";
+    else if (parsed.envelope->size != size)
+        out.error = "content size does not match the envelope";
+    else
+        out.envelope = std::move(parsed.envelope);
+    return out;
+}
+
+SpoolScan scan_spool(const SpoolLayout& layout) {
+    SpoolScan scan;
+    DIR* dir = opendir(layout.queue().c_str());
+    if (!dir) return scan;
+    std::set<std::string> messages, envelopes;
+    while (struct dirent* d = readdir(dir)) {
+        std::string name = d->d_name;
+        if (name == "." || name == "..") continue;
+        if (QueueIdGenerator::is_valid(name))
+            messages.insert(name);
+        else if (name.size() > 4 && name.compare(name.size() - 4, 4, ".env") == 0 &&
+                 QueueIdGenerator::is_valid(name.substr(0, name.size() - 4)))
+            envelopes.insert(name.substr(0, name.size() - 4));
+        else if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0)
+            scan.damaged.push_back({name, "written, but never acknowledged or put in place"});
+        else
+            scan.damaged.push_back({name, "not a spool file"});
+    }
+    closedir(dir);
+    for (const auto& id : messages) {
+        // Opened by name: readdir() may miss ID.env while it is being renamed over.
+        auto stored = read_stored_message(layout, id);
+        if (stored.envelope) {
+            scan.messages.push_back(std::move(*stored.envelope));
+        } else if (!stored.missing) {  // missing: removed while we looked
+            scan.damaged.push_back({id, stored.error});
+            if (envelopes.count(id)) scan.damaged.push_back({id + ".env", "belongs to a damaged message"});
+        }
+        envelopes.erase(id);
+    }
+    for (const auto& id : envelopes) {
+        struct stat st {};
+        if (stat(layout.message(id).c_str(), &st) != 0)  // not a message that appeared meanwhile
+            scan.damaged.push_back({id + ".env", "envelope of a message that is gone (removal cut short)"});
+    }
+    return scan;
+}
+
+Spool::Spool(std::string root) : m_layout{std::move(root)} {}
+
+Spool::~Spool() {
+    if (m_thread.joinable()) {
+        {
+            std::lock_guard<std::mutex> lock(m_mutex);
+            m_stop = true;
+        }
+        m_cv.notify_all();
+        m_thread.join();
+    }
+    if (m_dir_fd >= 0) ::close(m_dir_fd);
+    if (m_lock_fd >= 0) {
+        // A stale process id would be harmless (the lock, not the file, says who runs).
+        int cleared = ftruncate(m_lock_fd, 0);
+        (void)cleared;
+        ::close(m_lock_fd);
+    }
+}
+
+int running_gateway(const SpoolLayout& layout) {
+    int fd = ::open(layout.lock().c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    int pid = 0;
+    if (flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
+        char buf[32] = {};
+        ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+        if (n > 0) pid = std::atoi(buf);
+    }
+    ::close(fd);
+    return pid;
+}
+
+std::vector<RecoveredMessage> Spool::open(uv_loop_t* loop) {
+    make_dir(m_layout.root);
+    make_dir(m_layout.queue());
+    make_dir(m_layout.corrupt());
+    make_dir(m_layout.free());
+    m_lock_fd = ::open(m_layout.lock().c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (m_lock_fd < 0) throw std::runtime_error("cannot open " + m_layout.lock() + ": " + errno_text(errno));
+    if (flock(m_lock_fd, LOCK_EX | LOCK_NB) != 0)
+        throw std::runtime_error("spool " + m_layout.root + " is in use by another smtpgw process");
+    // The lock file names its holder, for `smtpgw reload` and the queue commands.
+    std::string pid = std::to_string(getpid()) + "\n";
+    if (ftruncate(m_lock_fd, 0) != 0 || pwrite(m_lock_fd, pid.data(), pid.size(), 0) != ssize_t(pid.size()))
+        log::warning(log::Component::Master,
+                     "cannot write the process id into " + m_layout.lock() + ": " + errno_text(errno));
+    m_dir_fd = ::open(m_layout.queue().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (m_dir_fd < 0) throw std::runtime_error("cannot open " + m_layout.queue() + ": " + errno_text(errno));
+
+    auto scan = scan_spool(m_layout);
+    for (const auto& [name, why] : scan.damaged) {
+        std::string from = m_layout.queue() + "/" + name, to = m_layout.corrupt() + "/" + name;
+        if (rename(from.c_str(), to.c_str()) == 0)
+            log::warning(log::Component::Qmgr, "moved " + from + " to " + m_layout.corrupt() + "/: " + why);
+        else
+            log::error(log::Component::Qmgr,
+                       "cannot move damaged " + from + " aside (" + why + "): " + errno_text(errno));
+    }
+    if (!scan.damaged.empty()) {
+        fsync(m_dir_fd);
+        int cfd = ::open(m_layout.corrupt().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (cfd >= 0) fsync(cfd), ::close(cfd);
+    }
+    std::vector<RecoveredMessage> out;
+    for (auto& e : scan.messages)
+        out.push_back({std::move(e)});
+
+    m_loop = loop;
+    m_async = new uv_async_t;
+    m_async->data = this;
+    uv_async_init(loop, m_async, [](uv_async_t* h) { static_cast<Spool*>(h->data)->on_async(); });
+    refresh_free_space();
+    m_thread = std::thread([this] { run_writer(); });
+    return out;
+}
+
+std::shared_ptr<SpoolTxn> Spool::begin(const std::string& id) {
+    auto txn = std::make_shared<SpoolTxn>();
+    txn->id = id;
+    return txn;
+}
+
+bool Spool::write(const std::shared_ptr<SpoolTxn>& txn, std::string&& data, std::function<void()> resume) {
+    uint64_t backlog = txn->backlog.fetch_add(data.size()) + data.size();
+    bool ok = backlog <= k_backlog_limit;
+    if (!ok) {
+        txn->resume = std::move(resume);
+        txn->paused = true;
+    }
+    push(Job{JobKind::Write, txn, std::move(data), {}, {}});
+    return ok;
+}
+
+void Spool::commit(const std::shared_ptr<SpoolTxn>& txn, Envelope&& envelope, CommitDone done) {
+    std::string text = serialize(envelope);
+    auto shared = std::make_shared<Envelope>(std::move(envelope));
+    push(Job{JobKind::Commit, txn, std::move(text), {}, [shared, done = std::move(done)](int err) {
+                 done(err == 0                           ? CommitResult::Stored
+                      : (err == ENOSPC || err == EDQUOT) ? CommitResult::NoSpace
+                                                         : CommitResult::Failed,
+                      *shared);
+             }});
+}
+
+void Spool::abort(const std::shared_ptr<SpoolTxn>& txn) { push(Job{JobKind::Abort, txn, {}, {}, {}}); }
+
+void Spool::update(const Envelope& envelope, Done done) {
+    push(Job{JobKind::Update, nullptr, serialize(envelope), envelope.id,
+             [done = std::move(done)](int err) { done(err == 0); }});
+}
+
+void Spool::remove(const std::string& id, bool has_update, uint64_t size, Done done) {
+    Job job{JobKind::Remove, nullptr, {}, id, [done = std::move(done)](int err) { done(err == 0); }};
+    job.has_update = has_update;
+    job.size = size;
+    push(std::move(job));
+}
+
+void Spool::read(const std::string& id, uint64_t content_size, uint64_t offset, size_t max, ReadDone done) {
+    struct Work {
+        uv_work_t req;
+        std::string path;
+        uint64_t offset;
+        size_t max;
+        int err = 0;
+        std::string data;
+        ReadDone done;
+    };
+    max = offset >= content_size ? 0 : std::min<uint64_t>(max, content_size - offset);
+    auto* w = new Work{{}, m_layout.message(id), offset, max, 0, {}, std::move(done)};
+    w->req.data = w;
+    uv_queue_work(
+        m_loop, &w->req,
+        [](uv_work_t* req) {
+            auto* w = static_cast<Work*>(req->data);
+            int fd = ::open(w->path.c_str(), O_RDONLY | O_CLOEXEC);
+            if (fd < 0) {
+                w->err = errno;
+                return;
+            }
+            w->data.resize(w->max);
+            size_t got = 0;
+            while (got < w->max) {
+                ssize_t n = pread(fd, &w->data[got], w->max - got, off_t(w->offset + got));
+                if (n < 0 && errno == EINTR) continue;
+                if (n < 0) w->err = errno;
+                if (n <= 0) break;
+                got += size_t(n);
+            }
+            w->data.resize(got);
+            ::close(fd);
+        },
+        [](uv_work_t* req, int) {
+            std::unique_ptr<Work> w(static_cast<Work*>(req->data));
+            w->done(w->err, std::move(w->data));
+        });
+}
+
+bool Spool::storage_low(uint64_t message_size) const {
+    return m_free_bytes.load() < message_size + message_size / 2;  // Postfix: 1.5 x message_size_limit
+}
+
+void Spool::push(Job&& job) {
+    {
+        std::lock_guard<std::mutex> lock(m_mutex);
+        m_jobs.push_back(std::move(job));
+    }
+    m_cv.notify_one();
+}
+
+void Spool::on_async() {
+    std::vector<std::function<void()>> results;
+    {
+        std::lock_guard<std::mutex> lock(m_mutex);
+        results.swap(m_results);
+    }
+    for (auto& r : results)
+        r();
+}
+
+void Spool::refresh_free_space() {
+    struct statvfs vfs {};
+    if (fstatvfs(m_dir_fd, &vfs) == 0) m_free_bytes = uint64_t(vfs.f_bavail) * vfs.f_frsize;
+}
+
+void Spool::close() {
+    if (m_thread.joinable()) {
+        {
+            std::lock_guard<std::mutex> lock(m_mutex);
+            m_stop = true;
+        }
+        m_cv.notify_all();
+        m_thread.join();
+    }
+    on_async();  // results of the last batch
+    if (m_async) {
+        uv_close(reinterpret_cast<uv_handle_t*>(m_async),
+                 [](uv_handle_t* h) { delete reinterpret_cast<uv_async_t*>(h); });
+        m_async = nullptr;
+    }
+}
+
+}  // namespace gateway

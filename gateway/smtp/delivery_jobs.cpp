@@ -1,0 +1,232 @@
+// DeliverySession: the jobs a connection carries, and what becomes of each recipient.
+#include "gateway/smtp/delivery_session.hpp"
+
+#include "gateway/common/log.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace gateway {
+
+namespace {
+
+constexpr size_t k_content_chunk = 256 * 1024;
+constexpr size_t k_write_backlog_limit = 1024 * 1024;
+
+}  // namespace
+
+void DeliverySession::take_next_job() {
+    if (m_job && m_job_sent) {
+        // The transaction is over but some recipients want the next address.
+        close_socket();
+        m_hop++;
+        return connect_next();
+    }
+    if (m_job) return send_job();
+    auto job = m_ctx.owner->take_job(this);
+    if (job) return begin_job(std::move(*job));
+    m_idle = true;
+    m_ctx.owner->session_idle(this, true);
+    arm_timer();
+}
+
+void DeliverySession::assign(DeliveryJob job) {
+    m_idle = false;
+    begin_job(std::move(job));
+    send_output();
+    arm_timer();
+}
+
+void DeliverySession::begin_job(DeliveryJob job) {
+    int64_t now = now_us();
+    // Connection setup counts for this job when the connection was made while it waited.
+    int64_t setup_from = std::max(m_setup_us, job.queued_us);
+    m_job_setup = m_ready_us > setup_from ? double(m_ready_us - setup_from) / 1e6 : 0;
+    m_job = std::move(job);
+    m_pending = m_job->recipients;
+    m_results.clear();
+    m_resolved.clear();
+    m_job_start_us = now;
+    send_job();
+}
+
+void DeliverySession::send_job() {
+    const Envelope* e = m_ctx.owner->envelope(m_job->message_id);
+    m_job_sent = true;
+    if (!e) {  // deleted meanwhile
+        m_pending.clear();
+        return complete_job();
+    }
+    const auto& caps = m_client->capabilities();
+    std::string label = host_label();
+    auto fail_all = [&](const char* dsn, const std::string& reason) {
+        for (size_t i : m_pending)
+            record(i, RcptStatus::Bounced, dsn, reason);
+        m_pending.clear();
+        complete_job();
+        m_job_sent = false;
+        take_next_job();
+    };
+    if (caps.size > 0 && e->size > caps.size)  // RFC 1870 4
+        return fail_all("5.3.4", "message size " + std::to_string(e->size) + " exceeds size limit " +
+                                     std::to_string(caps.size) + " of server " + label);
+    if (e->smtputf8 && !caps.smtputf8)  // RFC 6531 3.5
+        return fail_all("5.6.7", "SMTPUTF8 is required, but was not offered by host " + label);
+    OutgoingMessage m;
+    m.sender = e->sender;
+    for (size_t i : m_pending)
+        m.recipients.push_back(e->recipients.at(i).address);
+    m.size = e->size;
+    m.body = e->body;
+    m.smtputf8 = e->smtputf8;
+    m_rcpt_ok.assign(m_pending.size(), std::nullopt);
+    m_soft.assign(m_pending.size(), std::nullopt);
+    m_client->send_message(m);
+}
+
+void DeliverySession::on_recipient(const ClientEvent& ev) {
+    size_t index = m_pending.at(ev.index);
+    std::string label = host_label();
+    if (ev.reply.ok()) {
+        m_rcpt_ok[ev.index] = ev.reply;
+        return;
+    }
+    std::string reason = said_reason(label, ev.reply, "RCPT TO command");
+    if (auto hint = hint_for(ev.reply, m_policy); !hint.empty()) reason += " (" + hint + ")";
+    if (ev.reply.transient())
+        m_soft[ev.index] = Failure{reply_dsn(ev.reply), reason, m_hops[m_hop].label(), false};
+    else
+        record(index, RcptStatus::Bounced, reply_dsn(ev.reply), reason);
+}
+
+void DeliverySession::record(size_t index, RcptStatus status, const std::string& dsn, const std::string& reason) {
+    RecipientResult r;
+    r.index = index;
+    r.status = status;
+    r.dsn = dsn;
+    r.reason = reason;
+    r.relay = m_hops[m_hop].label();
+    m_results.push_back(r);
+    m_resolved.insert(index);
+}
+
+void DeliverySession::carry(size_t index, const Failure& f) { m_carried[index] = f; }
+
+void DeliverySession::finish_job_on_this_hop(const ServerReply* reply, ClientStage stage, bool sent) {
+    std::string label = host_label();
+    std::vector<size_t> next;  // recipients for the next address
+    for (size_t k = 0; k < m_pending.size(); ++k) {
+        size_t index = m_pending[k];
+        if (m_resolved.count(index)) continue;
+        if (m_soft[k]) {
+            next.push_back(index);
+            carry(index, *m_soft[k]);
+            continue;
+        }
+        if (sent && m_rcpt_ok[k]) {
+            record(index, RcptStatus::Sent, reply_dsn(*reply), reply->text());
+            continue;
+        }
+        if (sent) continue;
+        // The transaction failed for every recipient still open.
+        std::string reason = said_reason(label, *reply, in_reply_to(stage));
+        if (auto hint = hint_for(*reply, m_policy); !hint.empty()) reason += " (" + hint + ")";
+        if (reply->transient()) {
+            next.push_back(index);
+            carry(index, Failure{reply_dsn(*reply), reason, m_hops[m_hop].label(), false});
+        } else {
+            record(index, RcptStatus::Bounced, reply_dsn(*reply), reason);
+        }
+    }
+    m_pending = next;
+    if (m_pending.empty()) {
+        complete_job();
+        m_job_sent = false;
+    }
+    // The client emits Ready next: take_next_job() takes another job or moves to the next address.
+}
+
+void DeliverySession::defer_open_recipients(const Failure& last) {
+    for (size_t i : m_pending) {
+        const Failure& f = m_carried.count(i) ? m_carried[i] : last;
+        RecipientResult r;
+        r.index = i;
+        r.status = RcptStatus::Deferred;
+        r.dsn = f.dsn;
+        r.reason = f.reason;
+        r.relay = f.relay;
+        r.site_failure = f.site;
+        m_results.push_back(r);
+    }
+    m_pending.clear();
+    complete_job();
+}
+
+void DeliverySession::complete_job() {
+    if (!m_job) return;
+    int64_t now = now_us();
+    JobResult r;
+    r.job = std::move(*m_job);
+    r.results = std::move(m_results);
+    const Envelope* e = m_ctx.owner->envelope(r.job.message_id);
+    int64_t arrival = e ? e->arrival_us : r.job.activated_us;
+    r.delays.before_active = double(r.job.activated_us - arrival) / 1e6;
+    r.delays.setup = m_job_setup;
+    r.delays.in_queue = std::max(0.0, double(m_job_start_us - r.job.activated_us) / 1e6 - m_job_setup);
+    r.delays.transfer = double(now - m_job_start_us) / 1e6;
+    m_job.reset();
+    m_results.clear();
+    m_resolved.clear();
+    m_carried.clear();
+    m_ctx.owner->job_done(m_destination.key(), std::move(r));
+}
+
+void DeliverySession::read_content() {
+    if (m_reading_content || m_content_done || !m_job || !m_transport) return;
+    if (m_transport->backlog() > k_write_backlog_limit) return;  // on_sent() calls again
+    if (m_content_offset == 0) {
+        if (auto cached = m_ctx.owner->content(m_job->message_id)) return on_content(0, *cached);
+    }
+    m_reading_content = true;
+    std::weak_ptr<DeliverySession> weak = shared_from_this();
+    uint64_t generation = m_generation;
+    m_ctx.owner->read_content(
+        m_job->message_id, m_content_offset, k_content_chunk, [weak, generation](int err, const std::string& data) {
+            auto s = weak.lock();
+            if (!s || s->m_ended || s->m_generation != generation) return;
+            try {
+                s->on_content(err, data);
+            } catch (const std::exception& ex) {
+                log::error(log::Component::Smtp, std::string("delivery session failed: ") + ex.what());
+                s->abort();
+            }
+        });
+}
+
+void DeliverySession::on_content(int err, const std::string& data) {
+    m_reading_content = false;
+    if (!m_client || !m_job) return;
+    if (err) {
+        // Postfix: "local data error while talking to HOST": nothing is the server's fault.
+        std::string reason =
+            "local data error while talking to " + host_label() + ": cannot read queue file: " + std::strerror(err);
+        for (size_t i : m_pending)
+            if (!m_resolved.count(i)) record(i, RcptStatus::Deferred, "4.3.0", reason);
+        m_pending.clear();
+        complete_job();
+        return end();
+    }
+    const Envelope* e = m_ctx.owner->envelope(m_job->message_id);
+    bool last = !e || m_content_offset + data.size() >= e->size;
+    m_client->send_content(data);
+    m_content_offset += data.size();
+    if (last) {
+        m_client->end_content();
+        m_content_done = true;
+    }
+    send_output();
+    arm_timer();
+    read_content();
+}
+
+}  // namespace gateway

@@ -1,0 +1,159 @@
+// One outgoing SMTP connection at a time to one destination, carrying as many jobs as the
+// destination has for it: the libuv side of SmtpClient.
+//
+// Order of events: resolve the destination's addresses; try them in order (at most five) until
+// one greets and answers EHLO; bring the connection to the security the policy asks for
+// (STARTTLS or TLS from the first byte, certificate check, AUTH: client_security.hpp); then take
+// jobs from the owner one after another (RSET between) until there are none for
+// `delivery.connection_reuse`; then QUIT. A recipient that gets a 4xx, or a job whose connection
+// breaks, moves on to the next address; a 5xx is final at once. Results go to the owner as they
+// are known; every libuv callback catches and ends this session only.
+//
+// The connection and security steps are in delivery_session.cpp, the jobs in delivery_jobs.cpp.
+#pragma once
+
+#include "auth/sasl_client.hpp"
+#include "conf/config.hpp"
+#include "gateway/smtp/client_security.hpp"
+#include "gateway/smtp/client_transport.hpp"
+#include "gateway/smtp/delivery.hpp"
+#include "gateway/smtp/nexthop.hpp"
+#include "gateway/smtp/smtp_client.hpp"
+#include "gateway/smtp/tls_contexts.hpp"
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+
+namespace gateway {
+
+class DeliverySession;
+
+class SessionOwner {
+public:
+    virtual ~SessionOwner() = default;
+    virtual std::optional<DeliveryJob> take_job(DeliverySession* s) = 0;
+    virtual const Envelope* envelope(const std::string& message_id) = 0;
+    // The content when it is held in memory; otherwise read_content() reads it from storage.
+    virtual std::shared_ptr<const std::string> content(const std::string& message_id) = 0;
+    // Up to `max` octets of the content from `offset`, without blocking the loop; `done` gets 0
+    // or an errno value, and the data (shorter than `max` at the end).
+    using ContentDone = std::function<void(int err, std::string data)>;
+    virtual void read_content(const std::string& message_id, uint64_t offset, size_t max, ContentDone done) = 0;
+    virtual void job_done(const std::string& destination, JobResult result) = 0;
+    virtual void destination_failed(const std::string& destination, const DestinationFailure& failure) = 0;
+    virtual void session_idle(DeliverySession* s, bool idle) = 0;
+    virtual void session_closed(DeliverySession* s) = 0;
+};
+
+struct SessionContext {
+    uv_loop_t* loop;
+    HopResolver* hops;
+    SessionOwner* owner;
+    TlsContexts* tls;
+    std::shared_ptr<const conf::Config> config;
+};
+
+class DeliverySession : public std::enable_shared_from_this<DeliverySession>, private ClientTransport::Handler {
+public:
+    DeliverySession(SessionContext ctx, Destination destination);
+    ~DeliverySession() override;
+
+    void start();
+    void assign(DeliveryJob job);  // an idle session gets work
+    void abort();                  // shutdown: close now, report nothing more
+    const Destination& destination() const { return m_destination; }
+
+private:
+    struct Failure {
+        std::string dsn, reason, relay = "none";
+        bool site = true;  // about the connection, not a recipient: another `via` may do better
+    };
+
+    // Connection and security (delivery_session.cpp)
+    void on_hops(HopList hops);
+    void connect_next();
+    void on_connected(int status) override;
+    void on_data(std::string_view plaintext) override;
+    void on_lost() override;
+    void on_tls(bool ok, const std::string& error, bool peer_spoke_plaintext) override;
+    void on_sent() override;
+    void on_timeout();
+    void handle_events();
+    void on_ready();
+    void on_security_step(const SecurityStep& step);
+    void begin_tls();
+    void begin_auth(const std::string& mechanism);
+    void fail_hop(const std::string& dsn, const std::string& reason);
+    void connection_lost(const std::string& why);
+    void send_output();
+    void arm_timer();
+    void close_socket();
+    void end();
+    std::string host_label() const;
+    std::string server_name() const;  // checked against the certificate, sent in SNI
+    int64_t now_us() const;
+
+    // Jobs (delivery_jobs.cpp)
+    void take_next_job();
+    void begin_job(DeliveryJob job);
+    void send_job();
+    void carry(size_t index, const Failure& f);
+    void record(size_t index, RcptStatus status, const std::string& dsn, const std::string& reason);
+    void finish_job_on_this_hop(const ServerReply* reply, ClientStage stage, bool sent);
+    void complete_job();
+    void defer_open_recipients(const Failure& last);
+    void read_content();
+    void on_content(int err, const std::string& data);
+    void on_recipient(const ClientEvent& ev);
+
+    SessionContext m_ctx;
+    Destination m_destination;
+    SecurityPolicy m_policy;
+    std::vector<NextHop> m_hops;
+    size_t m_hop = 0;  // the address in use, or the next to try
+    std::shared_ptr<ClientTransport> m_transport;
+    uv_timer_t* m_timer = nullptr;
+    std::unique_ptr<SmtpClient> m_client;
+    ConnectionState m_state;
+    bool m_retry_plaintext = false;  // the next connection to this address skips TLS
+    bool m_handshaking = false;
+    bool m_connected = false;
+    bool m_ever_ready = false;
+    bool m_idle = false;
+    bool m_quitting = false;
+    bool m_ended = false;
+    std::optional<Failure> m_last_failure;
+    int64_t m_start_us = 0;
+    int64_t m_ready_us = 0;
+    int64_t m_setup_us = 0;
+
+    // AUTH in progress
+    std::unique_ptr<auth::SaslClient> m_sasl;
+    std::string m_auth_mechanism;
+    bool m_token_retried = false;
+
+    // The job in progress
+    std::optional<DeliveryJob> m_job;
+    std::vector<size_t> m_pending;                      // recipients of the job not yet resolved
+    std::vector<RecipientResult> m_results;             // resolved recipients
+    std::set<size_t> m_resolved;                        // recipients with a final result
+    std::map<size_t, Failure> m_carried;                // soft failures: the recipient tries the next address
+    std::vector<std::optional<ServerReply>> m_rcpt_ok;  // per m_pending entry: accepted by RCPT
+    std::vector<std::optional<Failure>> m_soft;         // per m_pending entry: 4xx at RCPT
+    bool m_job_sent = false;                            // the job went out on the current connection
+    int64_t m_job_start_us = 0;
+    double m_job_setup = 0;
+    uint64_t m_content_offset = 0;
+    bool m_content_done = false;
+    bool m_reading_content = false;
+    uint64_t m_generation = 0;  // bumped per connection: late callbacks of an old one are ignored
+};
+
+}  // namespace gateway

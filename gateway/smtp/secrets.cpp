@@ -1,0 +1,161 @@
+#include "gateway/smtp/secrets.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+
+namespace gateway {
+
+namespace {
+
+constexpr size_t k_max_secret = 64 * 1024;
+constexpr uint64_t k_command_timeout_ms = 30000;
+
+std::string trimmed(std::string s) {
+    while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ' || s.back() == '\t'))
+        s.pop_back();
+    return s;
+}
+
+void read_file(uv_loop_t* loop, const std::string& path, SecretDone done) {
+    struct Work {
+        uv_work_t req;
+        std::string path;
+        std::string data;
+        int err = 0;
+        SecretDone done;
+    };
+    auto* w = new Work{{}, path, {}, 0, std::move(done)};
+    w->req.data = w;
+    uv_queue_work(
+        loop, &w->req,
+        [](uv_work_t* req) {
+            auto* w = static_cast<Work*>(req->data);
+            int fd = ::open(w->path.c_str(), O_RDONLY | O_CLOEXEC);
+            if (fd < 0) {
+                w->err = errno;
+                return;
+            }
+            char buf[4096];
+            ssize_t n;
+            while ((n = ::read(fd, buf, sizeof buf)) > 0 && w->data.size() < k_max_secret)
+                w->data.append(buf, size_t(n));
+            if (n < 0) w->err = errno;
+            ::close(fd);
+        },
+        [](uv_work_t* req, int) {
+            std::unique_ptr<Work> w(static_cast<Work*>(req->data));
+            if (w->err) return w->done(false, {}, "cannot read " + w->path + ": " + std::strerror(w->err));
+            std::string secret = trimmed(std::move(w->data));
+            if (secret.empty()) return w->done(false, {}, w->path + " is empty");
+            w->done(true, secret, {});
+        });
+}
+
+// Runs "/bin/sh -c COMMAND" and takes what it prints.
+struct Command {
+    uv_process_t process{};
+    uv_pipe_t out{};
+    uv_timer_t timer{};
+    std::string command;
+    std::string output;
+    int64_t status = -1;
+    int open_handles = 3;
+    bool timed_out = false;
+    bool exited = false;
+    bool eof = false;
+    SecretDone done;
+
+    void maybe_finish() {
+        if (!exited || !eof || !done) return;
+        uv_timer_stop(&timer);
+        auto d = std::move(done);
+        done = nullptr;
+        if (timed_out)
+            d(false, {}, "auth.token_command did not finish within 30 s: " + command);
+        else if (status != 0)
+            d(false, {}, "auth.token_command exited with status " + std::to_string(status) + ": " + command);
+        else if (trimmed(output).empty())
+            d(false, {}, "auth.token_command printed nothing: " + command);
+        else
+            d(true, trimmed(output), {});
+        auto closed = [](uv_handle_t* h) {
+            auto* c = static_cast<Command*>(h->data);
+            if (--c->open_handles == 0) delete c;
+        };
+        uv_close(reinterpret_cast<uv_handle_t*>(&process), closed);
+        uv_close(reinterpret_cast<uv_handle_t*>(&out), closed);
+        uv_close(reinterpret_cast<uv_handle_t*>(&timer), closed);
+    }
+};
+
+void run_command(uv_loop_t* loop, const std::string& command, SecretDone done) {
+    auto* c = new Command;
+    c->command = command;
+    c->done = std::move(done);
+    c->process.data = c->out.data = c->timer.data = c;
+    uv_pipe_init(loop, &c->out, 0);
+    uv_timer_init(loop, &c->timer);
+    uv_stdio_container_t stdio[3];
+    stdio[0].flags = UV_IGNORE;
+    stdio[1].flags = static_cast<uv_stdio_flags>(UV_CREATE_PIPE | UV_WRITABLE_PIPE);
+    stdio[1].data.stream = reinterpret_cast<uv_stream_t*>(&c->out);
+    stdio[2].flags = UV_IGNORE;
+    std::string shell = "/bin/sh", dash_c = "-c";
+    char* args[] = {shell.data(), dash_c.data(), c->command.data(), nullptr};
+    uv_process_options_t options{};
+    options.file = "/bin/sh";
+    options.args = args;
+    options.stdio = stdio;
+    options.stdio_count = 3;
+    options.exit_cb = [](uv_process_t* p, int64_t status, int) {
+        auto* c = static_cast<Command*>(p->data);
+        c->status = status;
+        c->exited = true;
+        c->maybe_finish();
+    };
+    int r = uv_spawn(loop, &c->process, &options);
+    if (r != 0) {
+        auto d = std::move(c->done);
+        c->open_handles = 2;
+        auto closed = [](uv_handle_t* h) {
+            auto* c = static_cast<Command*>(h->data);
+            if (--c->open_handles == 0) delete c;
+        };
+        uv_close(reinterpret_cast<uv_handle_t*>(&c->out), closed);
+        uv_close(reinterpret_cast<uv_handle_t*>(&c->timer), closed);
+        return d(false, {}, std::string("cannot run auth.token_command: ") + uv_strerror(r));
+    }
+    uv_read_start(
+        reinterpret_cast<uv_stream_t*>(&c->out),
+        [](uv_handle_t*, size_t size, uv_buf_t* buf) { *buf = uv_buf_init(new char[size], unsigned(size)); },
+        [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+            auto* c = static_cast<Command*>(s->data);
+            if (n > 0 && c->output.size() < k_max_secret) c->output.append(buf->base, size_t(n));
+            delete[] buf->base;
+            if (n < 0) {
+                c->eof = true;
+                c->maybe_finish();
+            }
+        });
+    uv_timer_start(
+        &c->timer,
+        [](uv_timer_t* t) {
+            auto* c = static_cast<Command*>(t->data);
+            c->timed_out = true;
+            uv_process_kill(&c->process, SIGKILL);
+        },
+        k_command_timeout_ms, 0);
+}
+
+}  // namespace
+
+void fetch_secret(uv_loop_t* loop, const conf::UpstreamAuth& auth, SecretDone done) {
+    if (!auth.token_command.empty()) return run_command(loop, auth.token_command, std::move(done));
+    read_file(loop, auth.token_file.empty() ? auth.password_file : auth.token_file, std::move(done));
+}
+
+}  // namespace gateway

@@ -1,0 +1,294 @@
+#include "gateway/smtpd/server.hpp"
+
+#include "gateway/common/log.hpp"
+#include "gateway/common/metrics.hpp"
+#include "gateway/common/net.hpp"
+#include "gateway/smtpd/server_connection.hpp"
+
+#include <unistd.h>
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <stdexcept>
+
+namespace gateway {
+
+namespace {
+
+SessionPolicy make_policy(const conf::Config& c, const conf::Listen& l) {
+    SessionPolicy p;
+    p.hostname = c.hostname;
+    p.message_size = c.limits.message_size;
+    p.max_recipients = c.limits.recipients;
+    p.max_errors = c.limits.errors;
+    p.line_length = c.limits.line_length;
+    p.reject_bare_lf = l.bare_newline == conf::BareNewline::Reject;
+    return p;
+}
+
+constexpr size_t k_read_buffer = 64 * 1024;
+constexpr uint64_t k_drain_ms = 10000;  // SIGTERM: time for messages in transfer to finish
+
+// A sasldb that cannot be read fails every AUTH (454); say so when the configuration is loaded.
+void check_sasldb(const conf::Config& c) {
+    bool auth = std::any_of(c.listen.begin(), c.listen.end(),
+                            [](const conf::Listen& l) { return l.auth != conf::ListenAuth::None; });
+    if (!auth || !c.sasl || ::access(c.sasl->sasldb.c_str(), R_OK) == 0) return;
+    log::warning(log::Component::Master,
+                 "sasl.sasldb " + c.sasl->sasldb + ": " + std::strerror(errno) +
+                     "; every AUTH gets 454 4.7.0 until it can be read (smtpgw user add creates it)");
+}
+
+}  // namespace
+
+struct Server::Listener {
+    uv_tcp_t tcp{};
+    Server* server = nullptr;
+    std::shared_ptr<const ListenerSettings> settings;
+};
+
+Server::Server(uv_loop_t* loop, std::shared_ptr<const conf::Config> config, Spool& spool)
+    : m_loop(loop),
+      m_config(std::move(config)),
+      m_spool(spool),
+      m_read_buffer(k_read_buffer),
+      m_rewriter(std::make_shared<SenderRewriter>(m_config->sender)) {}
+
+Server::~Server() = default;
+
+std::shared_ptr<const ListenerSettings> Server::settings_for(const conf::Listen& l) const {
+    auto s = std::make_shared<ListenerSettings>();
+    s->listen = l;
+    s->policy = make_policy(*m_config, l);
+    s->clients = m_config->clients;
+    s->tls = l.tls == conf::ListenTls::None ? nullptr : m_tls;
+    s->policy.starttls = l.tls == conf::ListenTls::StartTls && m_tls;
+    s->policy.rewriter = m_rewriter;
+    s->client_names = m_config->dns.client_names;
+    if (m_config->sasl) {
+        s->policy.auth = l.auth;
+        s->policy.mechanisms = m_config->sasl->mechanisms;
+        s->policy.auth_without_tls = m_config->sasl->plaintext_without_tls;
+        s->sasl = auth::ServerOptions{m_config->sasl->sasldb, m_config->sasl->mechanisms, m_config->hostname};
+    }
+    return s;
+}
+
+std::shared_ptr<tls::Context> Server::load_tls(const conf::Config& c) const {
+    if (!c.tls) return nullptr;
+    std::string error;
+    auto ctx = tls::server_context(c.tls->certificate, c.tls->key, error);
+    if (!ctx) throw std::runtime_error(error);
+    return ctx;
+}
+
+void Server::auth_failed(const conf::IpAddress& ip) {
+    using namespace std::chrono;
+    m_auth_failures[ip].push_back(duration_cast<microseconds>(system_clock::now().time_since_epoch()).count());
+}
+
+bool Server::auth_blocked(const conf::IpAddress& ip) {
+    using namespace std::chrono;
+    constexpr int64_t k_window = 600LL * 1000000;  // ten minutes
+    constexpr size_t k_limit = 5;                  // failures in the window
+    auto it = m_auth_failures.find(ip);
+    if (it == m_auth_failures.end()) return false;
+    int64_t now = duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
+    auto& times = it->second;
+    times.erase(std::remove_if(times.begin(), times.end(), [&](int64_t t) { return t < now - k_window; }), times.end());
+    if (times.empty()) {
+        m_auth_failures.erase(it);
+        return false;
+    }
+    return times.size() >= k_limit;
+}
+
+void Server::check_files() const {
+    check_sasldb(*m_config);
+    if (!m_config->tls) return;
+    for (const auto& [key, path] :
+         {std::pair{"tls.certificate", m_config->tls->certificate}, {"tls.key", m_config->tls->key}})
+        if (::access(path.c_str(), R_OK) != 0)
+            log::warning(log::Component::Master, std::string(key) + " " + path + ": " + std::strerror(errno) +
+                                                     "; a reload (SIGHUP) keeps the certificate loaded now");
+}
+
+void Server::start() {
+    m_tls = load_tls(*m_config);
+    m_auth.start(m_loop);
+    for (const auto& l : m_config->listen) {
+        auto listener = std::make_unique<Listener>();
+        listener->server = this;
+        listener->settings = settings_for(l);
+        auto addr = to_sockaddr(l.endpoint);
+        if (!addr) throw std::runtime_error("listen address " + l.address + " is not usable");
+        uv_tcp_init(m_loop, &listener->tcp);
+        listener->tcp.data = listener.get();
+        // [::] means IPv6 only; list 0.0.0.0 as well to accept IPv4.
+        unsigned flags = addr->ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0;
+        int r = uv_tcp_bind(&listener->tcp, reinterpret_cast<const sockaddr*>(&*addr), flags);
+        if (r == 0)
+            r = uv_listen(reinterpret_cast<uv_stream_t*>(&listener->tcp), 511, [](uv_stream_t* s, int status) {
+                auto* l = static_cast<Listener*>(s->data);
+                if (status == 0)
+                    l->server->on_connection(*l);
+                else
+                    log::warning(log::Component::Smtpd, "accept failed: " + uv_text(status));
+            });
+        if (r != 0) {
+            uv_close(reinterpret_cast<uv_handle_t*>(&listener->tcp), nullptr);
+            m_listeners.push_back(std::move(listener));  // freed after the loop has closed the handle
+            throw std::runtime_error("cannot listen on " + l.address + ": " + uv_text(r));
+        }
+        auto port = local_port(&listener->tcp);
+        log::info(log::Component::Master, "listening on " + l.address +
+                                              (port ? " (port " + std::to_string(*port) + ")" : "") +
+                                              ", tls=" + conf::to_string(l.tls) + ", auth=" + conf::to_string(l.auth));
+        m_listeners.push_back(std::move(listener));
+    }
+}
+
+std::vector<int> Server::bound_ports() const {
+    std::vector<int> out;
+    for (const auto& l : m_listeners)
+        out.push_back(local_port(&l->tcp).value_or(0));
+    return out;
+}
+
+void Server::on_connection(Listener& l) {
+    auto conn = std::make_shared<ServerConnection>(*this, l.settings);
+    if (uv_accept(reinterpret_cast<uv_stream_t*>(&l.tcp), reinterpret_cast<uv_stream_t*>(conn->tcp())) != 0) {
+        conn->abandon();
+        m_connections[conn.get()] = conn;
+        return;
+    }
+    m_connections[conn.get()] = conn;
+    auto ip = peer_address(conn->tcp());
+    if (!ip) {
+        conn->abandon();
+        return;
+    }
+    const auto& limits = m_config->limits;
+    Reply refusal;
+    bool refuse = false;
+    if (m_stopping) {
+        refusal = replies::shutting_down(m_config->hostname), refuse = true;
+    } else if (m_active >= limits.connections) {
+        refusal = replies::too_many_connections(m_config->hostname), refuse = true;
+    } else if (m_per_client[*ip] >= limits.connections_per_client) {
+        refusal = replies::too_many_connections_from(m_config->hostname, ip->to_string()), refuse = true;
+    }
+    if (!refuse) {
+        m_per_client[*ip]++;
+        m_active++;
+        metrics::connection_opened();
+    }
+    conn->start(*ip, refuse ? &refusal : nullptr);
+}
+
+void Server::connection_closed(ServerConnection* c, const conf::IpAddress& ip, bool counted) {
+    if (counted) {
+        m_active--;
+        metrics::connection_closed();
+        auto it = m_per_client.find(ip);
+        if (it != m_per_client.end() && --it->second == 0) m_per_client.erase(it);
+    }
+    m_connections.erase(c);
+    if (m_stopping && m_connections.empty() && m_drain_timer) {
+        uv_close(reinterpret_cast<uv_handle_t*>(m_drain_timer),
+                 [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+        m_drain_timer = nullptr;
+    }
+    if (m_stopping && m_connections.empty() && m_stopped) {
+        auto stopped = std::move(m_stopped);
+        m_stopped = nullptr;
+        stopped();
+    }
+}
+
+std::string Server::next_queue_id() {
+    using namespace std::chrono;
+    return m_ids.next(duration_cast<microseconds>(system_clock::now().time_since_epoch()).count());
+}
+
+void Server::message_stored(const Envelope& e, std::shared_ptr<const std::string> content) {
+    log::info(log::Component::Cleanup, e.id + ": message-id=" + e.message_id);
+    metrics::message_received();
+    if (m_on_stored) m_on_stored(e, std::move(content));
+}
+
+uv_buf_t Server::read_buffer() { return uv_buf_init(m_read_buffer.data(), unsigned(m_read_buffer.size())); }
+
+void Server::stop(std::function<void()> stopped) {
+    if (m_stopping) return;
+    m_stopping = true;
+    m_auth.close();
+    for (auto& l : m_listeners)
+        if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&l->tcp)))
+            uv_close(reinterpret_cast<uv_handle_t*>(&l->tcp), nullptr);
+    if (m_connections.empty()) return stopped();
+    m_stopped = std::move(stopped);
+    // Copy: shutting a session down may close it and remove it from the map.
+    std::vector<std::shared_ptr<ServerConnection>> all;
+    for (auto& [ptr, conn] : m_connections)
+        all.push_back(conn);
+    for (auto& c : all)
+        c->shutdown();
+    // A message still being transferred gets this long to finish; then it is cut off with 421
+    // (and never acknowledged, so the client still has it).
+    m_drain_timer = new uv_timer_t;
+    uv_timer_init(m_loop, m_drain_timer);
+    m_drain_timer->data = this;
+    uv_timer_start(
+        m_drain_timer,
+        [](uv_timer_t* t) {
+            auto* self = static_cast<Server*>(t->data);
+            std::vector<std::shared_ptr<ServerConnection>> left;
+            for (auto& [ptr, conn] : self->m_connections)
+                left.push_back(conn);
+            for (auto& c : left)
+                c->shutdown(true);
+        },
+        k_drain_ms, 0);
+}
+
+void Server::reload(std::shared_ptr<const conf::Config> config) {
+    // The certificate files are read again; if they no longer load, the old ones stay.
+    try {
+        m_tls = load_tls(*config);
+    } catch (const std::exception& e) {
+        log::error(log::Component::Master,
+                   std::string("TLS certificate not reloaded, keeping the old one: ") + e.what());
+    }
+    m_config = std::move(config);
+    m_rewriter = std::make_shared<SenderRewriter>(m_config->sender);
+    log::set_level(m_config->log.level);
+    check_sasldb(*m_config);
+    // Listeners pair with the new `listen:` entries by address, in order (port 0 may appear twice).
+    auto same = [](const conf::Listen& a, const conf::Listen& b) {
+        return a.endpoint.host == b.endpoint.host && a.endpoint.port == b.endpoint.port;
+    };
+    std::vector<bool> used(m_config->listen.size(), false);
+    for (auto& l : m_listeners) {
+        const conf::Listen* match = nullptr;
+        for (size_t i = 0; i < m_config->listen.size() && !match; ++i)
+            if (!used[i] && same(m_config->listen[i], l->settings->listen)) {
+                used[i] = true;
+                match = &m_config->listen[i];
+            }
+        if (!match) {
+            log::warning(log::Component::Master, "listener " + l->settings->listen.address +
+                                                     " is no longer configured; it stays open until a restart");
+            continue;
+        }
+        l->settings = settings_for(*match);
+    }
+    for (size_t i = 0; i < m_config->listen.size(); ++i) {
+        if (!used[i])
+            log::warning(log::Component::Master,
+                         "new listener " + m_config->listen[i].address + " opens after a restart");
+    }
+}
+
+}  // namespace gateway

@@ -1,0 +1,405 @@
+#include "gateway/smtpd/server_connection.hpp"
+
+#include "gateway/common/log.hpp"
+#include "gateway/common/metrics.hpp"
+#include "gateway/common/net.hpp"
+#include "gateway/dns/spf.hpp"
+#include "gateway/queue/spool.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <random>
+
+namespace gateway {
+
+namespace {
+
+struct WriteRequest {
+    uv_write_t req;
+    std::string data;
+    ServerConnection* owner = nullptr;
+};
+
+constexpr size_t k_max_buffered_input = 256 * 1024;
+constexpr size_t k_copy_limit = 64 * 1024;
+
+template <typename F>
+void guarded(ServerConnection* c, const char* where, F&& f);
+
+}  // namespace
+
+ServerConnection::ServerConnection(Server& server, std::shared_ptr<const ListenerSettings> settings)
+    : m_server(server), m_settings(std::move(settings)) {
+    uv_tcp_init(server.loop(), &m_tcp);
+    uv_timer_init(server.loop(), &m_timer);
+    m_tcp.data = this;
+    m_timer.data = this;
+    m_handles_open = 2;
+}
+
+ServerConnection::~ServerConnection() = default;
+
+void ServerConnection::start(conf::IpAddress ip, const Reply* refusal) {
+    m_ip = ip;
+    m_counted = refusal == nullptr;
+    if (refusal) m_refusal = *refusal;
+    uv_tcp_nodelay(&m_tcp, 1);
+    dns::Resolver* resolver = m_server.resolver();
+    if (refusal || !resolver || !m_settings->client_names) return begin("unknown");
+    std::weak_ptr<ServerConnection> weak = shared_from_this();
+    look_up_client_name(*resolver, ip, [weak](const std::string& name) {
+        auto self = weak.lock();
+        if (self && !self->m_closing) guarded(self.get(), "client name", [&] { self->begin(name); });
+    });
+}
+
+// Postfix's rule: the first name of the address's PTR record, if that name resolves back to the
+// address; otherwise "unknown" (with a warning when the name points elsewhere).
+void ServerConnection::look_up_client_name(dns::Resolver& resolver, const conf::IpAddress& ip,
+                                           const std::function<void(const std::string&)>& done) {
+    resolver.ptr(spf::reverse_name(ip), [&resolver, ip, done](dns::Status s, std::vector<std::string> names) {
+        if (s != dns::Status::Ok || names.empty()) return done("unknown");
+        std::string name = names.front();
+        resolver.addresses(name, [ip, name, done](dns::Status, std::vector<conf::IpAddress> addresses) {
+            if (std::find(addresses.begin(), addresses.end(), ip) != addresses.end()) return done(name);
+            log::warning(log::Component::Smtpd, "hostname " + name + " does not resolve to address " + ip.to_string());
+            done("unknown");
+        });
+    });
+}
+
+void ServerConnection::begin(const std::string& name) {
+    ClientInfo client;
+    client.ip = m_ip.to_string();
+    client.name = name;
+    for (const auto& net : m_settings->clients)
+        client.may_relay = client.may_relay || net.contains(m_ip);
+    m_session = std::make_unique<SmtpSession>(m_settings->policy, std::move(client), *this);
+    if (m_settings->listen.tls == conf::ListenTls::Implicit && m_settings->tls) {
+        // RFC 8314: TLS from the first byte; the greeting comes once the handshake is done.
+        begin_tls();
+        update_reading();
+        arm_timer();
+        return;
+    }
+    greet();
+}
+
+void ServerConnection::greet() {
+    if (m_refusal)
+        m_session->start_refused(*m_refusal);
+    else
+        m_session->start();
+    after_step();
+}
+
+void ServerConnection::begin_tls() {
+    m_tls = std::make_unique<tls::Engine>(m_settings->tls, tls::Engine::Role::Server, "");
+}
+
+void ServerConnection::start_tls() { m_tls_after_write = true; }
+
+void ServerConnection::on_ciphertext(std::string_view bytes) {
+    m_tls->receive(bytes);
+    if (!m_tls_ready) {
+        auto r = m_tls->handshake();
+        if (m_tls->has_output()) write_raw(m_tls->take_output());
+        if (r == tls::Result::WantIo) return;
+        if (r != tls::Result::Ok) {
+            log::warning(log::Component::Smtpd,
+                         m_session->client().label() + ": TLS handshake failed: " + m_tls->error());
+            return close("TLS handshake failed");
+        }
+        m_tls_ready = true;
+        auto info = m_tls->info();
+        metrics::tls_session("in", info.version);
+        std::string description = info.version + " with cipher " + info.cipher;
+        log::info(log::Component::Smtpd,
+                  "Anonymous TLS connection established from " + m_session->client().label() + ": " + description);
+        bool implicit_first = !m_session->tls_active() && m_settings->listen.tls == conf::ListenTls::Implicit;
+        m_session->on_tls_started(description);
+        if (implicit_first) greet();
+    }
+    std::string plain;
+    auto r = m_tls->read(plain);
+    if (m_tls->has_output()) write_raw(m_tls->take_output());
+    if (!plain.empty()) m_session->feed(plain);
+    if (r == tls::Result::Closed || r == tls::Result::Failed) return close("lost connection");
+}
+
+void ServerConnection::shutdown(bool force) {
+    m_stopping = true;
+    m_force_stop = m_force_stop || force;
+    if (!m_session || m_closing) return;
+    m_session->on_shutdown(m_force_stop);
+    after_step();
+}
+
+void ServerConnection::abandon() { close("shutdown"); }
+
+// Sends what the session produced, then decides whether to read, wait or close.
+void ServerConnection::after_step() {
+    if (m_closing) return;
+    if (m_session->has_output()) send(m_session->take_output());
+    if (m_tls_after_write) {  // the 220 to STARTTLS is on its way in plaintext; TLS follows
+        m_tls_after_write = false;
+        begin_tls();
+    }
+    if (m_session->closing()) {
+        if (m_reading) uv_read_stop(reinterpret_cast<uv_stream_t*>(&m_tcp)), m_reading = false;
+        uv_timer_stop(&m_timer);
+        if (m_writes_in_flight == 0) close({});
+        return;
+    }
+    if (m_stopping && !m_session->waiting()) {
+        m_session->on_shutdown(m_force_stop);
+        if (m_session->closing()) return after_step();
+    }
+    update_reading();
+    arm_timer();
+}
+
+void ServerConnection::update_reading() {
+    // While a commit is in flight the session keeps what arrives (a pipelined next transaction)
+    // and works on it afterwards; reading stops only when that grows large.
+    bool want = !m_spool_paused && m_session->buffered_input() < k_max_buffered_input;
+    auto* stream = reinterpret_cast<uv_stream_t*>(&m_tcp);
+    if (want && !m_reading) {
+        int r = uv_read_start(
+            stream,
+            [](uv_handle_t* h, size_t, uv_buf_t* buf) {
+                *buf = static_cast<ServerConnection*>(h->data)->m_server.read_buffer();
+            },
+            [](uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+                auto* c = static_cast<ServerConnection*>(s->data);
+                guarded(c, "read", [&] { c->on_read(nread, buf); });
+            });
+        if (r != 0) return close("lost connection");
+        m_reading = true;
+    } else if (!want && m_reading) {
+        uv_read_stop(stream);
+        m_reading = false;
+    }
+}
+
+void ServerConnection::arm_timer() {
+    std::chrono::seconds t{0};
+    switch (m_session->timeout()) {
+    case TimeoutKind::None: uv_timer_stop(&m_timer); return;
+    case TimeoutKind::Command: t = m_server.config().limits.command_timeout; break;
+    case TimeoutKind::Data: t = m_server.config().limits.data_timeout; break;
+    }
+    uv_timer_start(
+        &m_timer,
+        [](uv_timer_t* h) {
+            auto* c = static_cast<ServerConnection*>(h->data);
+            guarded(c, "timer", [&] {
+                c->m_session->on_timeout();
+                c->after_step();
+            });
+        },
+        uint64_t(t.count()) * 1000, 0);
+}
+
+void ServerConnection::on_read(ssize_t nread, const uv_buf_t* buf) {
+    if (nread == 0) return;  // EAGAIN
+    if (nread < 0) {
+        m_reading = false;
+        uv_read_stop(reinterpret_cast<uv_stream_t*>(&m_tcp));
+        return close("lost connection");
+    }
+    if (m_tls)
+        on_ciphertext(std::string_view(buf->base, size_t(nread)));
+    else
+        m_session->feed(std::string_view(buf->base, size_t(nread)));
+    after_step();
+}
+
+void ServerConnection::send(std::string&& bytes) {
+    if (!m_tls_ready) return write_raw(std::move(bytes));
+    if (m_tls->write(bytes) != tls::Result::Ok) return close("lost connection");
+    write_raw(m_tls->take_output());
+}
+
+void ServerConnection::write_raw(std::string&& bytes) {
+    if (bytes.empty() || m_closing) return;
+    auto* stream = reinterpret_cast<uv_stream_t*>(&m_tcp);
+    uv_buf_t b = uv_buf_init(bytes.data(), unsigned(bytes.size()));
+    if (m_writes_in_flight == 0) {
+        int n = uv_try_write(stream, &b, 1);
+        if (n == int(bytes.size())) return;
+        if (n > 0)
+            bytes.erase(0, size_t(n));
+        else if (n != UV_EAGAIN)
+            return close("lost connection");
+    }
+    auto* w = new WriteRequest;
+    w->data = std::move(bytes);
+    w->owner = this;
+    w->req.data = w;
+    uv_buf_t wb = uv_buf_init(w->data.data(), unsigned(w->data.size()));
+    int r = uv_write(&w->req, stream, &wb, 1, [](uv_write_t* req, int status) {
+        auto* w = static_cast<WriteRequest*>(req->data);
+        auto* c = w->owner;
+        delete w;
+        guarded(c, "write", [&] {
+            c->m_writes_in_flight--;
+            if (status < 0) return c->close("lost connection");
+            if (c->m_session->closing() && c->m_writes_in_flight == 0) c->close({});
+        });
+    });
+    if (r != 0) {
+        delete w;
+        return close("lost connection");
+    }
+    m_writes_in_flight++;
+}
+
+void ServerConnection::close(std::string_view reason) {
+    if (m_closing) return;
+    m_closing = true;
+    auth_cancel();
+    if (m_session) m_session->on_disconnect(reason);
+    auto closed = [](uv_handle_t* h) { static_cast<ServerConnection*>(h->data)->on_handle_closed(); };
+    uv_close(reinterpret_cast<uv_handle_t*>(&m_timer), closed);
+    uv_close(reinterpret_cast<uv_handle_t*>(&m_tcp), closed);
+}
+
+void ServerConnection::on_handle_closed() {
+    if (--m_handles_open == 0) m_server.connection_closed(this, m_ip, m_counted);  // may destroy this
+}
+
+void ServerConnection::fail(const char* where, const std::exception& e) {
+    log::error(log::Component::Smtpd, std::string("connection ") + where + " failed: " + e.what());
+    close("internal error");
+}
+
+std::string ServerConnection::new_queue_id() {
+    m_txn_id = m_server.next_queue_id();
+    return m_txn_id;
+}
+
+int64_t ServerConnection::now_us() {
+    using namespace std::chrono;
+    return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+bool ServerConnection::storage_low() { return m_server.spool().storage_low(m_server.config().limits.message_size); }
+
+void ServerConnection::message_write(std::string&& content) {
+    if (!m_txn) m_txn = m_server.spool().begin(m_txn_id);
+    if (m_copying && m_copy.size() + content.size() <= k_copy_limit)
+        m_copy += content;
+    else
+        m_copying = false, std::string().swap(m_copy);
+    std::weak_ptr<ServerConnection> weak = shared_from_this();
+    bool keep_reading = m_server.spool().write(m_txn, std::move(content), [weak] {
+        if (auto c = weak.lock(); c && !c->m_closing) {
+            c->m_spool_paused = false;
+            c->after_step();
+        }
+    });
+    if (!keep_reading) m_spool_paused = true;  // after_step() stops reading
+}
+
+void ServerConnection::message_commit(Envelope&& envelope) {
+    if (!m_txn) m_txn = m_server.spool().begin(m_txn_id);
+    std::weak_ptr<ServerConnection> weak = shared_from_this();
+    Server* server = &m_server;
+    auto copy = m_copying ? std::make_shared<const std::string>(std::move(m_copy)) : nullptr;
+    m_copy = std::string();
+    m_copying = true;
+    m_server.spool().commit(m_txn, std::move(envelope), [weak, server, copy](CommitResult r, const Envelope& e) {
+        if (r == CommitResult::Stored) server->message_stored(e, copy);
+        auto c = weak.lock();
+        if (!c || c->m_closing) return;
+        guarded(c.get(), "commit", [&] {
+            c->m_session->on_commit_result(r);
+            c->after_step();
+        });
+    });
+    m_txn.reset();
+}
+
+void ServerConnection::auth_start(const std::string& mechanism, const std::optional<std::string>& initial) {
+    std::weak_ptr<ServerConnection> weak = shared_from_this();
+    m_auth = m_server.auth_worker().begin(
+        m_settings->sasl, mechanism, initial,
+        [weak](AuthOutcome o, const std::string& challenge, const std::string& user, const std::string& detail) {
+            if (auto c = weak.lock(); c && !c->m_closing)
+                guarded(c.get(), "auth", [&] { c->auth_result(o, challenge, user, detail); });
+        });
+}
+
+void ServerConnection::auth_step(const std::string& response) {
+    std::weak_ptr<ServerConnection> weak = shared_from_this();
+    m_server.auth_worker().step(
+        m_auth, response,
+        [weak](AuthOutcome o, const std::string& challenge, const std::string& user, const std::string& detail) {
+            if (auto c = weak.lock(); c && !c->m_closing)
+                guarded(c.get(), "auth", [&] { c->auth_result(o, challenge, user, detail); });
+        });
+}
+
+void ServerConnection::auth_cancel() {
+    if (m_auth) m_server.auth_worker().cancel(m_auth);
+    m_auth.reset();
+}
+
+bool ServerConnection::auth_blocked() { return m_server.auth_blocked(m_ip); }
+
+void ServerConnection::auth_result(AuthOutcome outcome, const std::string& challenge, const std::string& user,
+                                   const std::string& detail) {
+    if (outcome != AuthOutcome::Continue) auth_cancel();
+    if (outcome != AuthOutcome::Failure) {
+        m_session->on_auth_result(outcome, challenge, user, detail);
+        return after_step();
+    }
+    // A failure is answered after a short random pause, which slows down guessing.
+    m_server.auth_failed(m_ip);
+    struct Delay {
+        uv_timer_t timer;
+        std::weak_ptr<ServerConnection> connection;
+        std::string user, detail;
+    };
+    auto* d = new Delay{{}, shared_from_this(), user, detail};
+    d->timer.data = d;
+    uv_timer_init(m_server.loop(), &d->timer);
+    static thread_local std::mt19937 random{std::random_device{}()};
+    uint64_t ms = 500 + random() % 1000;
+    uv_timer_start(
+        &d->timer,
+        [](uv_timer_t* t) {
+            auto* d = static_cast<Delay*>(t->data);
+            if (auto c = d->connection.lock(); c && !c->m_closing) {
+                guarded(c.get(), "auth", [&] {
+                    c->m_session->on_auth_result(AuthOutcome::Failure, {}, d->user, d->detail);
+                    c->after_step();
+                });
+            }
+            uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete static_cast<Delay*>(h->data); });
+        },
+        ms, 0);
+}
+
+void ServerConnection::message_abort() {
+    if (m_txn) m_server.spool().abort(m_txn);
+    m_txn.reset();
+    std::string().swap(m_copy);
+    m_copying = true;
+}
+
+namespace {
+
+template <typename F>
+void guarded(ServerConnection* c, const char* where, F&& f) {
+    try {
+        f();
+    } catch (const std::exception& e) {
+        c->fail(where, e);
+    }
+}
+
+}  // namespace
+
+}  // namespace gateway
