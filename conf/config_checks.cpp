@@ -165,6 +165,21 @@ bool check_readable(const std::string& path, std::string& why) {
     return false;
 }
 
+bool check_writable_place(const std::string& path, std::string& why) {
+    // The path itself, or the nearest folder above it that exists, is where a write would go.
+    std::string place = path;
+    struct stat st {};
+    while (!place.empty() && ::stat(place.c_str(), &st) != 0) {
+        auto slash = place.find_last_of('/');
+        place = slash == std::string::npos ? "." : slash == 0 ? "/" : place.substr(0, slash);
+    }
+    if (place.empty() || access(place.c_str(), W_OK) == 0 || errno != EROFS) return true;
+    why = "cannot write " + path + ": " + place +
+          " is on a read-only file system (the packaged systemd unit lets smtpgw write only under "
+          "/var/spool/smtpgw, /var/log/smtpgw and /run/smtpgw)";
+    return false;
+}
+
 bool is_client_mechanism(const std::string& m) {
     static const char* const known[] = {"PLAIN",       "LOGIN",         "CRAM-MD5", "DIGEST-MD5",
                                         "SCRAM-SHA-1", "SCRAM-SHA-256", "XOAUTH2"};

@@ -22,6 +22,10 @@ bool check_sender_pattern(const std::string& pattern, std::string& why);  // add
 bool check_rewrite_target(const std::string& address, std::string& why);  // an address; $1.. allowed
 bool check_upstream_name(const std::string& name, std::string& why);
 bool check_readable(const std::string& path, std::string& why);
+// A file or directory the gateway will create or write: false only when the place for it is on a
+// read-only file system (as everything but its own paths is under the packaged systemd unit).
+// Permissions are not judged: the gateway may start as root and hand the path to `user:`.
+bool check_writable_place(const std::string& path, std::string& why);
 bool is_client_mechanism(const std::string& mechanism);
 
 // Why mail from `domain` cannot work on the Internet (.local, .test, a bare host name...), if so.

@@ -194,11 +194,17 @@ void load_small_sections(Walker& w, const Fields& top, Config& c) {
                 if (retry.empty()) w.error(*r, "queue.retry", "needs at least one interval");
             }
             if (c.queue.dir.empty()) w.error(*n, "queue.dir", "must not be empty");
+            std::string why;
+            if (f->count("dir") && !c.queue.dir.empty() && !check_writable_place(c.queue.dir, why))
+                w.error(f->at("dir").value, "queue.dir", why);
         }
     }
     if (auto* n = Walker::find(top, "log")) {
         if (auto f = w.mapping(*n, "log", {"file", "level", "format", "syslog", "syslog_socket"})) {
             w.string(*f, "file", "log", c.log.file);
+            std::string why;
+            if (!c.log.file.empty() && !check_writable_place(c.log.file, why))
+                w.error(f->at("file").value, "log.file", why);
             w.boolean(*f, "syslog", "log", c.log.syslog);
             w.string(*f, "syslog_socket", "log", c.log.syslog_socket);
             w.choice(*f, "level", "log", c.log.level,
@@ -222,7 +228,12 @@ void load_small_sections(Walker& w, const Fields& top, Config& c) {
         }
     }
     if (auto* n = Walker::find(top, "control")) {
-        if (auto f = w.mapping(*n, "control", {"socket"})) w.string(*f, "socket", "control", c.control.socket);
+        if (auto f = w.mapping(*n, "control", {"socket"})) {
+            w.string(*f, "socket", "control", c.control.socket);
+            std::string why;
+            if (!c.control.socket.empty() && !check_writable_place(c.control.socket, why))
+                w.error(f->at("socket").value, "control.socket", why);
+        }
     }
     if (auto* n = Walker::find(top, "doctor")) {
         if (auto f = w.mapping(*n, "doctor", {"dnsbl"})) {

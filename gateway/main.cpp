@@ -8,6 +8,7 @@
 #include "gateway/dns/dns.hpp"
 #include "gateway/ops/control.hpp"
 #include "gateway/ops/doctor.hpp"
+#include "gateway/ops/privileges.hpp"
 #include "gateway/ops/probe.hpp"
 #include "gateway/queue/queue_admin.hpp"
 #include "gateway/queue/queue_view.hpp"
@@ -113,6 +114,11 @@ int cmd_check_config(const Arguments& a) {
     for (const auto& d : r.diagnostics)
         std::cout << d.format() << "\n";
     if (!r.ok()) return 1;
+    // The packaged unit checks as root what it then starts as root.
+    if (auto problem = gateway::root_problem(*r.config); !problem.empty()) {
+        std::cout << conf::Diagnostic{r.config->source, 0, 0, true, problem}.format() << "\n";
+        return 1;
+    }
     std::cout << r.config->source << ": configuration is valid\n";
     return 0;
 }

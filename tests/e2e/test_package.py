@@ -9,26 +9,36 @@ import tempfile
 import unittest
 
 from gwtest import BIN
+from unit_sandbox import UnitSandbox
 
 BUILD = os.path.dirname(os.path.abspath(BIN))
+
+
+class Package:
+    """The .deb, built once for this module: `deb`, and its files (`root`) and control files (`control`)."""
+    out = deb = root = control = None
+
+
+def setUpModule():
+    Package.out = tempfile.mkdtemp(prefix="smtpgw-deb-")
+    r = subprocess.run(["cpack", "-G", "DEB", "-B", Package.out], cwd=BUILD, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    [Package.deb] = [os.path.join(Package.out, n) for n in os.listdir(Package.out) if n.endswith(".deb")]
+    Package.root = os.path.join(Package.out, "root")
+    Package.control = os.path.join(Package.out, "control")
+    subprocess.run(["dpkg-deb", "-x", Package.deb, Package.root], check=True)
+    subprocess.run(["dpkg-deb", "-e", Package.deb, Package.control], check=True)
+
+
+def tearDownModule():
+    shutil.rmtree(Package.out, ignore_errors=True)
 
 
 class PackageTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.out = tempfile.mkdtemp(prefix="smtpgw-deb-")
-        r = subprocess.run(["cpack", "-G", "DEB", "-B", cls.out], cwd=BUILD, capture_output=True, text=True,
-                           timeout=600)
-        assert r.returncode == 0, r.stdout + r.stderr
-        [cls.deb] = [os.path.join(cls.out, n) for n in os.listdir(cls.out) if n.endswith(".deb")]
-        cls.root = os.path.join(cls.out, "root")
-        cls.control = os.path.join(cls.out, "control")
-        subprocess.run(["dpkg-deb", "-x", cls.deb, cls.root], check=True)
-        subprocess.run(["dpkg-deb", "-e", cls.deb, cls.control], check=True)
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.out, ignore_errors=True)
+        cls.deb, cls.root, cls.control = Package.deb, Package.root, Package.control
 
     def path(self, p):
         return os.path.join(self.root, p.lstrip("/"))
@@ -113,6 +123,77 @@ class PackageTest(unittest.TestCase):
         for command in ("serve", "check-config", "reload", "queue list", "queue flush", "queue delete", "probe",
                         "user add", "version"):
             self.assertIn(command.split()[0], source)
+
+
+def listen_port(config):
+    return int(re.search(r"address: \"?(?:[0-9.]+|\[[0-9a-f:]+\]):(\d+)", config).group(1))
+
+
+def log_file(config):
+    return re.search(r"(?ms)^log:.*?\bfile: *([^\s,}]+)", config).group(1)
+
+
+@unittest.skipUnless(os.geteuid() == 0, "the unit's sandbox needs mount and network namespaces (root)")
+class ExamplesUnderTheUnitTest(unittest.TestCase):
+    """Every configuration the package ships, copied to /etc/smtpgw/smtpgw.yaml as the guides say,
+    starts under the packaged unit as it is shipped (unit_sandbox.py reproduces its sandbox)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.root = Package.root
+        cls.sandbox = UnitSandbox(cls.root)
+        with open(os.path.join(Package.control, "postinst")) as f:
+            cls.postinst = f.read()
+        cls.scratch = tempfile.mkdtemp(prefix="smtpgw-examples-")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.scratch, ignore_errors=True)
+
+    def configurations(self):
+        examples = os.path.join(self.root, "usr/share/doc/smtpgw/examples")
+        paths = [os.path.join(examples, n) for n in sorted(os.listdir(examples))]
+        self.assertEqual(len(paths), 5)
+        return paths + [os.path.join(self.root, "etc/smtpgw/smtpgw.yaml")]
+
+    def start(self, text):
+        path = os.path.join(self.scratch, "smtpgw.yaml")
+        with open(path, "w") as f:
+            f.write(text)
+        return self.sandbox.start(path, listen_port(text), log_file(text), self.postinst)
+
+    def test_every_shipped_configuration_starts_under_the_unit(self):
+        for path in self.configurations():
+            with open(path) as f:
+                text = f.read()
+            with self.subTest(configuration=os.path.relpath(path, self.root)):
+                log = log_file(text)
+                self.assertTrue(any(log.startswith(p + "/") for p in self.sandbox.writable),
+                                f"{log} is outside the unit's ReadWritePaths {self.sandbox.writable}")
+                uid, out = self.start(text)
+                self.assertRegex(out.get("check-config", ""), r"configuration is valid\n$", out)
+                self.assertNotIn("check-config exit", out)
+                self.assertEqual(out["status"].split()[1:], [str(uid)] * 4, out)
+                self.assertIn("running as smtpgw (uid " + str(uid) + ")", out["log"])
+                self.assertRegex(out["swaks"], r"<- +250 2\.0\.0 Ok: queued as [0-9A-F]+\n")
+                self.assertRegex(out["log"], r"smtpgw/smtpd\[\d+\]: [0-9A-F]+: client=unknown\[127\.0\.0\.1\]")
+                self.assertEqual(out["serve exit 0"], "", out)
+                self.assertRegex(out["spool"], rf"-rw\S* +1 {uid} +\d+ +\d+ .* [0-9A-F]+\n", out)
+
+    def test_check_config_names_what_the_unit_would_refuse(self):
+        with open(os.path.join(self.root, "usr/share/doc/smtpgw/examples/direct.yaml")) as f:
+            direct = f.read()
+        old_log = direct.replace("/var/log/smtpgw/smtpgw.log", "/var/log/smtpgw.log")
+        uid, out = self.start(old_log)
+        self.assertIn("check-config exit 1", out)
+        self.assertIn("error: log.file: cannot write /var/log/smtpgw.log: /var/log is on a read-only file system "
+                      "(the packaged systemd unit lets smtpgw write only under /var/spool/smtpgw, /var/log/smtpgw "
+                      "and /run/smtpgw)", out["check-config"])
+        no_user = re.sub(r"(?m)^user: .*\n", "", direct)
+        uid, out = self.start(no_user)
+        self.assertIn("check-config exit 1", out)
+        self.assertIn(": error: smtpgw would run as root: set user: to the account it should run as",
+                      out["check-config"])
 
 
 if __name__ == "__main__":
