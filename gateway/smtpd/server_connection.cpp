@@ -21,6 +21,12 @@ struct WriteRequest {
 };
 
 constexpr size_t k_max_buffered_input = 256 * 1024;
+// Replies handed to the socket that the client has not taken yet. Past this a client that
+// pipelines commands without reading gets no further replies made, and is not read from.
+constexpr size_t k_max_output_backlog = 16 * 1024;
+// Once the session has said its last reply: the most time the client gets to take it (less
+// when limits.command_timeout is shorter).
+constexpr uint64_t k_close_drain_ms = 10 * 1000;
 constexpr size_t k_copy_limit = 64 * 1024;
 
 template <typename F>
@@ -140,15 +146,27 @@ void ServerConnection::abandon() { close("shutdown"); }
 // Sends what the session produced, then decides whether to read, wait or close.
 void ServerConnection::after_step() {
     if (m_closing) return;
-    if (m_session->has_output()) send(m_session->take_output());
+    while (m_session->has_output()) {
+        send(m_session->take_output());
+        if (m_closing) return;
+        if (output_backlog() >= k_max_output_backlog || !m_session->can_resume()) break;
+        m_session->resume();  // the next batch of pipelined commands
+    }
     if (m_tls_after_write) {  // the 220 to STARTTLS is on its way in plaintext; TLS follows
         m_tls_after_write = false;
         begin_tls();
     }
     if (m_session->closing()) {
         if (m_reading) uv_read_stop(reinterpret_cast<uv_stream_t*>(&m_tcp)), m_reading = false;
-        uv_timer_stop(&m_timer);
-        if (m_writes_in_flight == 0) close({});
+        if (m_writes_in_flight == 0) return close({});
+        // A client that does not take the last replies is cut off after the drain time.
+        uv_timer_start(
+            &m_timer,
+            [](uv_timer_t* h) {
+                auto* c = static_cast<ServerConnection*>(h->data);
+                guarded(c, "timer", [&] { c->close("lost connection"); });
+            },
+            std::min<uint64_t>(k_close_drain_ms, uint64_t(m_server.config().limits.command_timeout.count()) * 1000), 0);
         return;
     }
     if (m_stopping && !m_session->waiting()) {
@@ -162,7 +180,8 @@ void ServerConnection::after_step() {
 void ServerConnection::update_reading() {
     // While a commit is in flight the session keeps what arrives (a pipelined next transaction)
     // and works on it afterwards; reading stops only when that grows large.
-    bool want = !m_spool_paused && m_session->buffered_input() < k_max_buffered_input;
+    bool want = !m_spool_paused && m_session->buffered_input() < k_max_buffered_input &&
+                output_backlog() < k_max_output_backlog;
     auto* stream = reinterpret_cast<uv_stream_t*>(&m_tcp);
     if (want && !m_reading) {
         int r = uv_read_start(
@@ -221,6 +240,10 @@ void ServerConnection::send(std::string&& bytes) {
     write_raw(m_tls->take_output());
 }
 
+size_t ServerConnection::output_backlog() const {
+    return uv_stream_get_write_queue_size(reinterpret_cast<const uv_stream_t*>(&m_tcp));
+}
+
 void ServerConnection::write_raw(std::string&& bytes) {
     if (bytes.empty() || m_closing) return;
     auto* stream = reinterpret_cast<uv_stream_t*>(&m_tcp);
@@ -245,7 +268,11 @@ void ServerConnection::write_raw(std::string&& bytes) {
         guarded(c, "write", [&] {
             c->m_writes_in_flight--;
             if (status < 0) return c->close("lost connection");
-            if (c->m_session->closing() && c->m_writes_in_flight == 0) c->close({});
+            if (c->m_session->closing()) {
+                if (c->m_writes_in_flight == 0) c->close({});
+            } else if (c->output_backlog() < k_max_output_backlog && (!c->m_reading || c->m_session->can_resume())) {
+                c->after_step();  // the client took its replies: go on with its input
+            }
         });
     });
     if (r != 0) {

@@ -61,6 +61,7 @@ private:
     void begin_tls();
     void on_ciphertext(std::string_view bytes);
     void write_raw(std::string&& bytes);
+    size_t output_backlog() const;  // octets handed to libuv and not yet written to the socket
     void greet();
     void auth_result(AuthOutcome outcome, const std::string& challenge, const std::string& user,
                      const std::string& detail);

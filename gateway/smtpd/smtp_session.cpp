@@ -105,9 +105,13 @@ void SmtpSession::feed(std::string_view bytes) {
     process();
 }
 
+void SmtpSession::resume() {
+    if (!m_closing && m_state != State::Closed) process();
+}
+
 void SmtpSession::process() {
     size_t pos = 0;
-    while (pos < m_in.size() && !m_closing && !waiting()) {
+    while (pos < m_in.size() && !m_closing && !waiting() && m_out.size() < k_output_batch) {
         std::string_view rest(m_in.data() + pos, m_in.size() - pos);
         size_t used = m_state == State::Data ? process_data(rest) : process_line(rest);
         if (used == 0) break;

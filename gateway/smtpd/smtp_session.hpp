@@ -9,7 +9,9 @@
 //   on_disconnect(reason)        once, last; logs the one teardown line
 // After each call: write take_output(); close after writing when closing(); stop reading while
 // waiting() (a commit is in flight; input stays buffered and is processed afterwards, which is
-// what lets a client pipeline its next transaction after the final dot).
+// what lets a client pipeline its next transaction after the final dot). A client that pipelines
+// commands faster than it reads the replies gets at most k_output_batch octets of replies per
+// call; resume() goes on once the connection has written them.
 //
 // The session reaches the spool and the clock only through SessionHooks, so a whole dialog is
 // a unit test on strings.
@@ -90,7 +92,10 @@ public:
 
     void start();
     void start_refused(const Reply& reply);  // too many connections: reply and close
+    // Input is worked on until a batch of replies (k_output_batch) is waiting; the rest stays
+    // buffered until the connection has written them and calls resume().
     void feed(std::string_view bytes);
+    void resume();
     void on_commit_result(CommitResult result);
     // TLS is up (after STARTTLS, or from the first byte on an implicit listener): what the client
     // sent before it is forgotten, and a new EHLO is required. `description` goes into Received:.
@@ -113,6 +118,9 @@ public:
     const std::string& username() const { return m_user; }
     TimeoutKind timeout() const;
     size_t buffered_input() const { return m_in.size(); }
+    // Buffered input could be worked on now (the session is not waiting and has not closed).
+    bool can_resume() const { return !m_in.empty() && !m_closing && !waiting(); }
+    static constexpr size_t k_output_batch = 4 * 1024;
     const ClientInfo& client() const { return m_client; }
 
 private:

@@ -161,6 +161,33 @@ TEST_CASE("a pipelined client gets every reply in order, across two messages", "
     CHECK(d.session->closing());
 }
 
+TEST_CASE("a client that pipelines faster than it reads gets its replies a batch at a time", "[session][limits]") {
+    Dialog d;
+    d.out();
+    std::string flood;
+    for (int i = 0; i < 1000; ++i)
+        flood += "EHLO c\r\n";
+    std::string out = d.send(flood + "NOOP\r\n");
+    // One batch: the replies stop once k_output_batch octets wait; the rest of the input stays.
+    CHECK(out.size() >= SmtpSession::k_output_batch);
+    CHECK(out.size() < SmtpSession::k_output_batch + k_ehlo_reply.size());
+    CHECK(d.session->can_resume());
+    CHECK(d.session->buffered_input() > 0);
+    // resume() goes on where it stopped; nothing is lost or repeated.
+    std::string all = out;
+    while (d.session->can_resume()) {
+        d.session->resume();
+        std::string more = d.out();
+        CHECK(more.size() < SmtpSession::k_output_batch + k_ehlo_reply.size());
+        all += more;
+    }
+    std::string expected;
+    for (int i = 0; i < 1000; ++i)
+        expected += k_ehlo_reply;
+    CHECK(all == expected + "250 2.0.0 Ok\r\n");
+    CHECK(d.session->buffered_input() == 0);
+}
+
 TEST_CASE("a client outside `clients` cannot relay", "[session]") {
     LogCapture logs;
     Dialog d(false);

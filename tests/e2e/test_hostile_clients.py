@@ -1,0 +1,146 @@
+"""Clients that attack the listener, against the real binary: each test performs the attack and
+asserts the bound (memory, descriptors, time), not only the reply."""
+import os
+import resource
+import select
+import socket
+import time
+import unittest
+
+from gwtest import Gateway, wait_for
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(l for l in f if l.startswith("VmRSS:")).split()[1])
+
+
+def descriptors(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime
+
+
+def settle(pid, quiet=1.0, timeout=60):
+    """Waits until the process has used no CPU for `quiet` seconds: it has done what it will."""
+    deadline = time.monotonic() + timeout
+    last = cpu_ticks(pid)
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = cpu_ticks(pid)
+        if now == last:
+            return
+        last = now
+    raise AssertionError(f"process {pid} still busy after {timeout} s")
+
+
+def flood(sock, data, seconds=3.0):
+    """Writes `data` without ever reading, until the peer has taken it all or has not taken more
+    for `seconds` (or the connection breaks); returns the octets it took."""
+    sock.setblocking(False)
+    sent, view = 0, memoryview(data)
+    idle_since = time.monotonic()
+    while sent < len(data) and time.monotonic() - idle_since < seconds:
+        _, writable, _ = select.select([], [sock], [], 0.2)
+        if not writable:
+            continue
+        try:
+            n = sock.send(view[sent:])
+        except (BlockingIOError, InterruptedError):
+            continue
+        except OSError:
+            break
+        sent += n
+        idle_since = time.monotonic()
+    return sent
+
+
+def small_buffers(sock):
+    # Small kernel buffers on our side, so that what the gateway holds is what is measured.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+
+
+class ListenerUnderAttack(unittest.TestCase):
+    """A gateway for an attack from 127.0.0.1, which may not relay here."""
+    TIMEOUT = "3s"
+
+    def setUp(self):
+        self.gw = Gateway("clients: [192.0.2.0/24]\n"
+                          f"limits: {{ command_timeout: {self.TIMEOUT}, connections: 1100, connections_per_client: 1100 }}\n")
+        self.gw.start()
+        self.pid = self.gw.proc.pid
+
+    def tearDown(self):
+        self.gw.cleanup()
+
+
+class UnreadRepliesTest(ListenerUnderAttack):
+    """A client that pipelines commands and never reads a reply."""
+
+    def test_one_connection_pipelining_ehlo_is_bounded_and_timed_out(self):
+        before_rss, before_fds = rss_kb(self.pid), descriptors(self.pid)
+        s = socket.create_connection((self.gw.host, self.gw.port))
+        small_buffers(s)
+        sent = flood(s, b"EHLO x\r\n" * (1 << 20))  # 8 MiB
+        grown = rss_kb(self.pid) - before_rss
+        self.assertLess(sent, 8 << 20, "the gateway read everything")
+        self.assertLess(grown, 5 * 1024, f"RSS grew by {grown} kB after {sent} octets of EHLO")
+        # Nothing is read any more: after the command timeout the gateway says 421 and, since the
+        # client takes nothing, closes after the drain time (here the command timeout again).
+        self.gw.wait_log(r"smtpd\[\d+\]: timeout after EHLO from unknown\[127\.0\.0\.1\]", timeout=10)
+        self.gw.wait_log(r"disconnect from unknown\[127\.0\.0\.1\] ehlo=\d+ commands=\d+", timeout=10)
+        wait_for(lambda: descriptors(self.pid) <= before_fds, timeout=5, what="the connection's descriptor to go")
+        s.close()
+
+
+class ManyUnreadRepliesTest(ListenerUnderAttack):
+    """A thousand such clients at once, with a command timeout long enough not to end the attack."""
+    TIMEOUT = "5m"
+
+    def test_a_thousand_connections_stay_under_200_mb(self):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+        before = rss_kb(self.pid)
+        socks = []
+        try:
+            for _ in range(1000):
+                s = socket.socket()
+                small_buffers(s)
+                s.connect((self.gw.host, self.gw.port))
+                s.setblocking(False)
+                socks.append(s)
+            # 256 KiB each: more replies than the kernel's socket buffers take, so that what is
+            # left waits in the gateway.
+            data = memoryview(b"EHLO x\r\n" * 32768)
+            offsets = [0] * len(socks)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                progress = False
+                for i, s in enumerate(socks):
+                    if offsets[i] >= len(data):
+                        continue
+                    try:
+                        offsets[i] += s.send(data[offsets[i]:])
+                        progress = True
+                    except (BlockingIOError, InterruptedError):
+                        pass
+                if not progress:
+                    break
+                time.sleep(0.05)
+            settle(self.pid)
+            total = sum(offsets)
+            peak = rss_kb(self.pid)
+            self.assertGreater(total, 1000 * 128 * 1024, "the clients could not send what the test needs")
+            self.assertLess(peak, 200 * 1024, f"RSS {peak} kB with 1,000 connections ({before} kB before)")
+        finally:
+            for s in socks:
+                s.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
