@@ -182,11 +182,15 @@ void DeliverySession::on_data(std::string_view plaintext) {
     auto self = shared_from_this();
     guarded(self, [&] {
         if (!m_client) return;
+        uint64_t before = m_client->replies_received();
         m_client->feed(plaintext);
+        bool progress = m_client->replies_received() != before;
         handle_events();
         if (m_ended || !m_client) return;
         send_output();
-        arm_timer();
+        // The stage's timeout runs from the last complete reply, not from the last octet: a
+        // reply that trickles in does not keep the connection alive.
+        if (progress) arm_timer();
     });
 }
 

@@ -114,6 +114,7 @@ public:
     const ServerCapabilities& capabilities() const { return m_caps; }
     const ServerReply& greeting() const { return m_greeting; }
     bool failed() const { return m_failed; }
+    uint64_t replies_received() const { return m_parser.replies(); }  // complete replies
 
 private:
     struct Expect {

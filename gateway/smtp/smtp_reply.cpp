@@ -1,10 +1,10 @@
 #include "gateway/smtp/smtp_reply.hpp"
 
+#include <string>
+
 namespace gateway {
 
 namespace {
-
-constexpr size_t k_max_line = 64 * 1024;
 
 bool digits(std::string_view s, size_t min, size_t max) {
     if (s.size() < min || s.size() > max) return false;
@@ -27,7 +27,10 @@ std::string ServerReply::text() const {
     std::string out;
     for (const auto& l : lines) {
         if (!out.empty()) out += ' ';
-        out += l;
+        for (unsigned char c : l) {
+            if (out.size() >= k_max_reply_text) return out + "...";
+            out += (c < 32 || c == 127) ? '?' : char(c);
+        }
     }
     return out;
 }
@@ -70,15 +73,24 @@ void ReplyParser::feed(std::string_view bytes, std::vector<ServerReply>& out) {
             m_error = "inconsistent codes in a multi-line reply";
             return;
         }
+        // A server that never ends its reply: memory and time are bounded here, not by it.
+        m_current_octets += line.size();
+        if (m_current.lines.size() >= k_max_lines || m_current_octets > k_max_octets) {
+            m_error = "reply longer than " + std::to_string(k_max_lines) + " lines or " +
+                      std::to_string(k_max_octets / 1024) + " KiB";
+            return;
+        }
         m_current.code = code;
         m_current.lines.push_back(std::move(line));
         if (last) {
             out.push_back(std::move(m_current));
             m_current = ServerReply();
+            m_current_octets = 0;
+            m_replies++;
         }
     }
     m_buffer.erase(0, pos);
-    if (m_buffer.size() > k_max_line) m_error = "reply line longer than 64 KiB";
+    if (m_buffer.size() > k_max_line) m_error = "reply line longer than " + std::to_string(k_max_line / 1024) + " KiB";
 }
 
 }  // namespace gateway

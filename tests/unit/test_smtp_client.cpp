@@ -70,6 +70,44 @@ TEST_CASE("replies are parsed whole, with their enhanced status", "[client][repl
     CHECK(mixed.failed());
 }
 
+TEST_CASE("a reply that never ends is cut off; its text is bounded and printable", "[client][reply][limits]") {
+    std::vector<ServerReply> out;
+    ReplyParser lines;
+    for (size_t i = 0; i < ReplyParser::k_max_lines; ++i)
+        lines.feed("250-x\r\n", out);
+    CHECK_FALSE(lines.failed());
+    lines.feed("250-x\r\n", out);
+    CHECK(lines.failed());
+    CHECK(lines.error() == "reply longer than 1000 lines or 64 KiB");
+    CHECK(out.empty());
+
+    ReplyParser octets;
+    std::string line = "250-" + std::string(1000, 'y') + "\r\n";
+    for (int i = 0; i < 70 && !octets.failed(); ++i)
+        octets.feed(line, out);
+    CHECK(octets.failed());
+    CHECK(out.empty());
+
+    ReplyParser longline;
+    longline.feed("250 " + std::string(ReplyParser::k_max_line, 'z'), out);
+    CHECK(longline.error() == "reply line longer than 64 KiB");
+
+    // A long reply within the limits is kept whole, but what goes into the log is not.
+    ReplyParser ok;
+    std::string big;
+    for (int i = 0; i < 40; ++i)
+        big += "550-5.7.1 " + std::string(100, 'w') + "\x1b[2J\r\n";
+    ok.feed(big + "550 5.7.1 end\r\n", out);
+    REQUIRE(out.size() == 1);
+    CHECK(out[0].lines.size() == 41);
+    CHECK(ok.replies() == 1);
+    std::string text = out[0].text();
+    CHECK(text.size() == ServerReply::k_max_reply_text + 3);
+    CHECK(text.substr(text.size() - 3) == "...");
+    CHECK(text.find('\x1b') == std::string::npos);
+    CHECK(text.find("?[2J") != std::string::npos);
+}
+
 TEST_CASE("a pipelined transaction, then a second one after RSET", "[client]") {
     Dialog d;
     CHECK(d.client.stage() == ClientStage::Greeting);
