@@ -101,6 +101,7 @@ struct Limits {
     unsigned connections_per_client = 50;
     Seconds command_timeout{300};        // RFC 5321 4.5.3.2.7
     Seconds data_timeout{300};           // per read while receiving message content
+    Seconds handshake_timeout{10};       // a client's whole TLS handshake (implicit or STARTTLS)
     unsigned errors = 20;                // error replies before 421 and close
     uint64_t line_length = 1024 * 1024;  // hard bound for one line of message content
 };

@@ -105,7 +105,7 @@ void load_sasl(Walker& w, const YAML::Node& n, Config& c) {
 void load_limits(Walker& w, const YAML::Node& n, Config& c) {
     auto f = w.mapping(n, "limits",
                        {"message_size", "recipients", "connections", "connections_per_client", "command_timeout",
-                        "data_timeout", "errors", "line_length"});
+                        "data_timeout", "handshake_timeout", "errors", "line_length"});
     if (!f) return;
     auto& l = c.limits;
     w.size(*f, "message_size", "limits", l.message_size);
@@ -114,12 +114,14 @@ void load_limits(Walker& w, const YAML::Node& n, Config& c) {
     w.number(*f, "connections_per_client", "limits", l.connections_per_client, 1, 1000000);
     w.duration(*f, "command_timeout", "limits", l.command_timeout);
     w.duration(*f, "data_timeout", "limits", l.data_timeout);
+    w.duration(*f, "handshake_timeout", "limits", l.handshake_timeout);
     w.number(*f, "errors", "limits", l.errors, 1, 1000);
     w.size(*f, "line_length", "limits", l.line_length);
     if (l.message_size < 1024) w.error(f->at("message_size").value, "limits.message_size", "must be at least 1k");
     if (l.line_length < 998) w.error(f->at("line_length").value, "limits.line_length", "must be at least 998");
     if (l.command_timeout.count() == 0) w.error(n, "limits.command_timeout", "must be more than 0s");
     if (l.data_timeout.count() == 0) w.error(n, "limits.data_timeout", "must be more than 0s");
+    if (l.handshake_timeout.count() == 0) w.error(n, "limits.handshake_timeout", "must be more than 0s");
 }
 
 void load_delivery(Walker& w, const YAML::Node& n, Config& c) {

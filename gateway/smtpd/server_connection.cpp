@@ -82,10 +82,16 @@ void ServerConnection::begin(const std::string& name) {
         client.may_relay = client.may_relay || net.contains(m_ip);
     m_session = std::make_unique<SmtpSession>(m_settings->policy, std::move(client), *this);
     if (m_settings->listen.tls == conf::ListenTls::Implicit && m_settings->tls) {
+        // A refusal cannot be said before TLS, and no handshake is done for a client refused:
+        // the connection closes at once, with the reason in the log.
+        if (m_refusal) {
+            m_session->start_refused(*m_refusal);
+            m_session->take_output();
+            return close({});
+        }
         // RFC 8314: TLS from the first byte; the greeting comes once the handshake is done.
         begin_tls();
         update_reading();
-        arm_timer();
         return;
     }
     greet();
@@ -101,6 +107,14 @@ void ServerConnection::greet() {
 
 void ServerConnection::begin_tls() {
     m_tls = std::make_unique<tls::Engine>(m_settings->tls, tls::Engine::Role::Server, "");
+    // The whole handshake gets limits.handshake_timeout from here, however the bytes trickle in.
+    uv_timer_start(
+        &m_timer,
+        [](uv_timer_t* h) {
+            auto* c = static_cast<ServerConnection*>(h->data);
+            guarded(c, "timer", [&] { c->close("timeout"); });
+        },
+        uint64_t(m_server.config().limits.handshake_timeout.count()) * 1000, 0);
 }
 
 void ServerConnection::start_tls() { m_tls_after_write = true; }
@@ -202,6 +216,7 @@ void ServerConnection::update_reading() {
 }
 
 void ServerConnection::arm_timer() {
+    if (m_tls && !m_tls_ready) return;  // the handshake's own deadline runs (begin_tls)
     std::chrono::seconds t{0};
     switch (m_session->timeout()) {
     case TimeoutKind::None: uv_timer_stop(&m_timer); return;

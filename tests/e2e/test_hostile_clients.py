@@ -3,11 +3,16 @@ asserts the bound (memory, descriptors, time), not only the reply."""
 import os
 import resource
 import select
+import shutil
 import socket
+import subprocess
+import tempfile
 import time
 import unittest
 
 from gwtest import Gateway, wait_for
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def rss_kb(pid):
@@ -144,3 +149,94 @@ class ManyUnreadRepliesTest(ListenerUnderAttack):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ImplicitTlsLimitsTest(unittest.TestCase):
+    """Idle connections to a `tls: implicit` listener: the connection limits hold before any
+    handshake, refused connections close at once, and a handshake has a deadline of its own."""
+
+    def setUp(self):
+        self.certs = tempfile.mkdtemp(prefix="smtpgw-certs-")
+        subprocess.run([os.path.join(HERE, "../tools/make-certs"), self.certs, "gw.test"], check=True,
+                       capture_output=True)
+        self.gw = Gateway(f"""listen:
+  - {{ address: "127.0.0.1:0", tls: implicit, auth: none }}
+tls: {{ certificate: {self.certs}/gw.test.pem, key: {self.certs}/gw.test.key }}
+limits: {{ connections: 5, connections_per_client: 2, handshake_timeout: 2s }}
+""")
+        self.gw.start()
+        self.pid = self.gw.proc.pid
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+
+    def tearDown(self):
+        self.gw.cleanup()
+        shutil.rmtree(self.certs, ignore_errors=True)
+
+    def open_idle(self, sources):
+        socks = []
+        for source in sources:
+            s = socket.socket()
+            s.bind((source, 0))
+            s.connect((self.gw.host, self.gw.port))
+            socks.append(s)
+        return socks
+
+    def test_idle_connections_from_one_address(self):
+        base = descriptors(self.pid)
+        socks = self.open_idle(["127.0.0.1"] * 200)
+        try:
+            # Two are counted and wait for a handshake; the other 198 are closed at once.
+            wait_for(lambda: descriptors(self.pid) <= base + 2, timeout=5, what="refused connections to close")
+            self.assertEqual(sum(1 for s in socks if closed_by_peer(s, wait=0.05)), 198)
+            self.gw.wait_log(r"refusing connection from unknown\[127\.0\.0\.1\]: 421 4\.7\.0 gw\.test Error: too many "
+                             r"connections from 127\.0\.0\.1")
+            # No handshake within limits.handshake_timeout: the last two go too.
+            wait_for(lambda: descriptors(self.pid) <= base, timeout=6, what="the handshake timeout")
+            self.gw.wait_log(r"timeout after CONNECT from unknown\[127\.0\.0\.1\]")
+        finally:
+            for s in socks:
+                s.close()
+
+    def test_idle_connections_from_many_addresses(self):
+        base = descriptors(self.pid)
+        sources = [f"127.0.{i // 250 + 1}.{i % 250 + 1}" for i in range(1500)]
+        socks = self.open_idle(sources)
+        try:
+            wait_for(lambda: descriptors(self.pid) <= base + 5, timeout=10, what="refused connections to close")
+            self.gw.wait_log(r"refusing connection from unknown\[127\.0\.\d+\.\d+\]: 421 4\.7\.0 gw\.test Error: too "
+                             r"many connections")
+            wait_for(lambda: descriptors(self.pid) <= base, timeout=6, what="the handshake timeout")
+        finally:
+            for s in socks:
+                s.close()
+
+    def test_a_trickled_handshake_is_cut_off(self):
+        s = socket.create_connection((self.gw.host, self.gw.port))
+        started = time.monotonic()
+        hello = bytes.fromhex("16030100")  # the start of a TLS record, one octet every half second
+        try:
+            for b in hello * 4:
+                s.send(bytes([b]))
+                time.sleep(0.5)
+                if closed_by_peer(s, wait=0):
+                    break
+            self.assertTrue(closed_by_peer(s, wait=3))
+            self.assertLess(time.monotonic() - started, 4.5)
+        finally:
+            s.close()
+
+
+def closed_by_peer(sock, wait=1.0):
+    sock.setblocking(False)
+    try:
+        ready, _, _ = select.select([sock], [], [], wait)
+        if not ready:
+            return False
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        sock.setblocking(True)
