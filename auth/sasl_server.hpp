@@ -3,6 +3,13 @@
 // choose its reply: success (235), failure (535, the same for an unknown user as for a wrong
 // password), temporary trouble (454), or a client error (501).
 //
+// SCRAM (RFC 5802) would tell which user names exist: Cyrus refuses an unknown name at the
+// client's first message, where a known one gets its salt. For an unknown name this module
+// answers as for a known one (RFC 5802 9: a salt that is the same each time for the name, the
+// iteration count Cyrus gives new passwords) and refuses the client's proof, as for a wrong
+// password. It takes as long as for a known name, because Cyrus does the same work meanwhile:
+// the same first message for a user who is in the sasldb, on a connection of its own.
+//
 // Call order: start() with the client's initial response if any, then step() for each line the
 // client sends after a 334, until the outcome is not Continue.
 #pragma once
@@ -37,10 +44,17 @@ private:
     SaslServer() = default;
     Outcome outcome_of(int r, std::string& detail);
     void note_username();
+    // Cyrus answered `r` to the client's first message `message`: an unknown user of SCRAM gets a
+    // made-up server-first-message in `challenge` (true).
+    bool decoy(int r, std::string_view message, std::string& challenge);
 
     struct Conn;
     std::unique_ptr<Conn> m_conn;
+    ServerOptions m_options;
     std::string m_username;
+    std::string m_mechanism;
+    bool m_first_message = true;  // the next client message is its first
+    bool m_decoy = false;         // an unknown SCRAM user: the next message fails
 };
 
 // Sets a user's password in the sasldb (creating the file); false with `error` on failure.

@@ -83,27 +83,6 @@ std::shared_ptr<tls::Context> Server::load_tls(const conf::Config& c) const {
     return ctx;
 }
 
-void Server::auth_failed(const conf::IpAddress& ip) {
-    using namespace std::chrono;
-    m_auth_failures[ip].push_back(duration_cast<microseconds>(system_clock::now().time_since_epoch()).count());
-}
-
-bool Server::auth_blocked(const conf::IpAddress& ip) {
-    using namespace std::chrono;
-    constexpr int64_t k_window = 600LL * 1000000;  // ten minutes
-    constexpr size_t k_limit = 5;                  // failures in the window
-    auto it = m_auth_failures.find(ip);
-    if (it == m_auth_failures.end()) return false;
-    int64_t now = duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
-    auto& times = it->second;
-    times.erase(std::remove_if(times.begin(), times.end(), [&](int64_t t) { return t < now - k_window; }), times.end());
-    if (times.empty()) {
-        m_auth_failures.erase(it);
-        return false;
-    }
-    return times.size() >= k_limit;
-}
-
 void Server::check_files() const {
     check_sasldb(*m_config);
     if (!m_config->tls) return;

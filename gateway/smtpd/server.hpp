@@ -11,6 +11,7 @@
 #include "gateway/common/queue_id.hpp"
 #include "gateway/dns/dns.hpp"
 #include "gateway/queue/spool.hpp"
+#include "gateway/smtpd/auth_limits.hpp"
 #include "gateway/smtpd/auth_worker.hpp"
 #include "gateway/smtpd/smtp_session.hpp"
 #include "tls/tls_engine.hpp"
@@ -73,9 +74,7 @@ public:
     void connection_closed(ServerConnection* c, const conf::IpAddress& ip, bool counted);
     uv_buf_t read_buffer();
     AuthWorker& auth_worker() { return m_auth; }
-    // AUTH failures per client address, to refuse a client that keeps guessing.
-    void auth_failed(const conf::IpAddress& ip);
-    bool auth_blocked(const conf::IpAddress& ip);
+    AuthLimits& auth_limits() { return m_auth_limits; }  // to refuse a client that keeps guessing
 
 private:
     struct Listener;
@@ -100,7 +99,7 @@ private:
     dns::Resolver* m_resolver = nullptr;
     std::shared_ptr<tls::Context> m_tls;  // the certificate offered to clients
     AuthWorker m_auth;
-    std::map<conf::IpAddress, std::vector<int64_t>> m_auth_failures;  // times, microseconds
+    AuthLimits m_auth_limits;
 };
 
 }  // namespace gateway

@@ -365,6 +365,14 @@ void ServerConnection::message_commit(Envelope&& envelope) {
 
 void ServerConnection::auth_start(const std::string& mechanism, const std::optional<std::string>& initial) {
     std::weak_ptr<ServerConnection> weak = shared_from_this();
+    auto resume = [weak, mechanism, initial] {
+        auto c = weak.lock();
+        if (!c || c->m_closing) return false;
+        guarded(c.get(), "auth", [&] { c->auth_resume(mechanism, initial); });
+        return true;
+    };
+    if (!m_server.auth_limits().begin(m_ip, now_us(), resume)) return;  // others from this address first
+    m_auth_counted = true;
     m_auth = m_server.auth_worker().begin(
         m_settings->sasl, mechanism, initial,
         [weak](AuthOutcome o, const std::string& challenge, const std::string& user, const std::string& detail) {
@@ -383,22 +391,46 @@ void ServerConnection::auth_step(const std::string& response) {
         });
 }
 
-void ServerConnection::auth_cancel() {
+// A waiting attempt's turn: the others from its address ended, in failure perhaps.
+void ServerConnection::auth_resume(const std::string& mechanism, const std::optional<std::string>& initial) {
+    if (m_server.auth_limits().blocked(m_ip, now_us())) {
+        m_session->on_auth_result(AuthOutcome::Blocked, {}, {}, {});
+        return after_step();
+    }
+    auth_start(mechanism, initial);
+}
+
+void ServerConnection::auth_release() {
     if (m_auth) m_server.auth_worker().cancel(m_auth);
     m_auth.reset();
 }
 
-bool ServerConnection::auth_blocked() { return m_server.auth_blocked(m_ip); }
+void ServerConnection::auth_finished(bool failed) {
+    if (!m_auth_counted) return;
+    m_auth_counted = false;
+    m_server.auth_limits().end(m_ip, failed, now_us());
+}
+
+// The client cancelled with "*", sent what cannot be decoded, or went away: an exchange it did
+// not finish counts as a failed one.
+void ServerConnection::auth_cancel() {
+    auth_release();
+    auth_finished(true);
+}
+
+bool ServerConnection::auth_blocked() { return m_server.auth_limits().blocked(m_ip, now_us()); }
 
 void ServerConnection::auth_result(AuthOutcome outcome, const std::string& challenge, const std::string& user,
                                    const std::string& detail) {
-    if (outcome != AuthOutcome::Continue) auth_cancel();
+    if (outcome != AuthOutcome::Continue) {
+        auth_release();
+        auth_finished(outcome == AuthOutcome::Failure || outcome == AuthOutcome::Invalid);
+    }
     if (outcome != AuthOutcome::Failure) {
         m_session->on_auth_result(outcome, challenge, user, detail);
         return after_step();
     }
     // A failure is answered after a short random pause, which slows down guessing.
-    m_server.auth_failed(m_ip);
     struct Delay {
         uv_timer_t timer;
         std::weak_ptr<ServerConnection> connection;

@@ -65,6 +65,9 @@ private:
     void greet();
     void auth_result(AuthOutcome outcome, const std::string& challenge, const std::string& user,
                      const std::string& detail);
+    void auth_resume(const std::string& mechanism, const std::optional<std::string>& initial);
+    void auth_release();              // the worker's side of the exchange goes
+    void auth_finished(bool failed);  // the exchange counted in AuthLimits is over
 
     Server& m_server;
     std::shared_ptr<const ListenerSettings> m_settings;
@@ -89,6 +92,7 @@ private:
     bool m_tls_after_write = false;  // STARTTLS: start the handshake once the 220 is out
     std::optional<Reply> m_refusal;  // for an implicit listener: sent once TLS is up
     std::shared_ptr<AuthAttempt> m_auth;
+    bool m_auth_counted = false;  // an exchange begun in AuthLimits and not ended there
 };
 
 }  // namespace gateway

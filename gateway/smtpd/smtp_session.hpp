@@ -75,11 +75,12 @@ public:
     // AUTH: the SASL exchange runs outside the session; the answers come as on_auth_result().
     virtual void auth_start(const std::string& mechanism, const std::optional<std::string>& initial) = 0;
     virtual void auth_step(const std::string& response) = 0;
-    virtual void auth_cancel() = 0;
+    virtual void auth_cancel() = 0;   // the client gave up the exchange: it counts as a failure
     virtual bool auth_blocked() = 0;  // this client address has failed too often lately
 };
 
-enum class AuthOutcome { Continue, Success, Failure, TempFailure, Invalid };
+// Blocked: the attempt waited for others from the same address, and they failed too often.
+enum class AuthOutcome { Continue, Success, Failure, TempFailure, Invalid, Blocked };
 
 enum class TimeoutKind { None, Command, Data };
 
@@ -149,6 +150,7 @@ private:
     void cmd_starttls(std::string_view args);
     void cmd_auth(std::string_view args);
     void process_auth_line(std::string_view line);
+    void refuse_auth_blocked();
     std::vector<std::string> capabilities() const;
 
     bool parse_mail_parameters(std::string_view params);

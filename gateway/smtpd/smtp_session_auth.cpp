@@ -61,10 +61,7 @@ void SmtpSession::cmd_auth(std::string_view args) {
     if (mechanism.empty()) return reply(replies::syntax("AUTH mechanism"));
     if (std::find(m_policy.mechanisms.begin(), m_policy.mechanisms.end(), mechanism) == m_policy.mechanisms.end())
         return reply(replies::unknown_mechanism());
-    if (m_hooks.auth_blocked()) {
-        log::warning(Component::Smtpd, m_client.label() + ": too many AUTH failures from this address");
-        return close_with(replies::too_many_auth_failures(m_policy.hostname, m_client.ip));
-    }
+    if (m_hooks.auth_blocked()) return refuse_auth_blocked();
     std::optional<std::string> initial;
     std::string_view given = trim_spaces(parts.args);
     if (!given.empty()) {
@@ -77,8 +74,14 @@ void SmtpSession::cmd_auth(std::string_view args) {
     m_hooks.auth_start(mechanism, initial);
 }
 
+void SmtpSession::refuse_auth_blocked() {
+    log::warning(Component::Smtpd, m_client.label() + ": too many AUTH failures from this address");
+    close_with(replies::too_many_auth_failures(m_policy.hostname, m_client.ip));
+}
+
 void SmtpSession::process_auth_line(std::string_view line) {
     if (line == "*") {  // RFC 4954 4: the client cancels
+        log::warning(Component::Smtpd, m_client.label() + ": SASL " + m_auth_mechanism + " authentication aborted");
         m_hooks.auth_cancel();
         set_state(State::Ready);
         return reply(replies::auth_aborted());
@@ -128,6 +131,7 @@ void SmtpSession::on_auth_result(AuthOutcome outcome, const std::string& challen
         set_state(State::Ready);
         reply(replies::cannot_decode());
         break;
+    case AuthOutcome::Blocked: refuse_auth_blocked(); break;
     }
     if (!m_disconnected) process();
 }

@@ -1,16 +1,18 @@
 """Clients that attack the listener, against the real binary: each test performs the attack and
 asserts the bound (memory, descriptors, time), not only the reply."""
+import base64
 import os
 import resource
 import select
 import shutil
 import socket
+import statistics
 import subprocess
 import tempfile
 import time
 import unittest
 
-from gwtest import Gateway, wait_for
+from gwtest import BIN, Gateway, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -240,3 +242,98 @@ def closed_by_peer(sock, wait=1.0):
         return False
     finally:
         sock.setblocking(True)
+
+
+class AuthAttackTest(unittest.TestCase):
+    """Guessing at AUTH: user names cannot be told apart, and parallel connections get no more
+    tries between them than one connection."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="smtpgw-sasl-")
+        self.gw = Gateway(f"""listen:
+  - {{ address: "127.0.0.1:0", tls: none, auth: optional }}
+clients: [192.0.2.0/24]
+sasl: {{ sasldb: {self.dir}/sasldb2, mechanisms: [PLAIN, LOGIN, SCRAM-SHA-256, SCRAM-SHA-1],
+        plaintext_without_tls: true }}
+limits: {{ connections_per_client: 100 }}
+""")
+        for user in ("alice@gw.test", "bob@gw.test"):
+            r = subprocess.run([BIN, "user", "add", user, "-c", self.gw.config_path], input="right one\nright one\n",
+                               text=True, capture_output=True)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        self.gw.start()
+
+    def tearDown(self):
+        self.gw.cleanup()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def session(self, source):
+        c = self.gw.connect(source)
+        c.reply()
+        c.command("EHLO attacker.test")
+        return c
+
+    def scram_first(self, source, mechanism, user):
+        c = self.session(source)
+        first = base64.b64encode(f"n,,n={user},r=0123456789abcdef".encode()).decode()
+        started = time.perf_counter()
+        reply = c.command(f"AUTH {mechanism} {first}")
+        return c, reply, time.perf_counter() - started
+
+    def test_scram_answers_unknown_users_as_known_ones(self):
+        times = {"known": [], "unknown": []}
+        for round in range(12):
+            for kind, user in (("known", "alice@gw.test"), ("unknown", f"ghost{round}@gw.test")):
+                c, reply, took = self.scram_first(f"127.0.3.{round + 1}", "SCRAM-SHA-256", user)
+                times[kind].append(took)
+                self.assertRegex(reply, r"^334 [A-Za-z0-9+/=]+\r\n$")
+                server_first = base64.b64decode(reply[4:]).decode()
+                self.assertRegex(server_first, r"^r=0123456789abcdef[A-Za-z0-9+/]{32},s=[A-Za-z0-9+/]{43}=,i=4096$")
+                if round == 0:  # a wrong proof: the same refusal either way
+                    final = base64.b64encode(b"c=biws,r=" + server_first.split(",")[0][2:].encode() +
+                                             b",p=" + base64.b64encode(b"\0" * 32)).decode()
+                    self.assertEqual(c.command(final),
+                                     "535 5.7.8 Error: authentication failed: authentication failure\r\n")
+                else:
+                    c.command("*")
+                c.close()
+        known, unknown = statistics.median(times["known"]), statistics.median(times["unknown"])
+        self.assertLess(abs(known - unknown), max(0.005, 0.5 * known), f"known {known * 1000:.1f} ms, unknown "
+                        f"{unknown * 1000:.1f} ms")
+        # The same made-up salt each time for the same name, another for another mechanism.
+        salts = set()
+        for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-256", "SCRAM-SHA-1"):
+            c, reply, _ = self.scram_first("127.0.4.1", mechanism, "ghost@gw.test")
+            salts.add(base64.b64decode(reply[4:]).decode().split(",")[1])
+            c.command("*")
+            c.close()
+        self.assertEqual(len(salts), 2)
+        self.gw.wait_log(r"warning: unknown\[127\.0\.3\.1\]: SASL SCRAM-SHA-256 authentication failed: user not found, "
+                         r"sasl_username=ghost0@gw\.test")
+
+    def test_cancelling_counts_as_a_failure(self):
+        for i in range(5):
+            c = self.session("127.0.5.1")
+            self.assertTrue(c.command("AUTH LOGIN").startswith("334 "))
+            self.assertEqual(c.command("*"), "501 5.7.0 Authentication aborted\r\n")
+            c.close()
+        c = self.session("127.0.5.1")
+        self.assertEqual(c.command("AUTH LOGIN"), "421 4.7.0 gw.test Error: too many AUTH failures from 127.0.5.1\r\n")
+        self.gw.wait_log(r"warning: unknown\[127\.0\.5\.1\]: SASL LOGIN authentication aborted")
+
+    def test_thirty_parallel_guesses_get_five_answers(self):
+        wrong = base64.b64encode(b"\0alice@gw.test\0guess").decode()
+        conns = [self.session("127.0.6.1") for _ in range(30)]
+        for c in conns:
+            c.send(f"AUTH PLAIN {wrong}\r\n")
+        replies = [c.reply() for c in conns]
+        refused = [r for r in replies if r.startswith("535 ")]
+        blocked = [r for r in replies if r == "421 4.7.0 gw.test Error: too many AUTH failures from 127.0.6.1\r\n"]
+        self.assertEqual((len(refused), len(blocked)), (5, 25), replies)
+        # Even the right password is not tried now.
+        c = self.session("127.0.6.1")
+        right = base64.b64encode(b"\0alice@gw.test\0right one").decode()
+        self.assertTrue(c.command(f"AUTH PLAIN {right}").startswith("421 4.7.0 "))
+        # Another address is not affected.
+        c = self.session("127.0.6.2")
+        self.assertEqual(c.command(f"AUTH PLAIN {right}"), "235 2.7.0 Authentication successful\r\n")
