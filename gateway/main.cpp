@@ -5,6 +5,7 @@
 #include "auth/sasldb_users.hpp"
 #include "conf/config_load.hpp"
 #include "gateway/common/log.hpp"
+#include "gateway/common/queue_id.hpp"
 #include "gateway/dns/dns.hpp"
 #include "gateway/ops/control.hpp"
 #include "gateway/ops/doctor.hpp"
@@ -24,6 +25,7 @@
 #include <termios.h>
 #include <unistd.h>
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
@@ -94,6 +96,60 @@ std::optional<Arguments> parse_arguments(int argc, char** argv) {
     }
     if (a.words.empty()) return std::nullopt;
     return a;
+}
+
+// The shape of each command line: its words and the options it takes. Anything else is a usage
+// error (exit 2) before any file is read. "ID" stands for a queue ID.
+struct Shape {
+    std::vector<const char*> words;
+    std::vector<const char*> options;
+};
+const Shape k_shapes[] = {
+    {{"serve"}, {}},
+    {{"check-config"}, {}},
+    {{"version"}, {}},
+    {{"help"}, {}},
+    {{"reload"}, {}},
+    {{"doctor"}, {"--ip"}},
+    {{"probe", "TARGET"},
+     {"--security", "--verify", "--ca-file", "--user", "--password-file", "--token-file", "--mechanisms"}},
+    {{"user", "list"}, {}},
+    {{"user", "add", "USER"}, {}},
+    {{"user", "delete", "USER"}, {}},
+    {{"queue", "list"}, {"--json"}},
+    {{"queue", "show", "ID"}, {"--json"}},
+    {{"queue", "flush"}, {}},
+    {{"queue", "flush", "ID"}, {}},
+    {{"queue", "delete", "ID"}, {}},
+    {{"queue", "delete", "--all"}, {}},
+};
+
+// Why the arguments fit no command, or empty when they fit one.
+std::string shape_problem(const Arguments& a) {
+    for (const auto& shape : k_shapes) {
+        if (shape.words.size() != a.words.size()) continue;
+        bool fits = true;
+        for (size_t i = 0; i < a.words.size() && fits; ++i) {
+            std::string_view want = shape.words[i];
+            bool placeholder = std::isupper(static_cast<unsigned char>(want[0]));  // ID, USER, TARGET
+            fits = placeholder ? a.words[i] != "--all" : a.words[i] == want;
+        }
+        if (!fits) continue;
+        auto allowed = [&](const std::string& o) {
+            return std::any_of(shape.options.begin(), shape.options.end(), [&](const char* x) { return o == x; });
+        };
+        for (const auto& [option, value] : a.options)
+            if (!allowed(option)) return option + " is not an option of " + shape.words[0];
+        if (a.json && !allowed("--json")) return std::string("--json is not an option of ") + shape.words[0];
+        for (size_t i = 0; i < a.words.size(); ++i)
+            if (std::string_view(shape.words[i]) == "ID" && !gateway::QueueIdGenerator::is_valid(a.words[i]))
+                return "\"" + a.words[i] + "\" is not a queue ID (upper-case hexadecimal, as queue list shows)";
+        return {};
+    }
+    std::string given;
+    for (const auto& w : a.words)
+        given += (given.empty() ? "" : " ") + w;
+    return "no command matches: " + given;
 }
 
 conf::LoadResult load(const Arguments& a) {
@@ -195,10 +251,6 @@ std::optional<gateway::ProbeTarget> probe_target(const conf::Config& c, const Ar
 }
 
 int cmd_probe(const Arguments& a) {
-    if (a.words.size() != 2) {
-        usage(std::cerr);
-        return 2;
-    }
     auto config = load_or_report(a);
     if (!config) return 1;
     std::string error;
@@ -334,7 +386,7 @@ int cmd_queue(const Arguments& a) {
     const auto& w = a.words;
     if (w.size() == 2 && w[1] == "list") return gateway::queue_list(layout, a.json, std::cout);
     if (w.size() == 3 && w[1] == "show") return gateway::queue_show(layout, w[2], a.json, std::cout, std::cerr);
-    bool flush = w[1] == "flush" && w.size() <= 3, remove = w[1] == "delete" && w.size() == 3;
+    bool flush = w[1] == "flush", remove = w[1] == "delete";
     if (flush || remove) {
         std::string id = w.size() == 3 ? w[2] : "";
         if (gateway::running_gateway(layout) == 0)
@@ -364,14 +416,19 @@ int main(int argc, char** argv) {
         usage(std::cerr);
         return 2;
     }
+    if (auto problem = shape_problem(*args); !problem.empty()) {
+        std::cerr << "smtpgw: " << problem << "\n";
+        usage(std::cerr);
+        return 2;
+    }
     const std::string& command = args->words.front();
     try {
-        if (command == "serve" && args->words.size() == 1) return gateway::serve(args->config_file);
-        if (command == "check-config" && args->words.size() == 1) return cmd_check_config(*args);
+        if (command == "serve") return gateway::serve(args->config_file);
+        if (command == "check-config") return cmd_check_config(*args);
         if (command == "version") return cmd_version();
         if (command == "queue") return cmd_queue(*args);
-        if (command == "reload" && args->words.size() == 1) return cmd_reload(*args);
-        if (command == "doctor" && args->words.size() == 1) return cmd_doctor(*args);
+        if (command == "reload") return cmd_reload(*args);
+        if (command == "doctor") return cmd_doctor(*args);
         if (command == "probe") return cmd_probe(*args);
         if (command == "user") return cmd_user(*args);
         if (command == "help") {

@@ -2,6 +2,7 @@
 
 #include "conf/config_load.hpp"
 #include "gateway/common/log.hpp"
+#include "gateway/common/queue_id.hpp"
 #include "gateway/dns/dns.hpp"
 #include "gateway/ops/control.hpp"
 #include "gateway/ops/metrics_http.hpp"
@@ -98,6 +99,10 @@ std::string control_answer(QueueManager& queue, const std::string& request) {
     }
     if (w.empty()) return "error: empty request\n";
     log::info(Component::Control, "request: " + printable(request));
+    // The socket's group may write to it: IDs are checked as the command line checks them.
+    for (size_t i = 1; i < w.size(); ++i)
+        if (w[i] != "--all" && !QueueIdGenerator::is_valid(w[i]))
+            return "error: " + printable(w[i]) + ": not a queue ID\n";
     if (w[0] == "flush" && w.size() <= 2) {
         std::string id = w.size() == 2 ? w[1] : "";
         if (!queue.flush(id)) return "error: " + id + ": no such message in the queue\n";
@@ -115,7 +120,7 @@ std::string control_answer(QueueManager& queue, const std::string& request) {
         }
         return out + "ok: " + std::to_string(ids.size()) + " message(s) deleted\n";
     }
-    return "error: unknown request: " + request + "\n";
+    return "error: unknown request: " + printable(request) + "\n";
 }
 
 // "warning: /etc/smtpgw/smtpgw.yaml:12:5: upstreams.o365: ..."

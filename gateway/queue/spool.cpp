@@ -53,6 +53,10 @@ std::string message_trailer(uint64_t content_size) {
 
 StoredMessage read_stored_message(const SpoolLayout& layout, const std::string& id) {
     StoredMessage out;
+    if (!QueueIdGenerator::is_valid(id)) {  // never a path outside queue/
+        out.error = "not a queue ID";
+        return out;
+    }
     int fd = ::open(layout.message(id).c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         out.missing = errno == ENOENT;
