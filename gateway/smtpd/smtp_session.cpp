@@ -150,14 +150,18 @@ size_t SmtpSession::process_line(std::string_view in) {
 
 void SmtpSession::handle_command(std::string_view line) {
     auto cmd = split_command(line);
+    const Command* c = find_command(cmd.verb);
+    // A line that is no command may be a credential: a client that pipelines AUTH LOGIN's
+    // answers after an AUTH that was refused (503, 504, 538) sends them as command lines.
     if (log::enabled(conf::LogLevel::Debug))
-        log::debug(Component::Smtpd, "< " + m_client.label() + ": " + loggable(cmd, line));
+        log::debug(Component::Smtpd,
+                   "< " + m_client.label() + ": " +
+                       (c ? loggable(cmd, line) : "(not a command, " + std::to_string(line.size()) + " octets)"));
     if (is_http_verb(cmd.verb)) {
         log::warning(Component::Smtpd, "non-SMTP command from " + m_client.label() + ": " + printable(line));
         close_with(replies::non_smtp_command());
         return;
     }
-    const Command* c = find_command(cmd.verb);
     m_current = c ? c->counter : Unknown;
     m_counts[m_current][1]++;
     if (!c) {

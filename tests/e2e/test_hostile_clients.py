@@ -337,3 +337,39 @@ limits: {{ connections_per_client: 100 }}
         # Another address is not affected.
         c = self.session("127.0.6.2")
         self.assertEqual(c.command(f"AUTH PLAIN {right}"), "235 2.7.0 Authentication successful\r\n")
+
+
+class CredentialsInTheDebugLogTest(unittest.TestCase):
+    """AUTH LOGIN's answers pipelined behind an AUTH that is refused arrive as command lines; even
+    at log level debug they never reach the log."""
+
+    def test_pipelined_answers_to_a_refused_auth(self):
+        d = tempfile.mkdtemp(prefix="smtpgw-sasl-")
+        config = f"""listen:
+  - {{ address: "127.0.0.1:0", tls: none, auth: optional }}
+sasl: {{ sasldb: {d}/sasldb2, mechanisms: [PLAIN, LOGIN] }}
+"""
+        gw = Gateway(config)
+        gw.write_config(config, log_level="debug")
+        try:
+            gw.start()
+            user, password = base64.b64encode(b"alice@gw.test").decode(), base64.b64encode(b"s3cret!pw").decode()
+            c = gw.connect()
+            c.reply()
+            c.command("EHLO client.test")
+            # 538: AUTH needs TLS here; 504: no such mechanism.
+            for auth in ("AUTH LOGIN", "AUTH CRAM-MD5"):
+                c.send(f"{auth}\r\n{user}\r\n{password}\r\n")
+                replies = [c.reply() for _ in range(3)]
+                self.assertRegex(replies[0], r"^5(38|04) ")
+                self.assertEqual(replies[1:], ["502 5.5.2 Error: command not recognized\r\n"] * 2)
+            c.command("QUIT")
+            gw.wait_log(r"disconnect from unknown\[127\.0\.0\.1\]")
+            log = "\n".join(gw.log_lines())
+            self.assertIn("< unknown[127.0.0.1]: AUTH LOGIN", log)  # debug lines are there
+            self.assertIn("< unknown[127.0.0.1]: (not a command, 12 octets)", log)
+            for secret in (user, password, "s3cret!pw"):
+                self.assertNotIn(secret, log)
+        finally:
+            gw.cleanup()
+            shutil.rmtree(d, ignore_errors=True)
