@@ -104,6 +104,7 @@ struct Limits {
     Seconds handshake_timeout{10};       // a client's whole TLS handshake (implicit or STARTTLS)
     unsigned errors = 20;                // error replies before 421 and close
     uint64_t line_length = 1024 * 1024;  // hard bound for one line of message content
+    bool address_literals = false;       // recipients like x@[192.0.2.1]: refused unless allowed
 };
 
 // The SMTP client: connections, reuse, and Postfix's default timeouts (smtp_*_timeout).

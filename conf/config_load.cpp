@@ -105,7 +105,7 @@ void load_sasl(Walker& w, const YAML::Node& n, Config& c) {
 void load_limits(Walker& w, const YAML::Node& n, Config& c) {
     auto f = w.mapping(n, "limits",
                        {"message_size", "recipients", "connections", "connections_per_client", "command_timeout",
-                        "data_timeout", "handshake_timeout", "errors", "line_length"});
+                        "data_timeout", "handshake_timeout", "errors", "line_length", "address_literals"});
     if (!f) return;
     auto& l = c.limits;
     w.size(*f, "message_size", "limits", l.message_size);
@@ -117,6 +117,7 @@ void load_limits(Walker& w, const YAML::Node& n, Config& c) {
     w.duration(*f, "handshake_timeout", "limits", l.handshake_timeout);
     w.number(*f, "errors", "limits", l.errors, 1, 1000);
     w.size(*f, "line_length", "limits", l.line_length);
+    w.choice(*f, "address_literals", "limits", l.address_literals, {{"reject", false}, {"allow", true}});
     if (l.message_size < 1024) w.error(f->at("message_size").value, "limits.message_size", "must be at least 1k");
     if (l.line_length < 998) w.error(f->at("line_length").value, "limits.line_length", "must be at least 998");
     if (l.command_timeout.count() == 0) w.error(n, "limits.command_timeout", "must be more than 0s");

@@ -87,6 +87,9 @@ Reply needs_smtputf8(std::string_view a) {
 Reply non_smtp_command() { return make(221, "2.7.0", "Error: non-SMTP command received; closing connection"); }
 
 Reply relay_denied(std::string_view r) { return make(554, "5.7.1", bracketed(r) + ": Relay access denied"); }
+Reply address_literal_denied(std::string_view r) {
+    return make(550, "5.7.1", bracketed(r) + ": Recipient address rejected: Address literals are not accepted");
+}
 Reply size_exceeded_at_mail() { return make(552, "5.3.4", "Message size exceeds fixed limit"); }
 Reply size_exceeded() { return make(552, "5.3.4", "Error: message file too big"); }
 Reply too_many_recipients() { return make(452, "4.5.3", "Error: too many recipients"); }

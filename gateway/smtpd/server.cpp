@@ -24,6 +24,7 @@ SessionPolicy make_policy(const conf::Config& c, const conf::Listen& l) {
     p.max_errors = c.limits.errors;
     p.line_length = c.limits.line_length;
     p.reject_bare_lf = l.bare_newline == conf::BareNewline::Reject;
+    p.address_literals = c.limits.address_literals;
     return p;
 }
 

@@ -273,6 +273,12 @@ void SmtpSession::cmd_rcpt(std::string_view args) {
         ++m_rejected_recipients;
         return reject("RCPT", replies::relay_denied(path.address), path.address);
     }
+    // An address literal would have the gateway connect wherever a client says, hosts inside
+    // the network included (limits.address_literals: allow permits it).
+    if (!m_policy.address_literals && domain_of(path.address).rfind('[', 0) == 0) {
+        ++m_rejected_recipients;
+        return reject("RCPT", replies::address_literal_denied(path.address), path.address);
+    }
     if (m_queue_id.empty()) {
         m_queue_id = m_hooks.new_queue_id();
         m_arrival_us = m_hooks.now_us();

@@ -46,6 +46,7 @@ struct SessionPolicy {
     unsigned max_errors = 20;
     uint64_t line_length = 1024 * 1024;
     bool reject_bare_lf = false;
+    bool address_literals = false;                   // recipients at [address] are accepted
     std::shared_ptr<const SenderRewriter> rewriter;  // sender.rewrite and sender.header_from
 };
 

@@ -373,3 +373,42 @@ sasl: {{ sasldb: {d}/sasldb2, mechanisms: [PLAIN, LOGIN] }}
         finally:
             gw.cleanup()
             shutil.rmtree(d, ignore_errors=True)
+
+
+class AddressLiteralTest(unittest.TestCase):
+    """A relay client naming an address literal would have the gateway connect to any host,
+    inside the network too: refused unless limits.address_literals says allow."""
+
+    def run_rcpts(self, config):
+        gw = Gateway(config)
+        try:
+            gw.start()
+            c = gw.connect()
+            c.reply()
+            c.command("EHLO client.test")
+            c.command("MAIL FROM:<app@example.com>")
+            replies = [c.command(f"RCPT TO:<{r}>") for r in ("x@[127.0.0.1]", "y@[10.1.2.3]", "z@[IPv6:::1]")]
+            return gw, replies
+        except Exception:
+            gw.cleanup()
+            raise
+
+    def test_refused_by_default(self):
+        gw, replies = self.run_rcpts("")
+        try:
+            self.assertEqual(replies, [
+                "550 5.7.1 <x@[127.0.0.1]>: Recipient address rejected: Address literals are not accepted\r\n",
+                "550 5.7.1 <y@[10.1.2.3]>: Recipient address rejected: Address literals are not accepted\r\n",
+                "550 5.7.1 <z@[IPv6:::1]>: Recipient address rejected: Address literals are not accepted\r\n"])
+            gw.wait_log(r"NOQUEUE: reject: RCPT from unknown\[127\.0\.0\.1\]: 550 5\.7\.1 <y@\[10\.1\.2\.3\]>: Recipient "
+                        r"address rejected: Address literals are not accepted; from=<app@example\.com> "
+                        r"to=<y@\[10\.1\.2\.3\]> proto=ESMTP helo=<client\.test>")
+        finally:
+            gw.cleanup()
+
+    def test_allowed_when_configured(self):
+        gw, replies = self.run_rcpts("limits: { address_literals: allow }\n")
+        try:
+            self.assertEqual(replies, ["250 2.1.5 Ok\r\n"] * 3)
+        finally:
+            gw.cleanup()

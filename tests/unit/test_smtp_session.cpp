@@ -201,6 +201,23 @@ TEST_CASE("a client outside `clients` cannot relay", "[session]") {
     CHECK_FALSE(d.hooks.committed);
 }
 
+TEST_CASE("address literals are refused unless allowed", "[session]") {
+    LogCapture logs;
+    Dialog d;
+    d.out();
+    d.send("EHLO c\r\nMAIL FROM:<a@x.example>\r\n");
+    CHECK(d.send("RCPT TO:<b@[10.1.2.3]>\r\n") ==
+          "550 5.7.1 <b@[10.1.2.3]>: Recipient address rejected: Address literals are not accepted\r\n");
+    CHECK(logs.has("NOQUEUE: reject: RCPT from unknown[192.0.2.7]: 550 5.7.1 <b@[10.1.2.3]>"));
+    CHECK(d.send("RCPT TO:<b@y.example>\r\n") == "250 2.1.5 Ok\r\n");
+    auto p = Dialog::default_policy();
+    p.address_literals = true;
+    Dialog allowed(true, p);
+    allowed.out();
+    allowed.send("EHLO c\r\nMAIL FROM:<a@x.example>\r\n");
+    CHECK(allowed.send("RCPT TO:<b@[IPv6:2001:db8::1]>\r\n") == "250 2.1.5 Ok\r\n");
+}
+
 TEST_CASE("commands out of sequence", "[session]") {
     Dialog d;
     d.out();
