@@ -236,6 +236,15 @@ void advise(const Config& c, std::vector<Diagnostic>& diags) {
                     path + ", or 640 with the gateway's group");
     };
     if (c.sasl) world_readable({}, "sasl.sasldb", c.sasl->sasldb);
+    if (!c.metrics.listen.empty()) {
+        auto ip = IpAddress::parse(c.metrics.endpoint.host);
+        bool loopback = ip && (ip->v6 ? *ip == *IpAddress::parse("::1") : ip->bytes[0] == 127);
+        if (!loopback)
+            warn({}, "metrics.listen: " + c.metrics.listen +
+                         " can be reached from other hosts, and /metrics asks no one for credentials: it tells "
+                         "them how much mail flows where; listen on 127.0.0.1 and let Prometheus reach it through "
+                         "a firewall rule, a proxy or a tunnel");
+    }
     for (const auto& u : c.upstreams) {
         std::string key = "upstreams." + u.name;
         if (u.auth) {

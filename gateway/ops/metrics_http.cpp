@@ -97,12 +97,18 @@ std::string exposition(const QueueState& q) {
 
 // --- the HTTP endpoint ------------------------------------------------------------------------
 
+namespace {
+constexpr size_t k_max_connections = 64;          // scrapers are few
+constexpr uint64_t k_request_timeout_ms = 10000;  // to send the request line and headers
+}  // namespace
+
 struct HttpServer::Conn {
     uv_tcp_t tcp{};
     HttpServer* owner = nullptr;
     std::string in, out;
     uv_write_t write{};
     bool answered = false;
+    uint64_t since_ms = 0;
 
     void close() {
         owner->m_conns.erase(this);
@@ -126,9 +132,13 @@ void HttpServer::start() {
         r = uv_listen(reinterpret_cast<uv_stream_t*>(m_tcp), 64, [](uv_stream_t* server, int status) {
             if (status != 0) return;
             auto* self = static_cast<HttpServer*>(server->data);
+            // Full: the connection waiting longest for its request goes, so that idle
+            // connections cannot keep a scraper out.
+            if (self->m_conns.size() >= k_max_connections) self->close_oldest();
+            bool full = self->m_conns.size() >= k_max_connections;  // all of them being answered
             auto* c = new Conn;
-            bool full = self->m_conns.size() >= 64;  // scrapers are few; idle connections are not kept
             c->owner = self;
+            c->since_ms = uv_now(self->m_loop);
             uv_tcp_init(self->m_loop, &c->tcp);
             c->tcp.data = c;
             if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp)) != 0 || full) {
@@ -181,12 +191,36 @@ void HttpServer::start() {
         throw std::runtime_error("metrics.listen " + m_endpoint.host + ":" + std::to_string(m_endpoint.port) + ": " +
                                  uv_strerror(r));
     }
+    m_sweep = new uv_timer_t;
+    uv_timer_init(m_loop, m_sweep);
+    m_sweep->data = this;
+    uv_timer_start(
+        m_sweep, [](uv_timer_t* t) { static_cast<HttpServer*>(t->data)->close_idle(); }, 1000, 1000);
+}
+
+void HttpServer::close_idle() {
+    uint64_t now = uv_now(m_loop);
+    auto conns = m_conns;
+    for (Conn* c : conns)
+        if (!c->answered && now - c->since_ms >= k_request_timeout_ms) c->close();
+}
+
+void HttpServer::close_oldest() {
+    Conn* oldest = nullptr;
+    for (Conn* c : m_conns)
+        if (!c->answered && (!oldest || c->since_ms < oldest->since_ms)) oldest = c;
+    if (oldest) oldest->close();
 }
 
 void HttpServer::close() {
     auto conns = m_conns;
     for (Conn* c : conns)
         c->close();
+    if (m_sweep) {
+        uv_close(reinterpret_cast<uv_handle_t*>(m_sweep),
+                 [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+        m_sweep = nullptr;
+    }
     if (m_tcp) {
         uv_close(reinterpret_cast<uv_handle_t*>(m_tcp), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
         m_tcp = nullptr;

@@ -1,6 +1,7 @@
 // GET /metrics (`metrics.listen`): the counters of common/metrics.hpp and the queue's state in
 // the Prometheus text exposition format 0.0.4. The endpoint runs on the event loop and answers
-// from the counters directly; the queue is asked at each scrape.
+// from the counters directly; the queue is asked at each scrape. At most 64 connections, each
+// with 10 seconds and 8 KiB for its request; when all 64 are taken, the oldest waiting one goes.
 #pragma once
 
 #include "conf/config.hpp"
@@ -32,10 +33,13 @@ public:
 
 private:
     struct Conn;
+    void close_idle();    // connections that sent no whole request in time
+    void close_oldest();  // the connection waiting longest for its request
     uv_loop_t* m_loop;
     conf::HostPort m_endpoint;
     std::function<QueueState()> m_queue;
     uv_tcp_t* m_tcp = nullptr;
+    uv_timer_t* m_sweep = nullptr;
     std::set<Conn*> m_conns;
 };
 

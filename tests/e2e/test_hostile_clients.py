@@ -13,6 +13,7 @@ import time
 import unittest
 
 from gwtest import BIN, Gateway, wait_for
+from peers import free_tcp_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -410,5 +411,31 @@ class AddressLiteralTest(unittest.TestCase):
         gw, replies = self.run_rcpts("limits: { address_literals: allow }\n")
         try:
             self.assertEqual(replies, ["250 2.1.5 Ok\r\n"] * 3)
+        finally:
+            gw.cleanup()
+
+
+class MetricsEndpointTest(unittest.TestCase):
+    """Idle connections to /metrics cannot lock a scraper out: they are given 10 seconds for the
+    request, and when all 64 places are taken, the oldest waiting one makes room."""
+
+    def test_idle_connections_do_not_lock_out_the_scraper(self):
+        port = free_tcp_port("127.0.2.3")
+        gw = Gateway(f'metrics: {{ listen: "127.0.2.3:{port}" }}\n')
+        try:
+            gw.start()
+            base = descriptors(gw.proc.pid)
+            idle = [socket.create_connection(("127.0.2.3", port)) for _ in range(200)]
+            started = time.monotonic()
+            r = subprocess.run(["curl", "-sf", "--max-time", "5", f"http://127.0.2.3:{port}/metrics"],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("smtpgw_connections_total", r.stdout)
+            self.assertLess(time.monotonic() - started, 2)
+            self.assertLessEqual(descriptors(gw.proc.pid), base + 64)
+            # Those that never send a request are closed after 10 seconds.
+            wait_for(lambda: descriptors(gw.proc.pid) <= base, timeout=15, what="idle connections to close")
+            for s in idle:
+                s.close()
         finally:
             gw.cleanup()

@@ -290,6 +290,25 @@ TEST_CASE("check-config warns about what is valid but will not work", "[config]"
     rmdir(dir);
 }
 
+TEST_CASE("check-config warns about /metrics reachable from other hosts", "[config]") {
+    for (const auto& [listen, warns] : {std::pair{"0.0.0.0:9465", true},
+                                        {"192.0.2.4:9465", true},
+                                        {"\"[::]:9465\"", true},
+                                        {"127.0.0.1:9465", false},
+                                        {"127.0.2.3:9465", false},
+                                        {"\"[::1]:9465\"", false}}) {
+        auto r =
+            load_string(std::string("hostname: relay.example.com\nmetrics: { listen: ") + listen + " }\n", "t.yaml");
+        REQUIRE(r.ok());
+        bool warned = std::any_of(r.diagnostics.begin(), r.diagnostics.end(), [](const Diagnostic& d) {
+            return d.text.find("metrics.listen: ") == 0 &&
+                   d.text.find("can be reached from other hosts") != std::string::npos;
+        });
+        INFO(listen);
+        CHECK(warned == warns);
+    }
+}
+
 TEST_CASE("an empty file means all defaults", "[config]") {
     auto r = load_string("", "empty.yaml");
     REQUIRE(r.ok());
