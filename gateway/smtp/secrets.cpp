@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <memory>
 
@@ -13,6 +14,7 @@ namespace {
 
 constexpr size_t k_max_secret = 64 * 1024;
 constexpr uint64_t k_command_timeout_ms = 30000;
+constexpr uint64_t k_output_grace_ms = 200;  // after the shell's exit, for the rest of its output
 
 std::string trimmed(std::string s) {
     while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ' || s.back() == '\t'))
@@ -55,7 +57,10 @@ void read_file(uv_loop_t* loop, const std::string& path, SecretDone done) {
         });
 }
 
-// Runs "/bin/sh -c COMMAND" and takes what it prints.
+// Runs "/bin/sh -c COMMAND" in a process group of its own and takes what it prints. The result
+// comes at the latest k_command_timeout_ms after the start, and soon after the shell exits even
+// when something it started still holds its output open; whatever is left of the group is
+// killed then.
 struct Command {
     uv_process_t process{};
     uv_pipe_t out{};
@@ -67,13 +72,38 @@ struct Command {
     bool timed_out = false;
     bool exited = false;
     bool eof = false;
+    bool finished = false;
     SecretDone done;
 
-    void maybe_finish() {
-        if (!exited || !eof || !done) return;
-        uv_timer_stop(&timer);
+    static void closed(uv_handle_t* h) {
+        auto* c = static_cast<Command*>(h->data);
+        if (--c->open_handles == 0) delete c;
+    }
+    // Nothing the command started outlives its result. The shell was made a group leader; the
+    // group may be empty by now (ESRCH).
+    void kill_group() { uv_kill(-process.pid, SIGKILL); }
+    void on_exit(int64_t exit_status) {
+        exited = true;
+        status = exit_status;
+        if (finished) return uv_close(reinterpret_cast<uv_handle_t*>(&process), closed);
+        if (eof) return finish();
+        // A child of the shell may still hold the pipe: what was printed arrives at once.
+        uv_timer_start(
+            &timer, [](uv_timer_t* t) { static_cast<Command*>(t->data)->finish(); }, k_output_grace_ms, 0);
+    }
+    void on_eof() {
+        eof = true;
+        if (exited) finish();
+    }
+    void on_timeout() {
+        timed_out = !exited;
+        finish();
+    }
+    void finish() {
+        if (finished) return;
+        finished = true;
+        kill_group();
         auto d = std::move(done);
-        done = nullptr;
         if (timed_out)
             d(false, {}, "auth.token_command did not finish within 30 s: " + command);
         else if (status != 0)
@@ -82,13 +112,9 @@ struct Command {
             d(false, {}, "auth.token_command printed nothing: " + command);
         else
             d(true, trimmed(output), {});
-        auto closed = [](uv_handle_t* h) {
-            auto* c = static_cast<Command*>(h->data);
-            if (--c->open_handles == 0) delete c;
-        };
-        uv_close(reinterpret_cast<uv_handle_t*>(&process), closed);
         uv_close(reinterpret_cast<uv_handle_t*>(&out), closed);
         uv_close(reinterpret_cast<uv_handle_t*>(&timer), closed);
+        if (exited) uv_close(reinterpret_cast<uv_handle_t*>(&process), closed);  // else once it has exited
     }
 };
 
@@ -111,22 +137,14 @@ void run_command(uv_loop_t* loop, const std::string& command, SecretDone done) {
     options.args = args;
     options.stdio = stdio;
     options.stdio_count = 3;
-    options.exit_cb = [](uv_process_t* p, int64_t status, int) {
-        auto* c = static_cast<Command*>(p->data);
-        c->status = status;
-        c->exited = true;
-        c->maybe_finish();
-    };
+    options.flags = UV_PROCESS_DETACHED;  // setsid(): the shell leads a process group of its own
+    options.exit_cb = [](uv_process_t* p, int64_t status, int) { static_cast<Command*>(p->data)->on_exit(status); };
     int r = uv_spawn(loop, &c->process, &options);
     if (r != 0) {
         auto d = std::move(c->done);
         c->open_handles = 2;
-        auto closed = [](uv_handle_t* h) {
-            auto* c = static_cast<Command*>(h->data);
-            if (--c->open_handles == 0) delete c;
-        };
-        uv_close(reinterpret_cast<uv_handle_t*>(&c->out), closed);
-        uv_close(reinterpret_cast<uv_handle_t*>(&c->timer), closed);
+        uv_close(reinterpret_cast<uv_handle_t*>(&c->out), Command::closed);
+        uv_close(reinterpret_cast<uv_handle_t*>(&c->timer), Command::closed);
         return d(false, {}, std::string("cannot run auth.token_command: ") + uv_strerror(r));
     }
     uv_read_start(
@@ -136,19 +154,10 @@ void run_command(uv_loop_t* loop, const std::string& command, SecretDone done) {
             auto* c = static_cast<Command*>(s->data);
             if (n > 0 && c->output.size() < k_max_secret) c->output.append(buf->base, size_t(n));
             delete[] buf->base;
-            if (n < 0) {
-                c->eof = true;
-                c->maybe_finish();
-            }
+            if (n < 0) c->on_eof();
         });
     uv_timer_start(
-        &c->timer,
-        [](uv_timer_t* t) {
-            auto* c = static_cast<Command*>(t->data);
-            c->timed_out = true;
-            uv_process_kill(&c->process, SIGKILL);
-        },
-        k_command_timeout_ms, 0);
+        &c->timer, [](uv_timer_t* t) { static_cast<Command*>(t->data)->on_timeout(); }, k_command_timeout_ms, 0);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@ import base64
 import email
 import os
 import re
+import subprocess
 import tempfile
 import time
 import unittest
@@ -211,6 +212,41 @@ queue: {{ dir: {{spool}}, retry: [1h] }}
         [session] = [s for s in self.faulty.sessions if any(c.startswith("AUTH") for c in s)]
         auths = [c for c in session if c.startswith("AUTH XOAUTH2 ")]
         self.assertEqual(len(auths), 2)  # one connection: the refused token, then the fresh one
+
+    def token_script(self, body):
+        script = os.path.join(tempfile.mkdtemp(), "token.sh")
+        with open(script, "w") as f:
+            f.write("#!/bin/sh\n" + body + "\n")
+        os.chmod(script, 0o755)
+        return script
+
+    def leftovers(self, marker):
+        r = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
+        return r.stdout.split()
+
+    def test_a_token_command_that_leaves_a_child_holding_its_output(self):
+        self.faulty = ScriptedSmtp("127.0.0.42", 2525, Script(
+            ehlo=("250-scripted.test", "250 AUTH XOAUTH2"), xoauth2="good-token"))
+        script = self.token_script("echo good-token\nsleep 4241 &")
+        self.gw = Gateway(self.xoauth2_upstream(f"token_command: {script}"))
+        self.gw.start()
+        started = time.monotonic()
+        qid = self.send("w@oauth.test")
+        self.line(qid, "w@oauth.test", "sent")
+        self.assertLess(time.monotonic() - started, 5)  # not the 30 s timeout, nor the child's 4241 s
+        wait_for(lambda: not self.leftovers("sleep 4241"), timeout=5, what="the command's child to be killed")
+
+    def test_a_token_command_past_its_timeout_is_killed_with_its_children(self):
+        self.faulty = ScriptedSmtp("127.0.0.42", 2525, Script(
+            ehlo=("250-scripted.test", "250 AUTH XOAUTH2"), xoauth2="good-token"))
+        script = self.token_script("sleep 4242; echo good-token")
+        self.gw = Gateway(self.xoauth2_upstream(f"token_command: {script}"))
+        self.gw.start()
+        qid = self.send("v@oauth.test")
+        line = self.line(qid, "v@oauth.test", "deferred", timeout=45)
+        self.assertRegex(line, r"delay=3[01], ")
+        self.assertIn("auth.token_command did not finish within 30 s: " + script, line)
+        wait_for(lambda: not self.leftovers("sleep 4242"), timeout=5, what="the command's children to be killed")
 
     def test_xoauth2_is_not_sent_without_tls(self):
         self.faulty = ScriptedSmtp("127.0.0.42", 2525, Script(
