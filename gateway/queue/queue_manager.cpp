@@ -4,6 +4,7 @@
 #include "gateway/common/log.hpp"
 #include "gateway/common/message_headers.hpp"
 #include "gateway/common/metrics.hpp"
+#include "gateway/smtp/secrets.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -136,6 +137,7 @@ void QueueManager::stop() {
     auto sessions = m_sessions;
     for (auto& [ptr, s] : sessions)
         s->abort();
+    stop_secret_commands();
     m_sessions.clear();
     m_dests.clear();
     if (m_timer) {

@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstring>
 #include <memory>
+#include <set>
 
 namespace gateway {
 
@@ -73,7 +74,13 @@ struct Command {
     bool exited = false;
     bool eof = false;
     bool finished = false;
+    bool cancelled = false;
     SecretDone done;
+
+    static std::set<Command*>& running() {  // loop thread only
+        static std::set<Command*> all;
+        return all;
+    }
 
     static void closed(uv_handle_t* h) {
         auto* c = static_cast<Command*>(h->data);
@@ -102,9 +109,12 @@ struct Command {
     void finish() {
         if (finished) return;
         finished = true;
+        running().erase(this);
         kill_group();
         auto d = std::move(done);
-        if (timed_out)
+        if (cancelled)
+            d(false, {}, "auth.token_command was stopped: the gateway is stopping");
+        else if (timed_out)
             d(false, {}, "auth.token_command did not finish within 30 s: " + command);
         else if (status != 0)
             d(false, {}, "auth.token_command exited with status " + std::to_string(status) + ": " + command);
@@ -147,6 +157,7 @@ void run_command(uv_loop_t* loop, const std::string& command, SecretDone done) {
         uv_close(reinterpret_cast<uv_handle_t*>(&c->timer), Command::closed);
         return d(false, {}, std::string("cannot run auth.token_command: ") + uv_strerror(r));
     }
+    Command::running().insert(c);
     uv_read_start(
         reinterpret_cast<uv_stream_t*>(&c->out),
         [](uv_handle_t*, size_t size, uv_buf_t* buf) { *buf = uv_buf_init(new char[size], unsigned(size)); },
@@ -161,6 +172,14 @@ void run_command(uv_loop_t* loop, const std::string& command, SecretDone done) {
 }
 
 }  // namespace
+
+void stop_secret_commands() {
+    auto all = Command::running();
+    for (Command* c : all) {
+        c->cancelled = true;
+        c->finish();
+    }
+}
 
 void fetch_secret(uv_loop_t* loop, const conf::UpstreamAuth& auth, SecretDone done) {
     if (!auth.token_command.empty()) return run_command(loop, auth.token_command, std::move(done));

@@ -18,4 +18,8 @@ using SecretDone = std::function<void(bool ok, const std::string& secret, const 
 
 void fetch_secret(uv_loop_t* loop, const conf::UpstreamAuth& auth, SecretDone done);
 
+// The gateway is stopping: token commands still running are killed (with what they started),
+// and their callers are told.
+void stop_secret_commands();
+
 }  // namespace gateway

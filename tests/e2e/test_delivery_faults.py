@@ -248,6 +248,19 @@ queue: {{ dir: {{spool}}, retry: [1h] }}
         self.assertIn("auth.token_command did not finish within 30 s: " + script, line)
         wait_for(lambda: not self.leftovers("sleep 4242"), timeout=5, what="the command's children to be killed")
 
+    def test_sigterm_while_a_token_command_runs(self):
+        self.faulty = ScriptedSmtp("127.0.0.42", 2525, Script(
+            ehlo=("250-scripted.test", "250 AUTH XOAUTH2"), xoauth2="good-token"))
+        script = self.token_script("sleep 4243; echo good-token")
+        self.gw = Gateway(self.xoauth2_upstream(f"token_command: {script}"))
+        self.gw.start()
+        self.send("u@oauth.test")
+        wait_for(lambda: self.leftovers("sleep 4243"), timeout=10, what="the token command to run")
+        started = time.monotonic()
+        self.assertEqual(self.gw.stop(), 0)
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertFalse(self.leftovers("sleep 4243"))
+
     def test_xoauth2_is_not_sent_without_tls(self):
         self.faulty = ScriptedSmtp("127.0.0.42", 2525, Script(
             ehlo=("250-scripted.test", "250 AUTH XOAUTH2"), xoauth2="t"))
