@@ -357,7 +357,8 @@ int cmd_doctor(const Arguments& a) {
     return gateway::run_doctor(*config, ip, std::cout);
 }
 
-// Checks the file, then has the running gateway read it again (SIGHUP).
+// Checks the file, then has the running gateway read it again, through its control socket:
+// the lock file names a process, but the service account may write anything into it.
 int cmd_reload(const Arguments& a) {
     auto r = load(a);
     for (const auto& d : r.diagnostics)
@@ -366,17 +367,17 @@ int cmd_reload(const Arguments& a) {
         std::cerr << "smtpgw: not reloaded: the running gateway keeps its configuration\n";
         return 1;
     }
-    int pid = gateway::running_gateway(gateway::SpoolLayout{r.config->queue.dir});
-    if (pid <= 0) {
+    if (gateway::running_gateway(gateway::SpoolLayout{r.config->queue.dir}) <= 0) {
         std::cerr << "smtpgw: no gateway is running on the spool " << r.config->queue.dir << "\n";
         return 1;
     }
-    if (kill(pid, SIGHUP) != 0) {
-        std::cerr << "smtpgw: cannot signal process " << pid << ": " << std::strerror(errno) << "\n";
+    std::string answer, error;
+    if (!gateway::control_request(r.config->control_socket(), "reload", answer, error)) {
+        std::cerr << "smtpgw: a gateway runs on " << r.config->queue.dir << ", but " << error << "\n";
         return 1;
     }
-    std::cout << "smtpgw: process " << pid << " is reloading " << r.config->source << "\n";
-    return 0;
+    std::cout << "smtpgw: " << answer;
+    return answer.rfind("ok", 0) == 0 ? 0 : 1;
 }
 
 int cmd_queue(const Arguments& a) {

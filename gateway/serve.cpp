@@ -87,8 +87,10 @@ int64_t wall_clock_us() {
     return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
 }
 
-// The answers to the control socket's requests (see control.hpp).
-std::string control_answer(QueueManager& queue, const std::string& request) {
+// The answers to the control socket's requests (see control.hpp); `reload` reads the
+// configuration file again and says how that went.
+std::string control_answer(QueueManager& queue, const std::function<std::string()>& reload,
+                           const std::string& request) {
     std::vector<std::string> w;
     size_t pos = 0;
     while (pos < request.size()) {
@@ -99,6 +101,7 @@ std::string control_answer(QueueManager& queue, const std::string& request) {
     }
     if (w.empty()) return "error: empty request\n";
     log::info(Component::Control, "request: " + printable(request));
+    if (w[0] == "reload" && w.size() == 1) return reload();
     // The socket's group may write to it: IDs are checked as the command line checks them.
     for (size_t i = 1; i < w.size(); ++i)
         if (w[i] != "--all" && !QueueIdGenerator::is_valid(w[i]))
@@ -173,19 +176,25 @@ int serve(const std::string& config_file) {
             spool.close();
         });
     };
-    signals.handler = [&](int signum) {
-        if (signum == SIGUSR1) return log::reopen();  // logrotate's postrotate
-        if (signum != SIGHUP) return stop();
+    // SIGHUP and `smtpgw reload`: the answer for the control socket's client.
+    auto reload = [&]() -> std::string {
         auto r = load(config_file);
         if (!r.ok()) {
-            log::error(Component::Master, "reload refused, keeping the running configuration: " + r.first_error());
-            return;
+            std::string why = "reload refused, keeping the running configuration: " + r.first_error();
+            log::error(Component::Master, why);
+            return "error: " + why + "\n";
         }
         log_warnings(r.diagnostics);
         auto next = std::make_shared<const conf::Config>(std::move(*r.config));
         server.reload(next);
         queue->reload(next);
         log::info(Component::Master, "configuration reloaded from " + next->source);
+        return "ok: configuration reloaded from " + next->source + "\n";
+    };
+    signals.handler = [&](int signum) {
+        if (signum == SIGUSR1) return log::reopen();  // logrotate's postrotate
+        if (signum == SIGHUP) return (void)reload();
+        stop();
     };
     int status = 0;
     try {
@@ -202,8 +211,8 @@ int serve(const std::string& config_file) {
         server.on_stored(
             [&](const Envelope& e, std::shared_ptr<const std::string> content) { queue->add(e, std::move(content)); });
         server.start();
-        control = std::make_unique<ControlServer>(&loop, config->control_socket(),
-                                                  [&](const std::string& r) { return control_answer(*queue, r); });
+        control = std::make_unique<ControlServer>(
+            &loop, config->control_socket(), [&](const std::string& r) { return control_answer(*queue, reload, r); });
         control->start();
         if (!config->metrics.listen.empty()) {
             scrape = std::make_unique<metrics::HttpServer>(&loop, config->metrics.endpoint, [&] {

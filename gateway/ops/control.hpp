@@ -3,6 +3,7 @@
 //   flush [ID]        retry now (every message without ID)
 //   delete ID         remove a message (after the attempt in flight, if one is)
 //   delete --all
+//   reload            read the configuration file again (as SIGHUP does)
 // The answer is text lines; the first word of the last line is "ok" or "error".
 #pragma once
 

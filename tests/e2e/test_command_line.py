@@ -73,3 +73,23 @@ class ControlSocketIdsTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ReloadTest(unittest.TestCase):
+    def test_reload_asks_the_gateway_not_the_pid_in_the_lock_file(self):
+        gw = Gateway()
+        victim = subprocess.Popen(["sleep", "60"])
+        try:
+            gw.start()
+            # The service account can write the lock file; what it says must not be signalled.
+            with open(os.path.join(gw.spool, "lock"), "w") as f:
+                f.write(f"{victim.pid}\n")
+            out = gw.run("reload")
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertEqual(out.stdout, f"smtpgw: ok: configuration reloaded from {gw.config_path}\n")
+            self.assertIsNone(victim.poll())
+            gw.wait_log(r"configuration reloaded from ")
+        finally:
+            victim.kill()
+            victim.wait()
+            gw.cleanup()

@@ -91,7 +91,8 @@ class PackageTest(unittest.TestCase):
         with open(self.path("/usr/lib/systemd/system/smtpgw.service")) as f:
             unit = f.read()
         for line in ["ExecStart=/usr/sbin/smtpgw serve -c /etc/smtpgw/smtpgw.yaml",
-                     "ExecReload=/usr/sbin/smtpgw reload -c /etc/smtpgw/smtpgw.yaml",
+                     "ExecReload=/usr/sbin/smtpgw check-config -c /etc/smtpgw/smtpgw.yaml",
+                     "ExecReload=/bin/kill -HUP $MAINPID",
                      "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes",
                      "ReadWritePaths=/var/spool/smtpgw /var/log/smtpgw", "SystemCallFilter=@system-service",
                      "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"]:
