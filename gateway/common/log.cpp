@@ -8,7 +8,9 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 #include <atomic>
@@ -153,11 +155,32 @@ void send_syslog(State& s, const Entry& e) {
     }
 }
 
+// The log file is opened as root at start-up, in a folder the service account may write: it must
+// be the plain file its name says, not a link (or a link swapped in meanwhile) to some other file.
+void check_log_file(const std::string& path, std::FILE* file) {
+    struct stat opened {
+    }, named{};
+    if (fstat(fileno(file), &opened) != 0 || lstat(path.c_str(), &named) != 0 || !S_ISREG(named.st_mode) ||
+        opened.st_dev != named.st_dev || opened.st_ino != named.st_ino)
+        throw std::runtime_error("log.file " + path +
+                                 " is not a plain file (a link, or replaced while it was opened); the gateway "
+                                 "writes only to a file of that name, which it creates when there is none");
+}
+
 std::shared_ptr<spdlog::logger> make_logger(const conf::Log& config) {
     spdlog::sink_ptr sink;
-    if (!config.file.empty())
-        sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(config.file);  // throws spdlog_ex
-    else if (config.syslog)
+    spdlog::file_event_handlers checks;
+    checks.after_open = [path = config.file](const spdlog::filename_t&, std::FILE* f) { check_log_file(path, f); };
+    if (!config.file.empty()) {
+        // Made here when missing, without following a link; spdlog then opens what is there.
+        int fd = ::open(config.file.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
+        if (fd < 0 && errno == ELOOP)
+            throw std::runtime_error("log.file " + config.file +
+                                     " is a symbolic link; the gateway writes only to a "
+                                     "plain file of that name, which it creates when there is none");
+        if (fd >= 0) ::close(fd);
+        sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(config.file, false, checks);  // throws
+    } else if (config.syslog)
         sink = std::make_shared<spdlog::sinks::null_sink_mt>();
     else
         sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();

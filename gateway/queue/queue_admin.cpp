@@ -15,7 +15,8 @@ namespace {
 class SpoolLock {
 public:
     explicit SpoolLock(const SpoolLayout& layout) {
-        m_fd = ::open(layout.lock().c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (m_error = spool_problem(layout); !m_error.empty()) return;
+        m_fd = ::open(layout.lock().c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (m_fd < 0) {
             m_error = "cannot open " + layout.lock() + ": " + std::strerror(errno);
         } else if (flock(m_fd, LOCK_EX | LOCK_NB) != 0) {
@@ -49,7 +50,8 @@ bool sync_dir(const std::string& dir) {
 bool write_envelope(const SpoolLayout& layout, const Envelope& e, std::string& error) {
     std::string path = layout.envelope(e.id), tmp = path + ".tmp";
     std::string text = serialize(e);
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    ::unlink(tmp.c_str());  // a leftover, or a link someone put there
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     bool ok = fd >= 0 && ::write(fd, text.data(), text.size()) == ssize_t(text.size()) && fdatasync(fd) == 0;
     if (fd >= 0) ::close(fd);
     ok = ok && rename(tmp.c_str(), path.c_str()) == 0 && sync_dir(layout.queue());

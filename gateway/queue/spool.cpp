@@ -26,13 +26,16 @@ namespace {
 
 std::string errno_text(int e) { return std::strerror(e); }
 
+const char* const k_not_made_here =
+    ": the spool's folders and files are made by smtpgw, and none of them is a link; move it out of the way";
+
 void make_dir(const std::string& path) {
     if (mkdir(path.c_str(), 0700) != 0 && errno != EEXIST)
         throw std::runtime_error("cannot create " + path + ": " + errno_text(errno));
 }
 
 bool read_file(const std::string& path, std::string& out) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) return false;
     out.clear();
     char buf[8192];
@@ -57,7 +60,7 @@ StoredMessage read_stored_message(const SpoolLayout& layout, const std::string& 
         out.error = "not a queue ID";
         return out;
     }
-    int fd = ::open(layout.message(id).c_str(), O_RDONLY | O_CLOEXEC);
+    int fd = ::open(layout.message(id).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
         out.missing = errno == ENOENT;
         out.error = "unreadable: " + errno_text(errno);
@@ -164,8 +167,20 @@ Spool::~Spool() {
     }
 }
 
+std::string spool_problem(const SpoolLayout& layout) {
+    struct stat st {};
+    for (const auto& dir : {layout.queue(), layout.corrupt(), layout.free()}) {
+        if (lstat(dir.c_str(), &st) != 0) continue;  // made at start-up
+        if (S_ISLNK(st.st_mode)) return dir + " is a symbolic link" + k_not_made_here;
+        if (!S_ISDIR(st.st_mode)) return dir + " is not a directory" + k_not_made_here;
+    }
+    if (lstat(layout.lock().c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+        return layout.lock() + " is not a plain file" + k_not_made_here;
+    return {};
+}
+
 int running_gateway(const SpoolLayout& layout) {
-    int fd = ::open(layout.lock().c_str(), O_RDONLY | O_CLOEXEC);
+    int fd = ::open(layout.lock().c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) return 0;
     int pid = 0;
     if (flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK) {
@@ -178,11 +193,15 @@ int running_gateway(const SpoolLayout& layout) {
 }
 
 std::vector<RecoveredMessage> Spool::open(uv_loop_t* loop) {
+    // Started as root, the gateway works in folders its service account can write: it follows
+    // no link it did not make, so that nothing outside the spool is read, moved or given away.
     make_dir(m_layout.root);
+    if (auto problem = spool_problem(m_layout); !problem.empty()) throw std::runtime_error(problem);
     make_dir(m_layout.queue());
     make_dir(m_layout.corrupt());
     make_dir(m_layout.free());
-    m_lock_fd = ::open(m_layout.lock().c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (auto problem = spool_problem(m_layout); !problem.empty()) throw std::runtime_error(problem);
+    m_lock_fd = ::open(m_layout.lock().c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (m_lock_fd < 0) throw std::runtime_error("cannot open " + m_layout.lock() + ": " + errno_text(errno));
     if (flock(m_lock_fd, LOCK_EX | LOCK_NB) != 0)
         throw std::runtime_error("spool " + m_layout.root + " is in use by another smtpgw process");
@@ -280,7 +299,7 @@ void Spool::read(const std::string& id, uint64_t content_size, uint64_t offset, 
         m_loop, &w->req,
         [](uv_work_t* req) {
             auto* w = static_cast<Work*>(req->data);
-            int fd = ::open(w->path.c_str(), O_RDONLY | O_CLOEXEC);
+            int fd = ::open(w->path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
             if (fd < 0) {
                 w->err = errno;
                 return;

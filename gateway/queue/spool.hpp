@@ -67,6 +67,10 @@ struct SpoolLayout {
 // The process id of the gateway running on this spool, or 0 when none holds its lock.
 int running_gateway(const SpoolLayout& layout);
 
+// Why the spool is not as the gateway makes it (a folder that is a link, a lock that is not a
+// plain file); empty when it is. Nothing works on such a spool.
+std::string spool_problem(const SpoolLayout& layout);
+
 // The last line of a message file: "smtpgw-content " + 16 hex digits + "\n".
 constexpr size_t k_trailer_size = 32;
 std::string message_trailer(uint64_t content_size);

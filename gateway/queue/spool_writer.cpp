@@ -76,7 +76,7 @@ void Spool::run_batch(std::vector<Job>& batch) {
             // A recycled file: never over an existing message (RENAME_NOREPLACE).
             if (::renameat2(AT_FDCWD, m_free.back().c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) == 0) {
                 m_free.pop_back();
-                t.fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+                t.fd = ::open(path.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
                 if (t.fd < 0)
                     t.error = errno;
                 else
