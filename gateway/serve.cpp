@@ -3,6 +3,7 @@
 #include "conf/config_load.hpp"
 #include "gateway/common/log.hpp"
 #include "gateway/common/queue_id.hpp"
+#include "gateway/common/text.hpp"
 #include "gateway/dns/dns.hpp"
 #include "gateway/ops/control.hpp"
 #include "gateway/ops/metrics_http.hpp"

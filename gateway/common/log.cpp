@@ -1,6 +1,7 @@
 #include "gateway/common/log.hpp"
 
 #include "gateway/common/json.hpp"
+#include "gateway/common/text.hpp"
 
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/basic_file_sink.h>
@@ -107,6 +108,10 @@ std::string_view queue_id_of(std::string_view text) {
     return {};
 }
 
+// Whatever a line quotes (client input, headers, server replies, DNS names) leaves here inert
+// and bounded: no control character reaches a terminal, a syslog daemon or a log tool.
+constexpr size_t k_max_text = 8192;
+
 std::string format_line(const State& s, const Entry& e) {
     if (s.config.format == conf::LogFormat::Json) {
         std::string line = "{\"time\":\"" + iso_time(e.when) + "\",\"host\":" + json_string(s.host) +
@@ -114,11 +119,11 @@ std::string format_line(const State& s, const Entry& e) {
                            "\",\"pid\":" + s.pid + ",\"level\":\"" + level_name(e.level) + "\"";
         auto qid = queue_id_of(e.text);
         if (!qid.empty()) line += ",\"queue_id\":\"" + std::string(qid) + "\"";
-        return line + ",\"text\":" + json_string(e.text) + "}";
+        return line + ",\"text\":" + json_string(std::string_view(e.text).substr(0, k_max_text)) + "}";
     }
     std::string line = syslog_time(e.when);
     line.append(" ").append(s.host).append(" smtpgw/").append(component_name(e.component));
-    return line.append("[").append(s.pid).append("]: ").append(e.text);
+    return line.append("[").append(s.pid).append("]: ").append(printable(e.text, k_max_text));
 }
 
 spdlog::level::level_enum to_spdlog(conf::LogLevel l) {
@@ -146,7 +151,7 @@ void send_syslog(State& s, const Entry& e) {
                    : e.level == conf::LogLevel::Info    ? 6
                                                         : 7;
     std::string msg = "<" + std::to_string(2 * 8 + severity) + ">" + syslog_time(e.when) + " smtpgw/" +
-                      component_name(e.component) + "[" + s.pid + "]: " + e.text;
+                      component_name(e.component) + "[" + s.pid + "]: " + printable(e.text, k_max_text);
     if (send(s.syslog_fd, msg.data(), msg.size(), MSG_NOSIGNAL) < 0 && errno == ECONNREFUSED) {
         // The daemon restarted: connect again once.
         auto addr = syslog_address(s.config.syslog_socket);

@@ -1,5 +1,7 @@
 #include "gateway/common/message_headers.hpp"
 
+#include "gateway/common/text.hpp"
+
 #include <strings.h>
 #include <algorithm>
 #include <cstring>
@@ -75,7 +77,7 @@ void HeaderStage::scan_lines(bool at_end) {
             return;
         }
         if (continuation) {
-            if (m_in_message_id) m_message_id += trim(line);
+            if (m_in_message_id && m_message_id.size() <= k_max_message_id) m_message_id += trim(line);
             if (m_in_from) m_from_end = std::min(eol + 2, m_buffer.size());
         } else {
             m_in_from = name_is(line, name, "From") && m_from_start == std::string::npos;
@@ -92,6 +94,8 @@ void HeaderStage::scan_lines(bool at_end) {
         m_scanned = std::min(eol + 2, m_buffer.size());
     }
 }
+
+std::string HeaderStage::message_id() const { return printable(m_message_id, k_max_message_id); }
 
 // Inserts the missing headers at the end of the header lines and switches to pass-through.
 void HeaderStage::end_of_headers(size_t body_start, bool add_separator) {

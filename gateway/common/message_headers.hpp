@@ -22,7 +22,9 @@ public:
     void finish(std::string& out);  // at the end of data
 
     // The Message-ID the message carries (its own, or the one added); empty before the end of headers.
-    const std::string& message_id() const { return m_message_id; }
+    // As the client wrote it (folding removed), printable() and at most k_max_message_id octets.
+    std::string message_id() const;
+    static constexpr size_t k_max_message_id = 256;
 
     // `header_from: rewrite`: From: gets `address` (a display name is kept) and, unless the
     // message has a Reply-To:, the old From: value moves there so that replies still reach the

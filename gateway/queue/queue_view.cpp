@@ -1,6 +1,7 @@
 #include "gateway/queue/queue_view.hpp"
 
 #include "gateway/common/json.hpp"
+#include "gateway/common/text.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -39,14 +40,16 @@ std::string to_json(const Envelope& e) {
     return o + "]}";
 }
 
+// Every value printed as printable(): it came from a client, a server or the DNS.
 void to_text(const Envelope& e, std::ostream& out) {
-    out << e.id << "  " << format_time(e.arrival_us) << "  " << e.size << "  <" << e.sender << ">";
-    if (!e.orig_sender.empty()) out << " (was <" << e.orig_sender << ">)";
+    auto p = [](const std::string& v) { return printable(v, 4096); };
+    out << e.id << "  " << format_time(e.arrival_us) << "  " << e.size << "  <" << p(e.sender) << ">";
+    if (!e.orig_sender.empty()) out << " (was <" << p(e.orig_sender) << ">)";
     out << "\n    attempts=" << e.attempts << " next=" << format_time(e.next_attempt_us) << "\n";
     for (const auto& r : e.recipients) {
-        out << "    <" << r.address << "> " << to_string(r.status);
-        if (!r.dsn.empty()) out << " dsn=" << r.dsn;
-        if (!r.reason.empty()) out << " (" << r.reason << ")";
+        out << "    <" << p(r.address) << "> " << to_string(r.status);
+        if (!r.dsn.empty()) out << " dsn=" << p(r.dsn);
+        if (!r.reason.empty()) out << " (" << p(r.reason) << ")";
         out << "\n";
     }
 }
@@ -87,9 +90,10 @@ int queue_show(const SpoolLayout& layout, const std::string& id, bool json, std:
             return 0;
         }
         to_text(e, out);
-        out << "    client=" << e.client_name << "[" << e.client_ip << "] helo=<" << e.helo
-            << "> protocol=" << e.protocol << "\n    message-id=" << e.message_id
-            << "\n    file=" << layout.message(e.id) << " (content: the first " << e.size << " octets)\n";
+        out << "    client=" << printable(e.client_name) << "[" << printable(e.client_ip) << "] helo=<"
+            << printable(e.helo) << "> protocol=" << printable(e.protocol)
+            << "\n    message-id=" << printable(e.message_id) << "\n    file=" << layout.message(e.id)
+            << " (content: the first " << e.size << " octets)\n";
         return 0;
     }
     err << "smtpgw: no queued message with ID " << id << "\n";

@@ -1,5 +1,7 @@
 #include "gateway/smtp/smtp_reply.hpp"
 
+#include "gateway/common/text.hpp"
+
 #include <string>
 
 namespace gateway {
@@ -24,15 +26,13 @@ bool is_enhanced_status(std::string_view s) {
 }
 
 std::string ServerReply::text() const {
-    std::string out;
+    std::string joined;
     for (const auto& l : lines) {
-        if (!out.empty()) out += ' ';
-        for (unsigned char c : l) {
-            if (out.size() >= k_max_reply_text) return out + "...";
-            out += (c < 32 || c == 127) ? '?' : char(c);
-        }
+        if (joined.size() > k_max_reply_text) break;
+        if (!joined.empty()) joined += ' ';
+        joined += l;
     }
-    return out;
+    return printable(joined, k_max_reply_text);
 }
 
 std::string ServerReply::status() const {

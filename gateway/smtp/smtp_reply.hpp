@@ -13,8 +13,8 @@ struct ServerReply {
     std::vector<std::string> lines;  // as received, with the code: "250-PIPELINING"
 
     // All lines joined by spaces, as Postfix quotes a reply: "550-5.1.1 The account ... 550 5.1.1 ...",
-    // for the log, the envelope and bounces: control characters replaced, at most
-    // k_max_reply_text octets (Postfix's line_length_limit), "..." marking a cut.
+    // for the log, the envelope and bounces: printable() (control characters and what is not
+    // UTF-8 replaced), at most k_max_reply_text octets (Postfix's line_length_limit).
     std::string text() const;
     static constexpr size_t k_max_reply_text = 2048;
     // The enhanced status of the reply when it carries one of the reply's class; otherwise

@@ -3,10 +3,12 @@
 #include "gateway/common/log.hpp"
 #include "gateway/common/metrics.hpp"
 #include "gateway/common/net.hpp"
+#include "gateway/common/text.hpp"
 #include "gateway/dns/spf.hpp"
 #include "gateway/queue/spool.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <random>
 
@@ -66,6 +68,15 @@ void ServerConnection::look_up_client_name(dns::Resolver& resolver, const conf::
     resolver.ptr(spf::reverse_name(ip), [&resolver, ip, done](dns::Status s, std::vector<std::string> names) {
         if (s != dns::Status::Ok || names.empty()) return done("unknown");
         std::string name = names.front();
+        // It goes into the log and Received: as the client's name: a host name or nothing.
+        bool host_name = !name.empty() && name.size() <= 253 && std::all_of(name.begin(), name.end(), [](char c) {
+            return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_';
+        });
+        if (!host_name) {
+            log::warning(log::Component::Smtpd,
+                         "malformed host name " + printable(name) + " in the PTR record of " + ip.to_string());
+            return done("unknown");
+        }
         resolver.addresses(name, [ip, name, done](dns::Status, std::vector<conf::IpAddress> addresses) {
             if (std::find(addresses.begin(), addresses.end(), ip) != addresses.end()) return done(name);
             log::warning(log::Component::Smtpd, "hostname " + name + " does not resolve to address " + ip.to_string());

@@ -3,6 +3,7 @@
 #include "gateway/common/address.hpp"
 #include "gateway/common/log.hpp"
 #include "gateway/common/metrics.hpp"
+#include "gateway/common/text.hpp"
 #include "gateway/smtpd/smtp_syntax.hpp"
 
 #include <strings.h>

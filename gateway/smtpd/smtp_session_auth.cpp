@@ -2,6 +2,7 @@
 #include "auth/sasl_client.hpp"
 #include "gateway/common/log.hpp"
 #include "gateway/common/metrics.hpp"
+#include "gateway/common/text.hpp"
 #include "gateway/smtpd/smtp_session.hpp"
 #include "gateway/smtpd/smtp_syntax.hpp"
 

@@ -1,5 +1,7 @@
 #include "gateway/smtpd/smtp_syntax.hpp"
 
+#include "gateway/common/text.hpp"
+
 #include <strings.h>
 
 namespace gateway {
@@ -77,15 +79,6 @@ std::optional<uint64_t> parse_decimal(std::string_view s) {
         v = v * 10 + uint64_t(c - '0');
     }
     return v;
-}
-
-std::string printable(std::string_view s, size_t max) {
-    std::string out;
-    out.reserve(std::min(s.size(), max));
-    for (unsigned char c : s.substr(0, max))
-        out += (c < 32 || c == 127) ? '?' : char(c);
-    if (s.size() > max) out += "...";
-    return out;
 }
 
 std::string loggable(const CommandParts& cmd, std::string_view line) {

@@ -40,9 +40,6 @@ std::string_view trim_spaces(std::string_view s);
 std::string_view trim_brackets(std::string_view s);
 std::optional<uint64_t> parse_decimal(std::string_view s);
 
-// Control characters and non-ASCII octets replaced, so client input can be logged safely.
-std::string printable(std::string_view s, size_t max = 256);
-
 // GET, POST, CONNECT and other HTTP methods: a web client or a proxy probe, not SMTP.
 bool is_http_verb(std::string_view verb);
 

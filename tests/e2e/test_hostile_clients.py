@@ -1,6 +1,7 @@
 """Clients that attack the listener, against the real binary: each test performs the attack and
 asserts the bound (memory, descriptors, time), not only the reply."""
 import base64
+import json
 import os
 import resource
 import select
@@ -12,7 +13,7 @@ import tempfile
 import time
 import unittest
 
-from gwtest import BIN, Gateway, wait_for
+from gwtest import BIN, Gateway, queued_id, wait_for
 from peers import free_tcp_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -437,5 +438,47 @@ class MetricsEndpointTest(unittest.TestCase):
             wait_for(lambda: descriptors(gw.proc.pid) <= base, timeout=15, what="idle connections to close")
             for s in idle:
                 s.close()
+        finally:
+            gw.cleanup()
+
+
+class ControlCharactersTest(unittest.TestCase):
+    """Escape sequences, NUL, BEL and octets that are not UTF-8, in a Message-ID: and in EHLO: none
+    reaches the log, queue list, queue show or Received: raw, and each value is bounded."""
+
+    def test_nothing_a_terminal_acts_on_leaves_the_gateway(self):
+        gw = Gateway()
+        try:
+            gw.start()
+            c = gw.connect()
+            c.reply()
+            c.send(b"EHLO evil\x1b[2J\x07.test\r\n")
+            c.reply()
+            self.assertTrue(c.command("MAIL FROM:<app@example.com>").startswith("250 "))
+            self.assertTrue(c.command("RCPT TO:<someone@example.org>").startswith("250 "))
+            c.command("DATA")
+            folded = b"".join(b" <" + b"\x1b]0;x\x07" * 50 + b">\r\n" for _ in range(2000))  # 200 kB
+            c.send(b"Message-ID: <\x1b[31mred\x00\x07\xff\xc2\x9b@evil.test>\r\n" + folded +
+                   b"Subject: t\r\n\r\nbody\r\n.\r\n")
+            qid = queued_id(c.reply())
+            line = gw.wait_log(rf"cleanup\[\d+\]: {qid}: message-id=")
+            self.assertTrue(line.endswith("..."), line[-80:])
+            self.assertLess(len(line), 400)
+            with open(gw.log_path, "rb") as f:
+                log = f.read()
+            log.decode("utf-8")  # valid UTF-8 throughout
+            self.assertFalse(any(b < 0x20 and b != 0x0a for b in log), "a control character in the log")
+            self.assertNotIn(b"\xc2\x9b", log)
+            for args in (["queue", "list"], ["queue", "show", qid]):
+                out = subprocess.run([BIN, *args, "-c", gw.config_path], capture_output=True, timeout=30).stdout
+                out.decode("utf-8")
+                self.assertFalse(any(b < 0x20 and b != 0x0a for b in out), args)
+            out = subprocess.run([BIN, "queue", "list", "--json", "-c", gw.config_path], capture_output=True,
+                                 timeout=30).stdout
+            [entry] = json.loads(out.decode("utf-8"))
+            self.assertTrue(entry["message_id"].startswith("<?[31mred?????@evil.test><?]0;x??]0;x"), entry["message_id"][:60])
+            self.assertLessEqual(len(entry["message_id"].encode()), 256 + 3)
+            received = gw.content(qid).split(b"\r\n")[0]
+            self.assertIn(b"evil?[2J?.test", received)
         finally:
             gw.cleanup()

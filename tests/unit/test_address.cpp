@@ -1,4 +1,6 @@
 #include "gateway/common/address.hpp"
+#include "gateway/common/json.hpp"
+#include "gateway/common/text.hpp"
 #include "gateway/smtpd/smtp_syntax.hpp"
 
 #include <catch2/catch.hpp>
@@ -95,7 +97,6 @@ TEST_CASE("command lines and parameters", "[syntax]") {
     CHECK(parse_decimal("12345") == 12345u);
     CHECK_FALSE(parse_decimal("12a"));
     CHECK_FALSE(parse_decimal("99999999999999999999"));
-    CHECK(printable("a\r\nb\x01") == "a??b?");
     CHECK(is_http_verb("GET"));
     CHECK(is_http_verb("CONNECT"));
     CHECK_FALSE(is_http_verb("EHLO"));
@@ -108,4 +109,20 @@ TEST_CASE("an AUTH initial response never reaches the log", "[syntax]") {
     CHECK(logged("auth  login   YWxpY2U=") == "auth login ***");
     CHECK(logged("AUTH CRAM-MD5") == "AUTH CRAM-MD5");
     CHECK(logged("MAIL FROM:<a@b> AUTH=<>") == "MAIL FROM:<a@b> AUTH=<>");
+}
+
+TEST_CASE("what came from the network is printed inert and bounded", "[text]") {
+    CHECK(printable("a\r\nb\x01") == "a??b?");
+    CHECK(printable(std::string("esc\x1b[2J nul") + '\0' + "bel\x07 del\x7f") == "esc?[2J nul?bel? del?");
+    CHECK(printable("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x93\xa7") ==
+          "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x93\xa7");                           // UTF-8 stays
+    CHECK(printable("c1 \xc2\x9b[2J") == "c1 ??[2J");                             // U+009B, CSI
+    CHECK(printable("bad \xc3 \xff \xed\xa0\x80 \xc0\xaf") == "bad ? ? ??? ??");  // not UTF-8
+    CHECK(printable(std::string(300, 'x')) == std::string(256, 'x') + "...");
+    CHECK(printable("ab\xe2\x82\xac", 4) == "ab...");  // a character is not cut in two
+
+    CHECK(json_string("a\"b\\c\n") == "\"a\\\"b\\\\c\\n\"");
+    CHECK(json_string(std::string("\x1b\x07") + '\0' + "\x7f") == "\"\\u001b\\u0007\\u0000\\u007f\"");
+    CHECK(json_string("caf\xc3\xa9") == "\"caf\xc3\xa9\"");
+    CHECK(json_string("\xc2\x9b \xff\xc3") == "\"\\u009b \\ufffd\\ufffd\"");
 }

@@ -1,0 +1,38 @@
+#include "gateway/common/text.hpp"
+
+namespace gateway {
+
+size_t printable_char(std::string_view s, size_t i) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) return c >= 0x20 && c != 0x7f ? 1 : 0;
+    // RFC 3629 4: the shortest form only, no surrogates, nothing above U+10FFFF.
+    size_t n = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return 0;
+    for (size_t k = 1; k < n; ++k)
+        if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return 0;
+    auto c1 = static_cast<unsigned char>(s[i + 1]);
+    if (c == 0xc2 && c1 < 0xa0) return 0;  // U+0080..U+009F: C1 controls (0x9b is CSI)
+    if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 > 0x9f) || (c == 0xf0 && c1 < 0x90) || (c == 0xf4 && c1 > 0x8f))
+        return 0;
+    return n;
+}
+
+std::string printable(std::string_view s, size_t max) {
+    std::string out;
+    out.reserve(std::min(s.size(), max) + 3);
+    size_t i = 0;
+    while (i < s.size()) {
+        size_t n = printable_char(s, i);
+        if (out.size() + (n ? n : 1) > max) return out + "...";
+        if (n) {
+            out.append(s.substr(i, n));
+            i += n;
+        } else {
+            out += '?';
+            i++;
+        }
+    }
+    return out;
+}
+
+}  // namespace gateway

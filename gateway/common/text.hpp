@@ -1,0 +1,19 @@
+// Values that came from the network (client input, headers, server replies, DNS names), made
+// safe to print where they leave the gateway: the log, queue show, JSON, Received:.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace gateway {
+
+// The length of the UTF-8 character at s[i] when it is a well-formed one and no control
+// character (C0, DEL, C1); otherwise 0.
+size_t printable_char(std::string_view s, size_t i);
+
+// `s` with every octet that printable_char() refuses replaced by '?', at most `max` octets (a
+// character is never cut in two), "..." marking a cut.
+std::string printable(std::string_view s, size_t max = 256);
+
+}  // namespace gateway
