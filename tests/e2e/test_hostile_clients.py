@@ -17,6 +17,9 @@ from gwtest import BIN, Gateway, queued_id, wait_for
 from peers import free_tcp_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# Under AddressSanitizer the allocator keeps freed memory in quarantine and pads every block:
+# the memory bounds are measured on the release build.
+SANITIZED = os.environ.get("SMTPGW_SANITIZED") == "1"
 
 
 def rss_kb(pid):
@@ -98,7 +101,8 @@ class UnreadRepliesTest(ListenerUnderAttack):
         sent = flood(s, b"EHLO x\r\n" * (1 << 20))  # 8 MiB
         grown = rss_kb(self.pid) - before_rss
         self.assertLess(sent, 8 << 20, "the gateway read everything")
-        self.assertLess(grown, 5 * 1024, f"RSS grew by {grown} kB after {sent} octets of EHLO")
+        if not SANITIZED:
+            self.assertLess(grown, 5 * 1024, f"RSS grew by {grown} kB after {sent} octets of EHLO")
         # Nothing is read any more: after the command timeout the gateway says 421 and, since the
         # client takes nothing, closes after the drain time (here the command timeout again).
         self.gw.wait_log(r"smtpd\[\d+\]: timeout after EHLO from unknown\[127\.0\.0\.1\]", timeout=10)
@@ -111,6 +115,7 @@ class ManyUnreadRepliesTest(ListenerUnderAttack):
     """A thousand such clients at once, with a command timeout long enough not to end the attack."""
     TIMEOUT = "5m"
 
+    @unittest.skipIf(SANITIZED, "memory is measured on the release build")
     def test_a_thousand_connections_stay_under_200_mb(self):
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))

@@ -8,7 +8,7 @@ import time
 import unittest
 
 from gwtest import Gateway, queued_id
-from test_hostile_clients import rss_kb
+from test_hostile_clients import SANITIZED, rss_kb
 
 EVIL = ("127.0.0.44", 2525)
 
@@ -118,7 +118,8 @@ delivery: {{ timeouts: {{ helo: 3s }} }}
         self.assertLess(time.monotonic() - started, 10)
         self.assertIn("dsn=4.4.2, status=deferred (protocol error with 127.0.0.44[127.0.0.44] while performing "
                       "the EHLO handshake: reply longer than 1000 lines or 64 KiB)", line)
-        self.assertLess(rss_kb(self.pid) - before, 5 * 1024)
+        if not SANITIZED:
+            self.assertLess(rss_kb(self.pid) - before, 5 * 1024)
         self.assertLess(self.server.sent, 8 << 20)  # the gateway stopped reading long before 200 MiB
 
     def test_a_trickling_reply_does_not_hold_off_the_timeout(self):
