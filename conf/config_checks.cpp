@@ -170,6 +170,7 @@ bool check_writable_place(const std::string& path, std::string& why) {
     std::string place = path;
     struct stat st {};
     while (!place.empty() && ::stat(place.c_str(), &st) != 0) {
+        if (place == "." || place == "/") return true;  // nothing above to ask
         auto slash = place.find_last_of('/');
         place = slash == std::string::npos ? "." : slash == 0 ? "/" : place.substr(0, slash);
     }

@@ -1,3 +1,4 @@
+#include "conf/config_checks.hpp"
 #include "conf/config_load.hpp"
 
 #include <catch2/catch.hpp>
@@ -307,6 +308,14 @@ TEST_CASE("check-config warns about /metrics reachable from other hosts", "[conf
         INFO(listen);
         CHECK(warned == warns);
     }
+}
+
+TEST_CASE("a place to write is judged by the nearest folder that exists", "[config]") {
+    std::string why;
+    CHECK(check_writable_place("/nonexistent-smtpgw/a/b/smtpgw.log", why));
+    CHECK(check_writable_place("relative/smtpgw-spool", why));
+    CHECK(check_writable_place("/", why));
+    CHECK(why.empty());
 }
 
 TEST_CASE("an empty file means all defaults", "[config]") {
