@@ -173,7 +173,10 @@ std::string rfc5322_date(std::time_t t) {
 }
 
 std::string received_header(const TraceInfo& t) {
-    std::string h = "Received: from " + t.helo + " (" + t.client_name + " [" + t.client_ip + "])\r\n";
+    // RFC 5321 4.4 TCP-info: an address literal, "[IPv6:...]" for IPv6 (RFC 5321 4.1.3).
+    bool v6 = t.client_ip.find(':') != std::string::npos;
+    std::string h = "Received: from " + t.helo + " (" + t.client_name + " [" + (v6 ? "IPv6:" : "") + t.client_ip +
+                    "])\r\n";
     if (!t.tls.empty()) h += "\t(using " + t.tls + ")\r\n";
     h += "\tby " + t.hostname + " (smtpgw) with " + t.protocol + " id " + t.queue_id;
     if (!t.single_recipient.empty()) h += "\r\n\tfor <" + t.single_recipient + ">";

@@ -486,11 +486,12 @@ void SmtpSession::on_disconnect(std::string_view reason) {
 }
 
 std::string SmtpSession::protocol() const {
-    // RFC 3848: S for TLS, A for AUTH; RFC 6531 3.7.3: UTF8 for SMTPUTF8.
-    std::string p = m_esmtp ? "ESMTP" : "SMTP";
+    // RFC 3848: ESMTP, then S for TLS and A for AUTH; RFC 6531 3.7.3 registers UTF8SMTP with the
+    // same suffixes (UTF8SMTPS, UTF8SMTPA, UTF8SMTPSA) for a transaction with SMTPUTF8.
+    std::string p = m_smtputf8 ? "UTF8SMTP" : m_esmtp ? "ESMTP" : "SMTP";
     if (m_esmtp && m_tls) p += "S";
     if (m_esmtp && !m_user.empty()) p += "A";
-    return m_smtputf8 ? "UTF8" + p : p;
+    return p;
 }
 
 std::string SmtpSession::stats() const {

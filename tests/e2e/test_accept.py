@@ -121,6 +121,8 @@ class Ipv6Test(unittest.TestCase):
                                 "--to", "b@example.org", "--hide-informational"], capture_output=True, text=True)
             qid = queued_id(r.stdout)
             gw.wait_log(rf"{qid}: client=unknown\[::1\]$")
+            received = gw.content(qid).split(b"\r\n")[0]
+            self.assertRegex(received, rb"^Received: from \S+ \(unknown \[IPv6:::1\]\)$")  # RFC 5321 4.1.3
             # The same gateway over IPv4: 127.0.0.1 is not in clients.
             r = subprocess.run(["swaks", "--server", "127.0.0.1", "--port", str(ports[1]), "--from", "a@corp.example",
                                 "--to", "b@example.org", "--hide-informational"], capture_output=True, text=True)

@@ -74,6 +74,8 @@ TEST_CASE("Received header", "[headers]") {
     CHECK(h.substr(h.size() - 2) == "\r\n");
     t.single_recipient.clear();
     CHECK(received_header(t).find("for <") == std::string::npos);
+    t.client_ip = "2001:db8::7";  // RFC 5321 4.1.3: an IPv6 address literal
+    CHECK(received_header(t).rfind("Received: from printer.lan (unknown [IPv6:2001:db8::7])\r\n", 0) == 0);
     CHECK(rfc5322_date(0).find("1970") != std::string::npos);
 }
 

@@ -273,8 +273,8 @@ TEST_CASE("SMTPUTF8 addresses and the protocol name", "[session]") {
     d.send("DATA\r\nSubject: x\r\n\r\n.\r\n");
     REQUIRE(d.hooks.committed);
     CHECK(d.hooks.committed->smtputf8);
-    CHECK(d.hooks.committed->protocol == "UTF8ESMTP");
-    CHECK(d.hooks.content.find("with UTF8ESMTP id") != std::string::npos);
+    CHECK(d.hooks.committed->protocol == "UTF8SMTP");  // RFC 6531 3.7.3
+    CHECK(d.hooks.content.find("with UTF8SMTP id") != std::string::npos);
 }
 
 TEST_CASE("HELO clients get no ESMTP parameters", "[session]") {
