@@ -389,7 +389,10 @@ void QueueManager::job_done(const std::string&, JobResult result) {
     DeliveryJob& job = result.job;
     // Recipients whose destination could not be used at all fail over to the next `via`.
     std::vector<size_t> failover;
-    for (const auto& r : result.results) {
+    for (auto r : result.results) {
+        // RFC 3464 2.3.4: a recipient that stays queued has a class 4 status, even when the last
+        // server's refusal was a 5xx that does not end the message (EHLO, STARTTLS).
+        if (r.status == RcptStatus::Deferred && !r.dsn.empty() && r.dsn[0] == '5') r.dsn[0] = '4';
         if (r.status == RcptStatus::Deferred && r.site_failure && job.via_index + 1 < job.via.size()) {
             failover.push_back(r.index);
             log::info(log::Component::Smtp, m.env.id + ": to=<" + m.env.recipients[r.index].address + ">, via " +

@@ -171,6 +171,20 @@ class FaultTest(unittest.TestCase):
         [entry] = [e for e in self.gw.queue() if e["id"] == qid]
         self.assertGreaterEqual(entry["attempts"], 2)
 
+    def test_a_deferral_after_a_5xx_has_class_4(self):
+        # RFC 3464 2.3.4: a recipient still queued is "delayed" with a 4.x.x status, whatever the
+        # server said in its 5xx to EHLO (which does not end the message: another MX may do).
+        self.start(Script(replies={"EHLO": "550 5.7.1 no mail from you", "HELO": "550 5.7.1 no mail from you"}),
+                   extra_queue="retry: [1s], delay_warning: 1s")
+        qid = self.send("e@faulty.test", subject="refused ehlo")
+        line = self.line(qid, "e@faulty.test", "deferred")
+        self.assertIn("dsn=4.7.1, status=deferred", line)
+        [(_, _, warning)] = wait_for(lambda: self.notices("Delayed Mail"), timeout=30, what="the delay warning")
+        report = warning.get_payload()[1].get_payload()[1]
+        self.assertEqual((report["Action"], report["Status"]), ("delayed", "4.7.1"))
+        [entry] = [e for e in self.gw.queue() if e["id"] == qid]
+        self.assertEqual(entry["recipients"][0]["dsn"], "4.7.1")
+
     def xoauth2_upstream(self, token_source, allow_plaintext="true"):
         return f"""routes: [{{ to: "*", via: oauth }}]
 upstreams:
