@@ -206,17 +206,22 @@ void DeliverySession::read_content() {
 void DeliverySession::on_content(int err, const std::string& data) {
     m_reading_content = false;
     if (!m_client || !m_job) return;
-    if (err) {
+    const Envelope* e = m_ctx.owner->envelope(m_job->message_id);
+    // Nothing came back before the end of the content: the queue file was cut short after it was
+    // accepted (a disk problem, or someone). Reading at the same place again would never end.
+    bool truncated = !err && data.empty() && e && m_content_offset < e->size;
+    if (err || truncated) {
         // Postfix: "local data error while talking to HOST": nothing is the server's fault.
-        std::string reason =
-            "local data error while talking to " + host_label() + ": cannot read queue file: " + std::strerror(err);
+        std::string reason = "local data error while talking to " + host_label() + ": " +
+                             (truncated ? "the queue file ends after " + std::to_string(m_content_offset) + " of its " +
+                                              std::to_string(e->size) + " octets of content"
+                                        : "cannot read queue file: " + std::string(std::strerror(err)));
         for (size_t i : m_pending)
             if (!m_resolved.count(i)) record(i, RcptStatus::Deferred, "4.3.0", reason);
         m_pending.clear();
         complete_job();
         return end();
     }
-    const Envelope* e = m_ctx.owner->envelope(m_job->message_id);
     bool last = !e || m_content_offset + data.size() >= e->size;
     m_client->send_content(data);
     m_content_offset += data.size();

@@ -185,6 +185,21 @@ class FaultTest(unittest.TestCase):
         [entry] = [e for e in self.gw.queue() if e["id"] == qid]
         self.assertEqual(entry["recipients"][0]["dsn"], "4.7.1")
 
+    def test_a_queue_file_cut_short_after_acceptance(self):
+        self.start(Script(replies={"RCPT": "451 4.3.0 come back later"}))
+        qid = self.send("t@faulty.test", body="x" * 5000)
+        self.line(qid, "t@faulty.test", "deferred")
+        # The first attempt kept the content in memory; the next one reads the file, cut short now.
+        path = os.path.join(self.gw.spool, "queue", qid)
+        with open(path, "r+b") as f:
+            f.truncate(100)
+        self.faulty.script.replies.clear()
+        started = time.monotonic()
+        line = self.gw.wait_log(rf"{qid}: to=<t@faulty\.test>, .*dsn=4\.3\.0, status=deferred \(local data error",
+                                timeout=20)
+        self.assertIn("the queue file ends after 100 of its ", line)
+        self.assertLess(time.monotonic() - started, 10)
+
     def xoauth2_upstream(self, token_source, allow_plaintext="true"):
         return f"""routes: [{{ to: "*", via: oauth }}]
 upstreams:
