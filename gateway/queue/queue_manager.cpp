@@ -467,7 +467,7 @@ void QueueManager::finalize(Message& m) {
         if (warn) kinds.push_back(NoticeKind::Delayed);
     }
     std::string id = m.env.id;
-    send_notices(id, kinds, [this, id, warn] { persist(id, warn); });
+    send_notices(id, kinds, [this, id](bool warned) { persist(id, warned); });
 }
 
 void QueueManager::persist(const std::string& id, bool warned) {
@@ -497,8 +497,9 @@ void QueueManager::persist(const std::string& id, bool warned) {
 
 // --- notices -----------------------------------------------------------------------------------
 
-void QueueManager::send_notices(const std::string& id, std::vector<NoticeKind> kinds, std::function<void()> then) {
-    if (kinds.empty()) return then();
+void QueueManager::send_notices(const std::string& id, std::vector<NoticeKind> kinds,
+                                std::function<void(bool warned)> then) {
+    if (kinds.empty()) return then(false);
     // The original's header section goes into the notice (text/rfc822-headers).
     auto it = m_messages.find(id);
     uint64_t size = it == m_messages.end() ? 0 : it->second.env.size;
@@ -506,15 +507,18 @@ void QueueManager::send_notices(const std::string& id, std::vector<NoticeKind> k
                  [this, id, kinds = std::move(kinds), then = std::move(then)](int err, const std::string& data) {
                      std::string headers = err ? std::string() : header_section(data);
                      auto remaining = std::make_shared<size_t>(kinds.size());
+                     auto warned = std::make_shared<bool>(false);  // a delay warning is queued
                      for (auto kind : kinds) {
-                         queue_notice(id, kind, headers, [this, id, kind, remaining, then](bool ok) {
+                         queue_notice(id, kind, headers, [this, id, kind, remaining, warned, then](bool ok) {
                              auto it = m_messages.find(id);
                              if (!ok && it != m_messages.end() && kind == NoticeKind::Failed) {
                                  // Not stored: the recipients stay open and fail again next time, with a notice then.
                                  for (size_t i : it->second.bounced)
                                      it->second.env.recipients[i].status = RcptStatus::Deferred;
                              }
-                             if (--*remaining == 0) then();
+                             // Not stored either: the warning is due again at the next attempt.
+                             if (ok && kind == NoticeKind::Delayed) *warned = true;
+                             if (--*remaining == 0) then(*warned);
                          });
                      }
                  });

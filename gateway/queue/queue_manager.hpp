@@ -99,7 +99,7 @@ private:
     void apply(Message& m, const RecipientResult& r, const Delays& d);
     void job_finished(Message& m);
     void finalize(Message& m);
-    void send_notices(const std::string& id, std::vector<NoticeKind> kinds, std::function<void()> then);
+    void send_notices(const std::string& id, std::vector<NoticeKind> kinds, std::function<void(bool warned)> then);
     void queue_notice(const std::string& id, NoticeKind kind, std::string headers, std::function<void(bool)> done);
     void persist(const std::string& id, bool warned);
     void log_delivery(const Message& m, const RecipientResult& r, const Delays& d) const;

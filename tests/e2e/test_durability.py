@@ -178,3 +178,35 @@ class FullDiskTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+@unittest.skipUnless(os.geteuid() == 0, "mounting a small tmpfs needs root")
+class DelayWarningOnAFullDiskTest(unittest.TestCase):
+    """A delay warning that could not be queued (the disk was full) is sent at a later attempt,
+    not marked as sent."""
+
+    def test_the_warning_comes_once_there_is_room(self):
+        from scripted import Script, ScriptedSmtp
+        server = ScriptedSmtp("127.0.0.46", 2525, Script(replies={"RCPT": "451 4.3.0 later"}))
+        gw = Gateway("routes: [{ to: \"*\", via: slow }]\n"
+                     "upstreams: { slow: { host: 127.0.0.46, port: 2525, security: none } }\n"
+                     "queue: { dir: {spool}, retry: [1s], delay_warning: 2s }\nlimits: { message_size: 1M }\n")
+        os.makedirs(gw.spool)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", gw.spool], check=True)
+        filler = os.path.join(gw.spool, "filler")
+        try:
+            gw.start()
+            r = gw.swaks("--from", "app@example.com", "--to", "w@example.org")
+            qid = queued_id(r.stdout)
+            gw.wait_log(rf"{qid}: to=<w@example\.org>, .*status=deferred")
+            st = os.statvfs(gw.spool)
+            with open(filler, "wb") as f:  # no room at all
+                f.write(b"\0" * (st.f_bavail * st.f_frsize))
+            gw.wait_log(rf"bounce\[\d+\]: warning: {qid}: cannot queue the sender delay notification", timeout=20)
+            os.remove(filler)
+            gw.wait_log(rf"bounce\[\d+\]: {qid}: sender delay notification: [0-9A-F]+$", timeout=20)
+        finally:
+            gw.stop()
+            subprocess.run(["umount", "-l", gw.spool])
+            gw.cleanup()
+            server.close()
