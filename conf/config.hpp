@@ -123,6 +123,7 @@ struct ClientTimeouts {
 struct Delivery {
     unsigned concurrency = 100;             // connections in total
     unsigned destination_concurrency = 20;  // connections per destination
+    unsigned recipient_limit = 50;          // recipients per transaction (Postfix's smtp_destination_recipient_limit)
     Seconds connection_reuse{2};            // an idle connection waits this long for more mail
     unsigned line_length = 998;             // longer lines are broken with <CR><LF><SPACE>
     ClientTimeouts timeouts;

@@ -235,12 +235,25 @@ void QueueManager::activate(Message& m) {
     for (auto& [key, entry] : jobs) {
         entry.second.message_id = m.env.id;
         entry.second.activated_us = m.activated_us;
-        enqueue(m, entry.first, std::move(entry.second));
+        enqueue_parts(m, entry.first, std::move(entry.second));
     }
     job_finished(m);
 }
 
-void QueueManager::enqueue(Message& m, const Destination& d, DeliveryJob job) {
+// At most delivery.recipient_limit recipients go in one transaction (Postfix's
+// smtp_destination_recipient_limit); the parts follow each other on a connection.
+void QueueManager::enqueue_parts(Message& m, const Destination& d, DeliveryJob job) {
+    size_t limit = std::max<size_t>(1, m_config->delivery.recipient_limit);
+    while (job.recipients.size() > limit) {
+        DeliveryJob part = job;
+        part.recipients.assign(job.recipients.begin(), job.recipients.begin() + long(limit));
+        job.recipients.erase(job.recipients.begin(), job.recipients.begin() + long(limit));
+        enqueue(m, d, std::move(part));
+    }
+    enqueue(m, d, std::move(job));
+}
+
+void QueueManager::enqueue(Message& m, const Destination& d, DeliveryJob job, bool first) {
     m.jobs++;
     job.queued_us = now_us();
     auto [it, created] = m_dests.try_emplace(d.key());
@@ -260,6 +273,12 @@ void QueueManager::enqueue(Message& m, const Destination& d, DeliveryJob job) {
             r.results.push_back(res);
         }
         return job_done(d.key(), std::move(r));
+    }
+    if (first) {
+        // Taken by the session that had it, when it asks for its next job; should that session
+        // end first, session_closed() finds the job a session.
+        q.jobs.push_front(std::move(job));
+        return;
     }
     q.jobs.push_back(std::move(job));
     dispatch(q);
@@ -388,8 +407,12 @@ void QueueManager::job_done(const std::string&, JobResult result) {
     Message& m = it->second;
     DeliveryJob& job = result.job;
     // Recipients whose destination could not be used at all fail over to the next `via`.
-    std::vector<size_t> failover;
+    std::vector<size_t> failover, again;
     for (auto r : result.results) {
+        if (r.again) {  // the server's recipient limit: another transaction, at once
+            again.push_back(r.index);
+            continue;
+        }
         // RFC 3464 2.3.4: a recipient that stays queued has a class 4 status, even when the last
         // server's refusal was a 5xx that does not end the message (EHLO, STARTTLS).
         if (r.status == RcptStatus::Deferred && !r.dsn.empty() && r.dsn[0] == '5') r.dsn[0] = '4';
@@ -413,7 +436,13 @@ void QueueManager::job_done(const std::string&, JobResult result) {
         next.activated_us = job.activated_us;
         // All recipients of one job share a domain, so the next destination is the same for all.
         auto d = destination_for(next.via[next.via_index], m.env.recipients[failover.front()].address);
-        if (d) enqueue(m, *d, std::move(next));
+        if (d) enqueue_parts(m, *d, std::move(next));
+    }
+    if (!again.empty() && !job.via.empty()) {
+        DeliveryJob next = job;
+        next.recipients = again;
+        auto d = destination_for(job.via[job.via_index], m.env.recipients[again.front()].address);
+        if (d) enqueue(m, *d, std::move(next), true);  // first in line: the session that had it takes it
     }
     job_finished(m);
 }

@@ -92,7 +92,8 @@ private:
     void arm_timer();
     void on_timer();
     void activate(Message& m);
-    void enqueue(Message& m, const Destination& d, DeliveryJob job);
+    void enqueue(Message& m, const Destination& d, DeliveryJob job, bool first = false);
+    void enqueue_parts(Message& m, const Destination& d, DeliveryJob job);
     void dispatch(DestQueue& q);
     void start_session(DestQueue& q);
     std::optional<Destination> destination_for(const std::string& via, const std::string& recipient) const;

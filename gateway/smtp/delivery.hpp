@@ -41,6 +41,9 @@ struct RecipientResult {
     std::string reason;
     std::string relay = "none";
     bool site_failure = false;  // deferred because the destination was unusable: may fail over
+    // The server took some recipients of the transaction and refused this one for their number
+    // (452 4.5.3, RFC 5321 4.5.3.1.10): it goes again at once, in a transaction of its own.
+    bool again = false;
 };
 
 struct Delays {

@@ -93,10 +93,24 @@ void DeliverySession::on_recipient(const ClientEvent& ev) {
     }
     std::string reason = said_reason(label, ev.reply, "RCPT TO command");
     if (auto hint = hint_for(ev.reply, m_policy); !hint.empty()) reason += " (" + hint + ")";
-    if (ev.reply.transient())
-        m_soft[ev.index] = Failure{reply_dsn(ev.reply), reason, m_hops[m_hop].label(), false};
+    std::string dsn = reply_dsn(ev.reply);
+    bool transient = ev.reply.transient();
+    if (ev.reply.code == 552) {  // RFC 5321 4.5.3.1.10: an old server's 552 at RCPT means 452 (as Postfix takes it)
+        transient = true;
+        dsn[0] = '4';
+    }
+    // 452 4.5.3: the server takes no more recipients in this transaction. When it took some, the
+    // rest go again at once, in a transaction of their own on this connection.
+    bool some_taken = std::any_of(m_rcpt_ok.begin(), m_rcpt_ok.end(), [](const auto& r) { return r.has_value(); });
+    if (transient && dsn.compare(1, std::string::npos, ".5.3") == 0 && some_taken) {
+        record(index, RcptStatus::Deferred, dsn, reason);
+        m_results.back().again = true;
+        return;
+    }
+    if (transient)
+        m_soft[ev.index] = Failure{dsn, reason, m_hops[m_hop].label(), false};
     else
-        record(index, RcptStatus::Bounced, reply_dsn(ev.reply), reason);
+        record(index, RcptStatus::Bounced, dsn, reason);
 }
 
 void DeliverySession::record(size_t index, RcptStatus status, const std::string& dsn, const std::string& reason) {

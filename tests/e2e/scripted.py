@@ -7,6 +7,7 @@ every message it accepted (envelope and content), and answers as `script` says:
   script.ehlo           EHLO reply lines
   script.reply(cmd)     a reply for a command line, or None for the default
   script.cut_after      close the connection after this many bytes of message content
+  script.rcpt_limit     recipients taken per transaction; past it, 452 4.5.3 too many recipients
 """
 import base64
 import socket
@@ -17,13 +18,14 @@ import time
 class Script:
     def __init__(self, greeting="220 scripted.test ESMTP", ehlo=("250-scripted.test", "250-PIPELINING",
                                                                   "250 8BITMIME"), replies=None, cut_after=None,
-                 slow=0.0, xoauth2=None):
+                 slow=0.0, xoauth2=None, rcpt_limit=None):
         self.greeting = greeting
         self.ehlo = list(ehlo)
         self.replies = dict(replies or {})  # command prefix (upper case) -> reply line(s)
         self.cut_after = cut_after
         self.slow = slow  # seconds before the reply to the end of data
         self.xoauth2 = xoauth2  # the bearer token AUTH XOAUTH2 accepts (Microsoft's and Google's dialogue)
+        self.rcpt_limit = rcpt_limit
 
     def reply(self, line):
         upper = line.upper()
@@ -111,8 +113,11 @@ class ScriptedSmtp:
                     mail_from, rcpts = line, []
                     send("250 2.1.0 Ok")
                 elif verb == "RCPT":
-                    rcpts.append(line)
-                    send("250 2.1.5 Ok")
+                    if s.rcpt_limit is not None and len(rcpts) >= s.rcpt_limit:
+                        send("452 4.5.3 Error: too many recipients")
+                    else:
+                        rcpts.append(line)
+                        send("250 2.1.5 Ok")
                 elif verb == "DATA":
                     send("354 End data with <CR><LF>.<CR><LF>")
                     data = b""

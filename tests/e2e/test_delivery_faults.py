@@ -200,6 +200,32 @@ class FaultTest(unittest.TestCase):
         self.assertIn("the queue file ends after 100 of its ", line)
         self.assertLess(time.monotonic() - started, 10)
 
+    def test_recipients_past_the_servers_limit_go_in_another_transaction(self):
+        self.start(Script(rcpt_limit=3))
+        rcpts = [f"r{i}@faulty.test" for i in range(7)]
+        qid = self.send(",".join(rcpts))
+        for r in rcpts:
+            self.line(qid, r, "sent")
+        self.assertEqual(sorted(len(m[1]) for m in self.faulty.messages), [1, 3, 3])
+        self.assertEqual(len(self.faulty.sessions), 1)  # one connection carried all three
+        self.assertFalse([l for l in self.gw.log_lines() if "status=deferred" in l])
+
+    def test_at_most_recipient_limit_recipients_per_transaction(self):
+        self.start(Script(), concurrency=", recipient_limit: 2")
+        rcpts = [f"q{i}@faulty.test" for i in range(5)]
+        qid = self.send(",".join(rcpts))
+        for r in rcpts:
+            self.line(qid, r, "sent")
+        self.assertEqual(sorted(len(m[1]) for m in self.faulty.messages), [1, 2, 2])
+
+    def test_552_at_rcpt_is_temporary(self):
+        # RFC 5321 4.5.3.1.10: an old server's 552 "too many recipients" means 452.
+        self.start(Script(replies={"RCPT": "552 5.5.3 Too many recipients"}))
+        qid = self.send("f@faulty.test")
+        line = self.line(qid, "f@faulty.test", "deferred")
+        self.assertIn("dsn=4.5.3, status=deferred (host 127.0.0.42[127.0.0.42] said: 552 5.5.3 Too many recipients "
+                      "(in reply to RCPT TO command))", line)
+
     def xoauth2_upstream(self, token_source, allow_plaintext="true"):
         return f"""routes: [{{ to: "*", via: oauth }}]
 upstreams:
