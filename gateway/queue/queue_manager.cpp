@@ -227,7 +227,12 @@ void QueueManager::activate(Message& m) {
             apply(m, res, Delays{});
             continue;
         }
-        auto& entry = jobs[d->key()];
+        // One job per destination and route: recipients that share an upstream now may fail
+        // over to different places.
+        std::string key = d->key();
+        for (const auto& v : via)
+            key += "\n" + v;
+        auto& entry = jobs[key];
         entry.first = *d;
         entry.second.recipients.push_back(i);
         entry.second.via = via;
@@ -428,15 +433,30 @@ void QueueManager::job_done(const std::string&, JobResult result) {
         apply(m, r, result.delays);
     }
     if (!failover.empty()) {
-        DeliveryJob next;
-        next.message_id = m.env.id;
-        next.recipients = failover;
-        next.via = job.via;
-        next.via_index = job.via_index + 1;
-        next.activated_us = job.activated_us;
-        // All recipients of one job share a domain, so the next destination is the same for all.
-        auto d = destination_for(next.via[next.via_index], m.env.recipients[failover.front()].address);
-        if (d) enqueue_parts(m, *d, std::move(next));
+        // Each recipient goes to its own next destination: `direct` after an upstream means
+        // the MX hosts of each recipient's domain.
+        std::map<std::string, std::pair<Destination, DeliveryJob>> next;
+        for (size_t i : failover) {
+            const std::string& via = job.via[job.via_index + 1];
+            auto d = destination_for(via, m.env.recipients[i].address);
+            if (!d) {  // gone from upstreams: since a reload
+                RecipientResult res;
+                res.index = i;
+                res.dsn = "4.3.5";
+                res.reason = "mail routing configuration: the next route, " + via + ", is no longer in upstreams:";
+                apply(m, res, result.delays);
+                continue;
+            }
+            auto& entry = next[d->key()];
+            entry.first = *d;
+            entry.second.message_id = m.env.id;
+            entry.second.recipients.push_back(i);
+            entry.second.via = job.via;
+            entry.second.via_index = job.via_index + 1;
+            entry.second.activated_us = job.activated_us;
+        }
+        for (auto& [key, entry] : next)
+            enqueue_parts(m, entry.first, std::move(entry.second));
     }
     if (!again.empty() && !job.via.empty()) {
         DeliveryJob next = job;

@@ -36,9 +36,11 @@ def config(dns_port, retry="1s", lifetime="5d", extra=""):
     return f"""listen: [{{ address: "127.0.0.30:2525" }}]
 routes:
   - {{ to: relayed.test, via: relay }}
+  - {{ from: failover@example.test, via: [deadup, direct] }}
   - {{ to: "*", via: direct }}
 upstreams:
   relay: {{ host: 127.0.0.21, port: 2525, security: none }}
+  deadup: {{ host: 127.0.0.22, port: 2525, security: none }}
 direct: {{ security: none, port: 2525 }}
 dns: {{ servers: ["127.0.0.1:{dns_port}"], timeout: 1s, attempts: 1 }}
 delivery: {{ connection_reuse: 1s }}
@@ -106,6 +108,15 @@ class DeliveryTest(unittest.TestCase):
         queued = re.findall(r"status=sent \(250 2\.0\.0 Ok: queued as ([0-9A-F]+)\)",
                             "\n".join(l for l in self.gw.log_lines() if qid in l))
         self.assertEqual(len(set(queued)), 1)
+
+    def test_failover_to_direct_routes_each_recipient_by_its_own_domain(self):
+        qid = self.send("x@example.test,y@implicit.test", sender="failover@example.test", subject="failover")
+        x = self.delivery_line(qid, "x@example.test", "sent")
+        y = self.delivery_line(qid, "y@implicit.test", "sent")
+        self.assertIn("relay=mx1.example.test[127.0.0.11]:2525", x)
+        self.assertIn("relay=implicit.test[127.0.0.12]:2525", y)
+        self.assertEqual(self.mx2.wait_subject("failover")["Delivered-To"], "y@implicit.test")
+        self.assertEqual(self.mx1.wait_subject("failover")["Delivered-To"], "x@example.test")
 
     # --- direct delivery (RFC 5321 section 5, RFC 7505) ----------------------------------------------
     def test_first_mx_refuses_second_accepts(self):
