@@ -219,6 +219,7 @@ int serve(const std::string& config_file) {
             scrape = std::make_unique<metrics::HttpServer>(&loop, config->metrics.endpoint, [&] {
                 metrics::QueueState q;
                 q.messages = queue->size();
+                q.destinations = queue->destinations();
                 if (int64_t oldest = queue->oldest_arrival_us())
                     q.oldest_age_seconds = double(wall_clock_us() - oldest) / 1e6;
                 return q;

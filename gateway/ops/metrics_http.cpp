@@ -77,6 +77,9 @@ std::string exposition(const QueueState& q) {
     sample("smtpgw_queue_messages", {}, std::to_string(q.messages));
     header(out, "smtpgw_queue_oldest_message_age_seconds", "gauge", "Age of the oldest message in the queue.");
     sample("smtpgw_queue_oldest_message_age_seconds", {}, number(q.oldest_age_seconds));
+    header(out, "smtpgw_queue_destinations", "gauge",
+           "Destinations in use: mail queued for them, connections open, or a failure within the last minutes.");
+    sample("smtpgw_queue_destinations", {}, std::to_string(q.destinations));
     header(out, "smtpgw_tls_sessions_total", "counter",
            "TLS sessions established, from clients (in) and to servers (out).");
     for (const auto& [k, v] : c.tls)

@@ -18,6 +18,7 @@ namespace gateway::metrics {
 struct QueueState {
     uint64_t messages = 0;
     double oldest_age_seconds = 0;
+    uint64_t destinations = 0;
 };
 
 std::string exposition(const QueueState& queue);  // the whole /metrics body

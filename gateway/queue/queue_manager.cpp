@@ -164,8 +164,16 @@ void QueueManager::arm_timer() {
         wait > 0 ? uint64_t(wait / 1000 + 1) : 0, 0);
 }
 
+// A destination with nothing queued, no connection and no failure to remember is forgotten: the
+// table holds what is in use, not every domain ever mailed.
+bool QueueManager::unused(const DestQueue& q, int64_t now) {
+    return q.jobs.empty() && q.sessions == 0 && q.dead_until <= now;
+}
+
 void QueueManager::on_timer() {
     int64_t now = now_us();
+    for (auto it = m_dests.begin(); it != m_dests.end();)
+        it = unused(it->second, now) ? m_dests.erase(it) : std::next(it);
     while (!m_schedule.empty() && m_schedule.begin()->first <= now && !m_stopping) {
         std::string id = m_schedule.begin()->second;
         m_schedule.erase(m_schedule.begin());
@@ -367,6 +375,7 @@ void QueueManager::session_closed(DeliverySession* s) {
         q.starting.erase(s);
         q.idle.erase(std::remove(q.idle.begin(), q.idle.end(), s), q.idle.end());
         dispatch(q);
+        if (unused(q, now_us())) m_dests.erase(it);
     }
     auto waiting = std::move(m_waiting);
     m_waiting.clear();

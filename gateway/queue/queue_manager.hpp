@@ -57,6 +57,7 @@ public:
     void stop();  // deliveries in flight are abandoned; their messages stay queued as they were
 
     size_t size() const { return m_messages.size(); }
+    size_t destinations() const { return m_dests.size(); }  // in use: mail queued, connections, or a recent failure
 
     // SessionOwner
     std::optional<DeliveryJob> take_job(DeliverySession* s) override;
@@ -88,6 +89,7 @@ private:
         DestinationFailure dead;
     };
 
+    static bool unused(const DestQueue& q, int64_t now);
     void schedule(Message& m, int64_t when_us);
     void arm_timer();
     void on_timer();

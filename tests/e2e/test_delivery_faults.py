@@ -367,3 +367,37 @@ queue: {{ dir: {{spool}}, retry: [1h] }}
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class DestinationTableTest(unittest.TestCase):
+    """The queue manager forgets a destination once nothing is queued for it, no connection is
+    open and no failure is to be remembered: twenty domains mailed once leave no entries behind."""
+
+    def test_idle_destinations_are_forgotten(self):
+        from peers import Dnsmasq, free_tcp_port
+        dns = Dnsmasq(["--address=/pruned.test/127.0.0.47"]).start()
+        server = ScriptedSmtp("127.0.0.47", 2525)
+        port = free_tcp_port("127.0.2.4")
+        gw = Gateway(f"""routes: [{{ to: "*", via: direct }}]
+direct: {{ security: none, port: 2525 }}
+dns: {{ servers: ["127.0.0.1:{dns.port}"], timeout: 1s, attempts: 1 }}
+delivery: {{ connection_reuse: 1s }}
+metrics: {{ listen: "127.0.2.4:{port}" }}
+""")
+        try:
+            gw.start()
+            rcpts = [f"u@d{i}.pruned.test" for i in range(20)]
+            qid = queued_id(gw.swaks("--from", "app@example.com", "--to", ",".join(rcpts)).stdout)
+            for r in rcpts:
+                gw.wait_log(rf"{qid}: to=<{re.escape(r)}>, relay=d\d+\.pruned\.test.*status=sent ")
+
+            def destinations():
+                out = subprocess.run(["curl", "-sf", f"http://127.0.2.4:{port}/metrics"], capture_output=True,
+                                     text=True, timeout=10).stdout
+                return int(re.search(r"(?m)^smtpgw_queue_destinations (\d+)$", out).group(1))
+
+            wait_for(lambda: destinations() == 0, timeout=15, what="the idle destinations to be forgotten")
+        finally:
+            gw.cleanup()
+            server.close()
+            dns.cleanup()
