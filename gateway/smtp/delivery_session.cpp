@@ -125,6 +125,8 @@ void DeliverySession::on_connected(int status) {
         const NextHop& hop = m_hops[m_hop];
         if (status != 0) {
             m_last_failure = Failure{"4.4.1", "connect to " + hop.label() + ": " + uv_text(status), "none", true};
+            // As Postfix's smtp logs it: every failed attempt, also when a later address takes the mail.
+            log::info(log::Component::Smtp, m_last_failure->reason);
             for (size_t i : m_pending)
                 carry(i, *m_last_failure);
             close_socket();
@@ -380,6 +382,7 @@ void DeliverySession::on_timeout() {
     if (!m_connected) {
         m_last_failure =
             Failure{"4.4.1", "connect to " + m_hops[m_hop].label() + ": Connection timed out", "none", true};
+        log::info(log::Component::Smtp, m_last_failure->reason);
         for (size_t i : m_pending)
             carry(i, *m_last_failure);
         close_socket();
