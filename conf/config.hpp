@@ -120,12 +120,16 @@ struct ClientTimeouts {
     Seconds quit{300};
 };
 
+// The address family tried first among equal addresses (Postfix's smtp_address_preference).
+enum class AddressPreference { Any, Ipv4, Ipv6 };
+
 struct Delivery {
     unsigned concurrency = 100;             // connections in total
     unsigned destination_concurrency = 20;  // connections per destination
     unsigned recipient_limit = 50;          // recipients per transaction (Postfix's smtp_destination_recipient_limit)
-    Seconds connection_reuse{2};            // an idle connection waits this long for more mail
-    unsigned line_length = 998;             // longer lines are broken with <CR><LF><SPACE>
+    AddressPreference address_preference = AddressPreference::Any;
+    Seconds connection_reuse{2};  // an idle connection waits this long for more mail
+    unsigned line_length = 998;   // longer lines are broken with <CR><LF><SPACE>
     ClientTimeouts timeouts;
 };
 

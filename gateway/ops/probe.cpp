@@ -44,7 +44,8 @@ public:
               << (m_target.configured ? "upstream " + u.name + ", " : std::string()) << "security "
               << conf::to_string(u.security) << ", verify " << (u.verify ? "yes" : "no")
               << (u.auth ? ", auth as " + u.auth->username : std::string()) << ")\n";
-        m_hops.upstream(u.host, u.port, [this](HopList h) { on_hops(std::move(h)); });
+        m_hops.upstream(u.host, u.port, m_config.delivery.address_preference,
+                        [this](HopList h) { on_hops(std::move(h)); });
     }
 
     bool compatible() const { return m_compatible; }

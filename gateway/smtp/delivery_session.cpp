@@ -61,9 +61,10 @@ void DeliverySession::start() {
         if (auto s = weak.lock(); s && !s->m_ended) guarded(s, [&] { s->on_hops(std::move(hops)); });
     };
     if (m_destination.kind == Destination::Kind::Direct)
-        m_ctx.hops->direct(m_destination.domain, m_destination.port, done);
+        m_ctx.hops->direct(m_destination.domain, m_destination.port, m_ctx.config->delivery.address_preference, done);
     else
-        m_ctx.hops->upstream(m_destination.upstream.host, m_destination.port, done);
+        m_ctx.hops->upstream(m_destination.upstream.host, m_destination.port, m_ctx.config->delivery.address_preference,
+                             done);
 }
 
 void DeliverySession::on_hops(HopList list) {

@@ -24,7 +24,14 @@ HopList failure(HopList::Outcome outcome, const char* dsn, std::string reason) {
 
 std::string NextHop::label() const { return host + "[" + address.to_string() + "]:" + std::to_string(port); }
 
-void HopResolver::direct(const std::string& domain, uint16_t port, HopCallback done) {
+void HopResolver::order(std::vector<conf::IpAddress>& addresses, conf::AddressPreference pref) {
+    std::shuffle(addresses.begin(), addresses.end(), m_random);
+    if (pref == conf::AddressPreference::Any) return;
+    bool v6_first = pref == conf::AddressPreference::Ipv6;
+    std::stable_partition(addresses.begin(), addresses.end(), [&](const auto& a) { return a.v6 == v6_first; });
+}
+
+void HopResolver::direct(const std::string& domain, uint16_t port, conf::AddressPreference pref, HopCallback done) {
     // An address literal ([192.0.2.1]) is its own host (RFC 5321 5.1).
     if (domain.size() > 2 && domain.front() == '[' && domain.back() == ']') {
         std::string inner = domain.substr(1, domain.size() - 2);
@@ -33,14 +40,14 @@ void HopResolver::direct(const std::string& domain, uint16_t port, HopCallback d
         if (!a) return done(failure(HopList::Outcome::Bounce, "5.1.2", "bad address literal " + domain));
         return done(finish_direct(domain, {NextHop{domain, *a, port, 0}}));
     }
-    m_dns.mx(domain, [this, domain, port, done = std::move(done)](dns::Status s, std::vector<dns::MxRecord> mx) {
+    m_dns.mx(domain, [this, domain, port, pref, done = std::move(done)](dns::Status s, std::vector<dns::MxRecord> mx) {
         switch (s) {
         case dns::Status::TempFail:
             return done(failure(HopList::Outcome::Defer, "4.4.3", lookup_error(domain, "MX", s)));
         case dns::Status::NotFound:
         case dns::Status::NoData:
             // RFC 5321 5.1: no MX records: the domain itself is the implicit MX, preference 0.
-            return resolve_mx_hosts(domain, {dns::MxRecord{0, domain}}, port, done);
+            return resolve_mx_hosts(domain, {dns::MxRecord{0, domain}}, port, pref, done);
         case dns::Status::Ok: break;
         }
         // RFC 7505 3: a lone "." MX says the domain accepts no mail.
@@ -53,12 +60,12 @@ void HopResolver::direct(const std::string& domain, uint16_t port, HopCallback d
         std::shuffle(mx.begin(), mx.end(), m_random);
         std::stable_sort(mx.begin(), mx.end(),
                          [](const auto& a, const auto& b) { return a.preference < b.preference; });
-        resolve_mx_hosts(domain, std::move(mx), port, done);
+        resolve_mx_hosts(domain, std::move(mx), port, pref, done);
     });
 }
 
 void HopResolver::resolve_mx_hosts(const std::string& domain, std::vector<dns::MxRecord> mx, uint16_t port,
-                                   HopCallback done) {
+                                   conf::AddressPreference pref, HopCallback done) {
     struct Pending {
         std::vector<dns::MxRecord> mx;
         std::vector<std::vector<conf::IpAddress>> addresses;
@@ -73,8 +80,9 @@ void HopResolver::resolve_mx_hosts(const std::string& domain, std::vector<dns::M
     p->outstanding = p->mx.size();
     p->done = std::move(done);
     for (size_t i = 0; i < p->mx.size(); ++i) {
-        m_dns.addresses(p->mx[i].host, [this, p, i, domain, port](dns::Status s, std::vector<conf::IpAddress> a) {
+        m_dns.addresses(p->mx[i].host, [this, p, i, domain, port, pref](dns::Status s, std::vector<conf::IpAddress> a) {
             p->status[i] = s;
+            order(a, pref);
             p->addresses[i] = std::move(a);
             if (--p->outstanding > 0) return;
             std::vector<NextHop> hops;
@@ -112,26 +120,27 @@ HopList HopResolver::finish_direct(const std::string& domain, std::vector<NextHo
     return out;
 }
 
-void HopResolver::upstream(const std::string& host, uint16_t port, HopCallback done) {
+void HopResolver::upstream(const std::string& host, uint16_t port, conf::AddressPreference pref, HopCallback done) {
     if (auto a = conf::IpAddress::parse(host)) {
         HopList out;
         out.hops.push_back({host, *a, port, 0});
         return done(out);
     }
-    m_dns.addresses(host,
-                    [host, port, done = std::move(done)](dns::Status s, const std::vector<conf::IpAddress>& addrs) {
-                        if (s == dns::Status::TempFail)
-                            return done(failure(HopList::Outcome::Defer, "4.4.3", lookup_error(host, "A", s)));
-                        if (addrs.empty())
-                            // A smarthost that does not resolve is a configuration problem: never bounce for it.
-                            return done(failure(HopList::Outcome::Defer, "4.3.5", lookup_error(host, "A", s)));
-                        HopList out;
-                        for (const auto& a : addrs) {
-                            if (out.hops.size() == k_address_limit) break;
-                            out.hops.push_back({host, a, port, 0});
-                        }
-                        done(out);
-                    });
+    m_dns.addresses(
+        host, [this, host, port, pref, done = std::move(done)](dns::Status s, std::vector<conf::IpAddress> addrs) {
+            if (s == dns::Status::TempFail)
+                return done(failure(HopList::Outcome::Defer, "4.4.3", lookup_error(host, "A", s)));
+            if (addrs.empty())
+                // A smarthost that does not resolve is a configuration problem: never bounce for it.
+                return done(failure(HopList::Outcome::Defer, "4.3.5", lookup_error(host, "A", s)));
+            order(addrs, pref);
+            HopList out;
+            for (const auto& a : addrs) {
+                if (out.hops.size() == k_address_limit) break;
+                out.hops.push_back({host, a, port, 0});
+            }
+            done(out);
+        });
 }
 
 }  // namespace gateway

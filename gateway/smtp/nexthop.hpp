@@ -4,6 +4,7 @@
 #pragma once
 
 #include "conf/cidr.hpp"
+#include "conf/config.hpp"
 #include "gateway/dns/dns.hpp"
 
 #include <functional>
@@ -41,12 +42,17 @@ public:
     HopResolver(dns::Client& dns, SelfTest is_self) : m_dns(dns), m_is_self(std::move(is_self)) {}
 
     // MX hosts by preference (equal ones shuffled), their addresses, implicit MX, null MX.
-    void direct(const std::string& domain, uint16_t port, HopCallback done);
-    // A smarthost: an address literal, or a name whose A/AAAA records are tried in order.
-    void upstream(const std::string& host, uint16_t port, HopCallback done);
+    void direct(const std::string& domain, uint16_t port, conf::AddressPreference pref, HopCallback done);
+    // A smarthost: an address literal, or a name and its A/AAAA records.
+    void upstream(const std::string& host, uint16_t port, conf::AddressPreference pref, HopCallback done);
 
 private:
-    void resolve_mx_hosts(const std::string& domain, std::vector<dns::MxRecord> mx, uint16_t port, HopCallback done);
+    void resolve_mx_hosts(const std::string& domain, std::vector<dns::MxRecord> mx, uint16_t port,
+                          conf::AddressPreference pref, HopCallback done);
+    // The addresses of one host: shuffled (a dead first address would cost every attempt a
+    // connect timeout), then the preferred family first (Postfix's smtp_randomize_addresses and
+    // smtp_address_preference).
+    void order(std::vector<conf::IpAddress>& addresses, conf::AddressPreference pref);
     HopList finish_direct(const std::string& domain, std::vector<NextHop> hops) const;
 
     dns::Client& m_dns;

@@ -8,6 +8,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -35,9 +36,10 @@ struct FakeDns : dns::Client {
     }
 };
 
-HopList resolve_direct(HopResolver& r, const std::string& domain) {
+HopList resolve_direct(HopResolver& r, const std::string& domain,
+                       conf::AddressPreference pref = conf::AddressPreference::Ipv4) {
     HopList out;
-    r.direct(domain, 25, [&](HopList h) { out = std::move(h); });
+    r.direct(domain, 25, pref, [&](HopList h) { out = std::move(h); });
     return out;
 }
 
@@ -60,6 +62,31 @@ TEST_CASE("MX hosts in preference order, their addresses in turn", "[nexthop]") 
     REQUIRE(h.outcome == HopList::Outcome::Ok);
     CHECK(labels(h) == std::vector<std::string>{"mx1.example.org[192.0.2.1]:25", "mx1.example.org[2001:db8::1]:25",
                                                 "mx2.example.org[192.0.2.2]:25"});
+}
+
+TEST_CASE("a host's addresses are shuffled, the preferred family first", "[nexthop]") {
+    FakeDns dns;
+    dns.mx_table["example.org"] = {dns::Status::Ok, {{10, "mx.example.org"}}};
+    dns.a_table["mx.example.org"] = {dns::Status::Ok, {"192.0.2.1", "192.0.2.2", "2001:db8::1", "2001:db8::2"}};
+    dns.a_table["up.example.org"] = {dns::Status::Ok, {"192.0.2.7", "192.0.2.8"}};
+    HopResolver r(dns, nullptr);
+    std::set<std::string> firsts, v6_firsts, upstream_firsts;
+    for (int i = 0; i < 64; ++i) {
+        auto any = resolve_direct(r, "example.org", conf::AddressPreference::Any);
+        REQUIRE(any.hops.size() == 4);
+        firsts.insert(any.hops[0].address.to_string());
+        auto v6 = resolve_direct(r, "example.org", conf::AddressPreference::Ipv6);
+        CHECK(v6.hops[0].address.v6);
+        CHECK(v6.hops[1].address.v6);
+        CHECK_FALSE(v6.hops[2].address.v6);
+        v6_firsts.insert(v6.hops[0].address.to_string());
+        r.upstream("up.example.org", 25, conf::AddressPreference::Any,
+                   [&](HopList h) { upstream_firsts.insert(h.hops.at(0).address.to_string()); });
+    }
+    // A dead first address does not cost every attempt its timeout.
+    CHECK(firsts.size() == 4);
+    CHECK(v6_firsts == std::set<std::string>{"2001:db8::1", "2001:db8::2"});
+    CHECK(upstream_firsts == std::set<std::string>{"192.0.2.7", "192.0.2.8"});
 }
 
 TEST_CASE("equal preferences are shuffled", "[nexthop]") {
@@ -159,17 +186,20 @@ TEST_CASE("upstream hosts", "[nexthop]") {
     dns.a_table["flaky.relay.org"] = {dns::Status::TempFail, {}};
     HopResolver r(dns, nullptr);
     HopList h;
-    r.upstream("smtp.relay.org", 587, [&](HopList x) { h = std::move(x); });
-    CHECK(labels(h) == std::vector<std::string>{"smtp.relay.org[192.0.2.40]:587", "smtp.relay.org[192.0.2.41]:587"});
-    r.upstream("192.0.2.99", 25, [&](HopList x) { h = std::move(x); });
+    const auto any = conf::AddressPreference::Any;
+    r.upstream("smtp.relay.org", 587, any, [&](HopList x) { h = std::move(x); });
+    auto got = labels(h);
+    std::sort(got.begin(), got.end());  // in random order
+    CHECK(got == std::vector<std::string>{"smtp.relay.org[192.0.2.40]:587", "smtp.relay.org[192.0.2.41]:587"});
+    r.upstream("192.0.2.99", 25, any, [&](HopList x) { h = std::move(x); });
     CHECK(labels(h) == std::vector<std::string>{"192.0.2.99[192.0.2.99]:25"});
     // A smarthost that does not resolve is a configuration problem: deferred, never bounced.
-    r.upstream("typo.relay.org", 25, [&](HopList x) { h = std::move(x); });
+    r.upstream("typo.relay.org", 25, any, [&](HopList x) { h = std::move(x); });
     CHECK(h.outcome == HopList::Outcome::Defer);
     CHECK(h.dsn == "4.3.5");
     CHECK(h.reason ==
           "Host or domain name not found. Name service error for name=typo.relay.org type=A: Host not found");
-    r.upstream("flaky.relay.org", 25, [&](HopList x) { h = std::move(x); });
+    r.upstream("flaky.relay.org", 25, any, [&](HopList x) { h = std::move(x); });
     CHECK(h.dsn == "4.4.3");
 }
 
