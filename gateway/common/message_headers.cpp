@@ -90,6 +90,7 @@ void HeaderStage::scan_lines(bool at_end) {
             if (m_in_message_id) m_message_id = trim(line.substr(name + 1));
             m_have_message_id = m_have_message_id || name_is(line, name, "Message-ID");
             m_have_date = m_have_date || name_is(line, name, "Date");
+            m_received += name_is(line, name, "Received");
         }
         m_scanned = std::min(eol + 2, m_buffer.size());
     }
@@ -175,8 +176,8 @@ std::string rfc5322_date(std::time_t t) {
 std::string received_header(const TraceInfo& t) {
     // RFC 5321 4.4 TCP-info: an address literal, "[IPv6:...]" for IPv6 (RFC 5321 4.1.3).
     bool v6 = t.client_ip.find(':') != std::string::npos;
-    std::string h = "Received: from " + t.helo + " (" + t.client_name + " [" + (v6 ? "IPv6:" : "") + t.client_ip +
-                    "])\r\n";
+    std::string h =
+        "Received: from " + t.helo + " (" + t.client_name + " [" + (v6 ? "IPv6:" : "") + t.client_ip + "])\r\n";
     if (!t.tls.empty()) h += "\t(using " + t.tls + ")\r\n";
     h += "\tby " + t.hostname + " (smtpgw) with " + t.protocol + " id " + t.queue_id;
     if (!t.single_recipient.empty()) h += "\r\n\tfor <" + t.single_recipient + ">";

@@ -31,6 +31,7 @@ public:
     // person. A message without From: gets one. Call before the first feed().
     void rewrite_from(std::string address) { m_new_from = std::move(address); }
     enum class FromOutcome { Untouched, Rewritten, Added, HeadersTooLarge };
+    unsigned received() const { return m_received; }  // Received: fields in the header section: hops so far
     FromOutcome from_outcome() const { return m_from_outcome; }
 
 private:
@@ -45,6 +46,7 @@ private:
     bool m_have_message_id = false, m_have_date = false;
     bool m_in_message_id = false;
     std::string m_message_id;
+    unsigned m_received = 0;
     std::string m_new_from;
     FromOutcome m_from_outcome = FromOutcome::Untouched;
     size_t m_from_start = std::string::npos, m_from_end = 0;  // the first From: field, folded lines included

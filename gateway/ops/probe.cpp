@@ -181,6 +181,8 @@ private:
             return finish(false, auth_refused(m_policy, ev.reply, label()).reason);
         case ClientEvent::Kind::ProtocolError:
             return finish(false, "protocol error with " + label() + ": " + ev.detail);
+        case ClientEvent::Kind::Loop:
+            return finish(false, "host " + label() + " " + ev.detail + ": the upstream is this gateway (a mail loop)");
         default: return;
         }
     }

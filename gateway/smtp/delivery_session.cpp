@@ -279,6 +279,7 @@ void DeliverySession::handle_events() {
         case ClientEvent::Kind::ProtocolError:
             return connection_lost("protocol error with " + label + " while " + while_text(ev.stage) + ": " +
                                    ev.detail);
+        case ClientEvent::Kind::Loop: return fail_loop("host " + label + " " + ev.detail);
         }
     }
     if (m_quitting && m_client && m_client->stage() == ClientStage::Closed) end();
@@ -404,6 +405,29 @@ void DeliverySession::on_timeout() {
     if (m_client->stage() == ClientStage::Greeting && !m_handshaking)
         if (auto hint = greeting_timeout_hint(m_policy); !hint.empty()) why += " (" + hint + ")";
     connection_lost(why);
+}
+
+// Postfix's words: "mail for DESTINATION loops back to myself", a bounce (5.4.6) for what this
+// session holds and everything queued for the destination.
+void DeliverySession::fail_loop(const std::string& why) {
+    std::string name =
+        m_destination.kind == Destination::Kind::Direct ? m_destination.domain : m_destination.upstream.host;
+    std::string reason = "mail for " + name + " loops back to myself (" + why + ")";
+    std::string relay = m_hops[m_hop].label();
+    for (size_t i : m_pending)
+        if (!m_resolved.count(i)) record(i, RcptStatus::Bounced, "5.4.6", reason);
+    m_pending.clear();
+    complete_job();
+    DestinationFailure f;
+    f.outcome = DestinationFailure::Outcome::Bounce;
+    f.dsn = "5.4.6";
+    f.reason = reason;
+    f.relay = relay;
+    f.site_failure = false;
+    auto self = shared_from_this();
+    m_ctx.owner->destination_failed(m_destination.key(), f);
+    close_socket();
+    end();
 }
 
 void DeliverySession::connection_lost(const std::string& why) {

@@ -91,6 +91,7 @@ private:
     void begin_tls();
     void begin_auth(const std::string& mechanism);
     void fail_hop(const std::string& dsn, const std::string& reason);
+    void fail_loop(const std::string& why);
     void connection_lost(const std::string& why);
     void send_output();
     void arm_timer();

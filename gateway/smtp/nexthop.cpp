@@ -120,11 +120,21 @@ HopList HopResolver::finish_direct(const std::string& domain, std::vector<NextHo
     return out;
 }
 
+// An upstream whose address and port are one of this gateway's listeners is a loop.
+HopList HopResolver::without_self(const std::string& host, HopList list) const {
+    if (!m_is_self) return list;
+    auto& h = list.hops;
+    h.erase(std::remove_if(h.begin(), h.end(), [&](const NextHop& n) { return m_is_self(n.address, n.port); }),
+            h.end());
+    if (h.empty()) return failure(HopList::Outcome::Bounce, "5.4.6", "mail for " + host + " loops back to myself");
+    return list;
+}
+
 void HopResolver::upstream(const std::string& host, uint16_t port, conf::AddressPreference pref, HopCallback done) {
     if (auto a = conf::IpAddress::parse(host)) {
         HopList out;
         out.hops.push_back({host, *a, port, 0});
-        return done(out);
+        return done(without_self(host, std::move(out)));
     }
     m_dns.addresses(
         host, [this, host, port, pref, done = std::move(done)](dns::Status s, std::vector<conf::IpAddress> addrs) {
@@ -139,7 +149,7 @@ void HopResolver::upstream(const std::string& host, uint16_t port, conf::Address
                 if (out.hops.size() == k_address_limit) break;
                 out.hops.push_back({host, a, port, 0});
             }
-            done(out);
+            done(without_self(host, std::move(out)));
         });
 }
 

@@ -54,6 +54,7 @@ private:
     // smtp_address_preference).
     void order(std::vector<conf::IpAddress>& addresses, conf::AddressPreference pref);
     HopList finish_direct(const std::string& domain, std::vector<NextHop> hops) const;
+    HopList without_self(const std::string& host, HopList list) const;
 
     dns::Client& m_dns;
     SelfTest m_is_self;

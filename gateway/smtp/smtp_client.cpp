@@ -104,9 +104,26 @@ void SmtpClient::fail_site(const ServerReply& r, ClientStage stage) {
     emit(ClientEvent::Kind::SiteFailed, stage, r);
 }
 
+namespace {
+
+// The host name a greeting or an EHLO reply starts with (RFC 5321 4.2: "220 domain ...").
+std::string first_word(const ServerReply& r) {
+    auto texts = r.texts();
+    if (texts.empty()) return {};
+    return texts.front().substr(0, texts.front().find(' '));
+}
+
+}  // namespace
+
 void SmtpClient::on_greeting(const ServerReply& r) {
     m_greeting = r;
     if (r.code / 100 != 2) return fail_site(r, ClientStage::Greeting);
+    // Postfix's loop check: a server that is this gateway under another address or port.
+    if (strcasecmp(first_word(r).c_str(), m_settings.helo_name.c_str()) == 0) {
+        m_failed = true;
+        return m_events.push_back(ClientEvent{ClientEvent::Kind::Loop, r, ClientStage::Greeting, 0,
+                                              "greeted me with my own hostname " + m_settings.helo_name});
+    }
     send("EHLO " + m_settings.helo_name, ClientStage::Helo);
 }
 
@@ -116,6 +133,11 @@ void SmtpClient::on_helo(const ServerReply& r) {
         return send("HELO " + m_settings.helo_name, ClientStage::Helo);
     }
     if (r.code / 100 != 2) return fail_site(r, ClientStage::Helo);
+    if (strcasecmp(first_word(r).c_str(), m_settings.helo_name.c_str()) == 0) {
+        m_failed = true;
+        return m_events.push_back(ClientEvent{ClientEvent::Kind::Loop, r, ClientStage::Helo, 0,
+                                              "replied to HELO/EHLO with my own hostname " + m_settings.helo_name});
+    }
     if (!m_sent_helo) parse_capabilities(r);
     m_sent_helo = true;
     m_ready = true;

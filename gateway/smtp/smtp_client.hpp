@@ -79,6 +79,7 @@ struct ClientEvent {
         AuthChallenge,    // 334: `detail` holds the decoded challenge
         AuthSucceeded,    // 235
         AuthFailed,       // AUTH refused: `reply`; or a challenge that is not base64
+        Loop,             // the server greeted us or answered EHLO with our own name: `detail` says which
     };
     Kind kind;
     ServerReply reply;

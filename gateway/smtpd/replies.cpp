@@ -87,6 +87,7 @@ Reply needs_smtputf8(std::string_view a) {
 Reply non_smtp_command() { return make(221, "2.7.0", "Error: non-SMTP command received; closing connection"); }
 
 Reply relay_denied(std::string_view r) { return make(554, "5.7.1", bracketed(r) + ": Relay access denied"); }
+Reply too_many_hops() { return make(554, "5.4.0", "Error: too many hops"); }
 Reply address_literal_denied(std::string_view r) {
     return make(550, "5.7.1", bracketed(r) + ": Recipient address rejected: Address literals are not accepted");
 }

@@ -57,6 +57,7 @@ Reply non_smtp_command();
 // Policy and limits
 Reply relay_denied(std::string_view recipient);
 Reply address_literal_denied(std::string_view recipient);
+Reply too_many_hops();
 Reply size_exceeded_at_mail();  // RFC 1870 6.1: SIZE= above the limit
 Reply size_exceeded();          // at the end of DATA
 Reply too_many_recipients();

@@ -15,6 +15,7 @@ namespace {
 
 constexpr size_t k_command_line_limit = 2048;  // RFC 5321 4.5.3.1.4 as extended; Postfix's line_length_limit
 constexpr size_t k_auth_line_limit = 12288;    // RFC 4954 4
+constexpr unsigned k_hop_limit = 50;           // Received: fields (Postfix's hopcount_limit, RFC 5321 6.3)
 constexpr size_t k_chunk_size = 64 * 1024;     // content handed to the spool at a time
 constexpr size_t k_header_hold_limit = 256 * 1024;
 
@@ -369,6 +370,14 @@ void SmtpSession::finish_data() {
         return;
     }
     m_headers->finish(m_chunk);
+    // Postfix's hopcount_limit: a message that has passed this many hosts is going round a loop.
+    if (m_headers->received() >= k_hop_limit) {
+        m_hooks.message_abort();
+        reject("END-OF-MESSAGE", replies::too_many_hops(), m_recipients.front());
+        reset_transaction();
+        set_state(State::Ready);
+        return;
+    }
     m_stored += m_chunk.size();
     if (!m_chunk.empty()) m_hooks.message_write(std::move(m_chunk));
     m_chunk = std::string();

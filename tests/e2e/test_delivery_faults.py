@@ -226,6 +226,53 @@ class FaultTest(unittest.TestCase):
         self.assertIn("dsn=4.5.3, status=deferred (host 127.0.0.42[127.0.0.42] said: 552 5.5.3 Too many recipients "
                       "(in reply to RCPT TO command))", line)
 
+    # --- loops ---------------------------------------------------------------------------------
+    def test_a_server_that_greets_with_our_name_is_a_loop(self):
+        for script, what in ((Script(greeting="220 gw.test ESMTP"), "greeted me with my own hostname gw.test"),
+                             (Script(ehlo=("250-GW.TEST", "250 PIPELINING")),
+                              "replied to HELO/EHLO with my own hostname gw.test")):
+            with self.subTest(what=what):
+                self.start(script)
+                qid = self.send("l@faulty.test")
+                line = self.line(qid, "l@faulty.test", "bounced")
+                self.assertIn(f"dsn=5.4.6, status=bounced (mail for 127.0.0.42 loops back to myself (host "
+                              f"127.0.0.42[127.0.0.42] {what}))", line)
+                self.gw.cleanup()
+                self.faulty.close()
+                self.gw = self.faulty = None
+
+    def test_an_upstream_that_is_this_gateway_is_a_loop(self):
+        self.gw = Gateway("""listen: [{ address: "127.0.0.50:2526" }]
+routes: [{ to: "*", via: myself }]
+upstreams: { myself: { host: 127.0.0.50, port: 2526, security: none } }
+queue: { dir: {spool}, retry: [1s] }
+""")
+        self.gw.start()
+        qid = self.send("s@anywhere.test")
+        line = self.line(qid, "s@anywhere.test", "bounced")
+        self.assertIn("dsn=5.4.6, status=bounced (mail for 127.0.0.50 loops back to myself)", line)
+
+    def test_too_many_hops(self):
+        self.start()
+        hops = "".join(f"Received: from h{i}.example by h{i + 1}.example; Thu, 1 Jan 2026 00:00:00 +0000\r\n"
+                       for i in range(50))
+        c = self.gw.connect()
+        c.reply()
+        c.command("EHLO client.test")
+        c.command("MAIL FROM:<app@catch.test>")
+        c.command("RCPT TO:<h@faulty.test>")
+        c.command("DATA")
+        c.send(hops + "Subject: looping\r\n\r\nround and round\r\n.\r\n")
+        self.assertEqual(c.reply(), "554 5.4.0 Error: too many hops\r\n")
+        self.gw.wait_log(r"reject: END-OF-MESSAGE from unknown\[127\.0\.0\.1\]: 554 5\.4\.0 Error: too many hops")
+        self.assertEqual(self.gw.queue(), [])
+        # One hop fewer is accepted.
+        c.command("MAIL FROM:<app@catch.test>")
+        c.command("RCPT TO:<h@faulty.test>")
+        c.command("DATA")
+        c.send(hops.split("\r\n", 1)[1] + "Subject: long way\r\n\r\nok\r\n.\r\n")
+        self.assertTrue(c.reply().startswith("250 2.0.0 Ok: queued as "))
+
     def xoauth2_upstream(self, token_source, allow_plaintext="true"):
         return f"""routes: [{{ to: "*", via: oauth }}]
 upstreams:
