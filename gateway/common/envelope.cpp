@@ -93,6 +93,8 @@ bool apply(Envelope& e, std::string_view key, const std::string& v) {
         e.body = v;
     else if (key == "smtputf8")
         e.smtputf8 = v == "1";
+    else if (key == "utf8_headers")
+        e.utf8_headers = v == "1";
     else if (key == "message_id")
         e.message_id = v;
     else if (key == "attempts")
@@ -150,6 +152,7 @@ std::string serialize(const Envelope& e) {
     if (!e.sasl_username.empty()) put(out, "sasl_username", e.sasl_username);
     if (!e.body.empty()) put(out, "body", e.body);
     put(out, "smtputf8", e.smtputf8 ? "1" : "0");
+    if (e.utf8_headers) put(out, "utf8_headers", "1");
     if (!e.message_id.empty()) put(out, "message_id", e.message_id);
     put(out, "attempts", std::to_string(e.attempts));
     put(out, "next_attempt", std::to_string(e.next_attempt_us));

@@ -45,6 +45,7 @@ struct Envelope {
     std::string sasl_username;
     std::string body;  // "" (not given), "7BIT" or "8BITMIME"
     bool smtputf8 = false;
+    bool utf8_headers = false;  // the header section holds octets above 127
     std::string message_id;
     unsigned attempts = 0;
     int64_t next_attempt_us = 0;

@@ -72,6 +72,7 @@ void HeaderStage::scan_lines(bool at_end) {
         }
         bool continuation = line[0] == ' ' || line[0] == '\t';
         size_t name = field_name_length(line);
+        m_eight_bit = m_eight_bit || std::any_of(line.begin(), line.end(), [](char c) { return c & 0x80; });
         if ((!continuation && name == 0) || (continuation && m_scanned == 0)) {
             end_of_headers(m_scanned, true);  // the body starts without the empty line
             return;

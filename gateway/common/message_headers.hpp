@@ -32,6 +32,7 @@ public:
     void rewrite_from(std::string address) { m_new_from = std::move(address); }
     enum class FromOutcome { Untouched, Rewritten, Added, HeadersTooLarge };
     unsigned received() const { return m_received; }  // Received: fields in the header section: hops so far
+    bool eight_bit() const { return m_eight_bit; }    // octets above 127 in the header section (UTF-8 headers)
     FromOutcome from_outcome() const { return m_from_outcome; }
 
 private:
@@ -47,6 +48,7 @@ private:
     bool m_in_message_id = false;
     std::string m_message_id;
     unsigned m_received = 0;
+    bool m_eight_bit = false;
     std::string m_new_from;
     FromOutcome m_from_outcome = FromOutcome::Untouched;
     size_t m_from_start = std::string::npos, m_from_end = 0;  // the first From: field, folded lines included

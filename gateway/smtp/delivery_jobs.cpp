@@ -70,8 +70,16 @@ void DeliverySession::send_job() {
     if (caps.size > 0 && e->size > caps.size)  // RFC 1870 4
         return fail_all("5.3.4", "message size " + std::to_string(e->size) + " exceeds size limit " +
                                      std::to_string(caps.size) + " of server " + label);
-    if (e->smtputf8 && !caps.smtputf8)  // RFC 6531 3.5
-        return fail_all("5.6.7", "SMTPUTF8 is required, but was not offered by host " + label);
+    // RFC 6531 3.5: SMTPUTF8 only for a message that needs it (UTF-8 in its addresses or headers).
+    // A server without it may be the wrong MX: the next one is tried, and only then does it bounce.
+    if (needs_smtputf8(*e) && !caps.smtputf8) {
+        Failure f{"5.6.7", "SMTPUTF8 is required, but was not offered by host " + label, m_hops[m_hop].label(), false,
+                  true};
+        for (size_t i : m_pending)
+            carry(i, f);
+        m_job_sent = true;
+        return take_next_job();  // to the next address
+    }
     OutgoingMessage m;
     m.sender = e->sender;
     for (size_t i : m_pending)
@@ -82,6 +90,16 @@ void DeliverySession::send_job() {
     m_rcpt_ok.assign(m_pending.size(), std::nullopt);
     m_soft.assign(m_pending.size(), std::nullopt);
     m_client->send_message(m);
+}
+
+bool DeliverySession::needs_smtputf8(const Envelope& e) const {
+    if (!e.smtputf8) return false;
+    auto non_ascii = [](const std::string& s) {
+        return std::any_of(s.begin(), s.end(), [](char c) { return c & 0x80; });
+    };
+    if (e.utf8_headers || non_ascii(e.sender)) return true;
+    return std::any_of(m_pending.begin(), m_pending.end(),
+                       [&](size_t i) { return non_ascii(e.recipients.at(i).address); });
 }
 
 void DeliverySession::on_recipient(const ClientEvent& ev) {
@@ -165,7 +183,7 @@ void DeliverySession::defer_open_recipients(const Failure& last) {
         const Failure& f = m_carried.count(i) ? m_carried[i] : last;
         RecipientResult r;
         r.index = i;
-        r.status = RcptStatus::Deferred;
+        r.status = f.permanent ? RcptStatus::Bounced : RcptStatus::Deferred;
         r.dsn = f.dsn;
         r.reason = f.reason;
         r.relay = f.relay;

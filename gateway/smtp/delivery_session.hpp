@@ -73,7 +73,8 @@ public:
 private:
     struct Failure {
         std::string dsn, reason, relay = "none";
-        bool site = true;  // about the connection, not a recipient: another `via` may do better
+        bool site = true;        // about the connection, not a recipient: another `via` may do better
+        bool permanent = false;  // when no address does better, the recipient bounces
     };
 
     // Connection and security (delivery_session.cpp)
@@ -111,6 +112,7 @@ private:
     void complete_job();
     void defer_open_recipients(const Failure& last);
     void read_content();
+    bool needs_smtputf8(const Envelope& e) const;
     void on_content(int err, const std::string& data);
     void on_recipient(const ClientEvent& ev);
 

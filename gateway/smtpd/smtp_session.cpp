@@ -394,6 +394,7 @@ void SmtpSession::finish_data() {
     e.sasl_username = m_user;
     e.body = m_body;
     e.smtputf8 = m_smtputf8;
+    e.utf8_headers = m_headers->eight_bit();
     e.message_id = m_headers->message_id();
     for (const auto& r : m_recipients)
         e.recipients.push_back(Recipient{r});

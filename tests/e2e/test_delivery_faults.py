@@ -448,3 +448,67 @@ metrics: {{ listen: "127.0.2.4:{port}" }}
             gw.cleanup()
             server.close()
             dns.cleanup()
+
+
+class Smtputf8Test(unittest.TestCase):
+    """RFC 6531 3.5: SMTPUTF8 is needed only for UTF-8 in the addresses or the headers; a server
+    without it may be the wrong MX, so the next one is tried before the message bounces.
+
+      utf.test   MX 10 a.utf.test (127.0.0.51, no SMTPUTF8), MX 20 b.utf.test (127.0.0.52, SMTPUTF8)
+      old.test   MX 10 a.utf.test only
+    """
+
+    @classmethod
+    def setUpClass(cls):
+        from peers import Dnsmasq
+        cls.dns = Dnsmasq(["--mx-host=utf.test,a.utf.test,10", "--mx-host=utf.test,b.utf.test,20",
+                           "--host-record=a.utf.test,127.0.0.51", "--host-record=b.utf.test,127.0.0.52",
+                           "--mx-host=old.test,a.utf.test,10"]).start()
+        cls.old = ScriptedSmtp("127.0.0.51", 2525, Script(ehlo=("250-a.utf.test", "250-PIPELINING", "250 8BITMIME")))
+        cls.new = ScriptedSmtp("127.0.0.52", 2525, Script(ehlo=("250-b.utf.test", "250-8BITMIME", "250 SMTPUTF8")))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.old.close()
+        cls.new.close()
+        cls.dns.cleanup()
+
+    def setUp(self):
+        self.gw = Gateway(f"""routes: [{{ to: "*", via: direct }}]
+direct: {{ security: none, port: 2525 }}
+dns: {{ servers: ["127.0.0.1:{self.dns.port}"], timeout: 1s, attempts: 1 }}
+queue: {{ dir: {{spool}}, retry: [1h] }}
+""")
+        self.gw.start()
+
+    def tearDown(self):
+        self.gw.cleanup()
+
+    def submit(self, rcpt, headers=b""):
+        c = self.gw.connect()
+        c.reply()
+        c.command("EHLO client.test")
+        self.assertEqual(c.command("MAIL FROM:<app@example.com> SMTPUTF8"), "250 2.1.0 Ok\r\n")
+        self.assertEqual(c.command(f"RCPT TO:<{rcpt}>"), "250 2.1.5 Ok\r\n")
+        c.command("DATA")
+        c.send(headers + b"Subject: t\r\n\r\nhello\r\n.\r\n")
+        return queued_id(c.reply())
+
+    def line(self, qid, rcpt, status):
+        return self.gw.wait_log(rf"smtp\[\d+\]: {qid}: to=<{re.escape(rcpt)}>, .*status={status} ", timeout=20)
+
+    def test_plain_ascii_needs_no_smtputf8(self):
+        qid = self.submit("plain@old.test")
+        self.assertIn("relay=a.utf.test[127.0.0.51]:2525", self.line(qid, "plain@old.test", "sent"))
+
+    def test_utf8_goes_to_the_mx_that_can_take_it(self):
+        qid = self.submit("jürgen@utf.test")
+        self.assertIn("relay=b.utf.test[127.0.0.52]:2525", self.line(qid, "jürgen@utf.test", "sent"))
+        qid = self.submit("plain@utf.test", headers="From: Jürgen <app@example.com>\r\n".encode())
+        self.assertIn("relay=b.utf.test[127.0.0.52]:2525", self.line(qid, "plain@utf.test", "sent"))
+
+    def test_utf8_bounces_when_no_mx_can_take_it(self):
+        qid = self.submit("jürgen@old.test")
+        line = self.line(qid, "jürgen@old.test", "bounced")
+        self.assertIn("dsn=5.6.7, status=bounced (SMTPUTF8 is required, but was not offered by host "
+                      "a.utf.test[127.0.0.51])", line)
