@@ -44,6 +44,7 @@ void DeliverySession::begin_job(DeliveryJob job) {
     m_job_setup = m_ready_us > setup_from ? double(m_ready_us - setup_from) / 1e6 : 0;
     m_job = std::move(job);
     m_pending = m_job->recipients;
+    m_hop_end = m_hop + m_hops.size();  // every address once for this job, from the one in use on
     m_results.clear();
     m_resolved.clear();
     m_job_start_us = now;
@@ -73,8 +74,7 @@ void DeliverySession::send_job() {
     // RFC 6531 3.5: SMTPUTF8 only for a message that needs it (UTF-8 in its addresses or headers).
     // A server without it may be the wrong MX: the next one is tried, and only then does it bounce.
     if (needs_smtputf8(*e) && !caps.smtputf8) {
-        Failure f{"5.6.7", "SMTPUTF8 is required, but was not offered by host " + label, m_hops[m_hop].label(), false,
-                  true};
+        Failure f{"5.6.7", "SMTPUTF8 is required, but was not offered by host " + label, hop().label(), false, true};
         for (size_t i : m_pending)
             carry(i, f);
         m_job_sent = true;
@@ -126,7 +126,7 @@ void DeliverySession::on_recipient(const ClientEvent& ev) {
         return;
     }
     if (transient)
-        m_soft[ev.index] = Failure{dsn, reason, m_hops[m_hop].label(), false};
+        m_soft[ev.index] = Failure{dsn, reason, hop().label(), false};
     else
         record(index, RcptStatus::Bounced, dsn, reason);
 }
@@ -137,7 +137,7 @@ void DeliverySession::record(size_t index, RcptStatus status, const std::string&
     r.status = status;
     r.dsn = dsn;
     r.reason = reason;
-    r.relay = m_hops[m_hop].label();
+    r.relay = hop().label();
     m_results.push_back(r);
     m_resolved.insert(index);
 }
@@ -165,7 +165,7 @@ void DeliverySession::finish_job_on_this_hop(const ServerReply* reply, ClientSta
         if (auto hint = hint_for(*reply, m_policy); !hint.empty()) reason += " (" + hint + ")";
         if (reply->transient()) {
             next.push_back(index);
-            carry(index, Failure{reply_dsn(*reply), reason, m_hops[m_hop].label(), false});
+            carry(index, Failure{reply_dsn(*reply), reason, hop().label(), false});
         } else {
             record(index, RcptStatus::Bounced, reply_dsn(*reply), reason);
         }

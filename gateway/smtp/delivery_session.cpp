@@ -43,12 +43,12 @@ int64_t DeliverySession::now_us() const {
 }
 
 std::string DeliverySession::host_label() const {
-    const auto& h = m_hops.at(m_hop);
+    const auto& h = hop();
     return h.host + "[" + h.address.to_string() + "]";
 }
 
 std::string DeliverySession::server_name() const {
-    return m_destination.kind == Destination::Kind::Upstream ? m_destination.upstream.host : m_hops.at(m_hop).host;
+    return m_destination.kind == Destination::Kind::Upstream ? m_destination.upstream.host : hop().host;
 }
 
 void DeliverySession::start() {
@@ -81,11 +81,12 @@ void DeliverySession::on_hops(HopList list) {
     }
     m_hops = std::move(list.hops);
     m_hop = 0;
+    m_hop_end = m_hops.size();
     connect_next();
 }
 
 void DeliverySession::connect_next() {
-    if (m_hop >= m_hops.size()) {
+    if (m_hop >= m_hop_end) {
         // Every address has been tried.
         Failure last = m_last_failure.value_or(Failure{"4.4.1", "no address could be reached", "none", true});
         if (m_job) {
@@ -100,7 +101,7 @@ void DeliverySession::connect_next() {
         }
         return end();
     }
-    const NextHop& hop = m_hops[m_hop];
+    const NextHop& hop = this->hop();
     auto addr = to_sockaddr({hop.address.to_string(), hop.port});
     m_state = ConnectionState();
     m_state.plaintext_only = m_retry_plaintext;
@@ -123,7 +124,7 @@ void DeliverySession::on_connected(int status) {
     auto self = shared_from_this();
     guarded(self, [&] {
         uv_timer_stop(m_timer);
-        const NextHop& hop = m_hops[m_hop];
+        const NextHop& hop = this->hop();
         if (status != 0) {
             m_last_failure = Failure{"4.4.1", "connect to " + hop.label() + ": " + uv_text(status), "none", true};
             // As Postfix's smtp logs it: every failed attempt, also when a later address takes the mail.
@@ -171,7 +172,7 @@ void DeliverySession::on_tls(bool ok, const std::string& error, bool peer_spoke_
         m_state.tls_active = true;
         metrics::tls_session("out", info.version);
         std::string trust = info.verified ? "Verified" : info.has_certificate ? "Untrusted" : "Anonymous";
-        log::info(log::Component::Smtp, trust + " TLS connection established to " + m_hops[m_hop].label() + ": " +
+        log::info(log::Component::Smtp, trust + " TLS connection established to " + hop().label() + ": " +
                                             info.version + " with cipher " + info.cipher);
         if (auto refused = certificate_refused(m_policy, info.verified, info.verify_problem))
             return fail_hop(refused->dsn, refused->reason);
@@ -330,7 +331,7 @@ void DeliverySession::begin_auth(const std::string& mechanism) {
 }
 
 void DeliverySession::fail_hop(const std::string& dsn, const std::string& reason) {
-    m_last_failure = Failure{dsn, reason, m_hops.at(m_hop).label(), true};
+    m_last_failure = Failure{dsn, reason, hop().label(), true};
     for (size_t i : m_pending)
         carry(i, *m_last_failure);
     close_socket();
@@ -382,8 +383,7 @@ void DeliverySession::arm_timer() {
 void DeliverySession::on_timeout() {
     if (m_ended) return;
     if (!m_connected) {
-        m_last_failure =
-            Failure{"4.4.1", "connect to " + m_hops[m_hop].label() + ": Connection timed out", "none", true};
+        m_last_failure = Failure{"4.4.1", "connect to " + hop().label() + ": Connection timed out", "none", true};
         log::info(log::Component::Smtp, m_last_failure->reason);
         for (size_t i : m_pending)
             carry(i, *m_last_failure);
@@ -413,7 +413,7 @@ void DeliverySession::fail_loop(const std::string& why) {
     std::string name =
         m_destination.kind == Destination::Kind::Direct ? m_destination.domain : m_destination.upstream.host;
     std::string reason = "mail for " + name + " loops back to myself (" + why + ")";
-    std::string relay = m_hops[m_hop].label();
+    std::string relay = hop().label();
     for (size_t i : m_pending)
         if (!m_resolved.count(i)) record(i, RcptStatus::Bounced, "5.4.6", reason);
     m_pending.clear();
@@ -431,7 +431,7 @@ void DeliverySession::fail_loop(const std::string& why) {
 }
 
 void DeliverySession::connection_lost(const std::string& why) {
-    std::string relay = m_hops[m_hop].label();
+    std::string relay = hop().label();
     close_socket();
     if (m_idle) {
         m_idle = false;

@@ -120,7 +120,12 @@ private:
     Destination m_destination;
     SecurityPolicy m_policy;
     std::vector<NextHop> m_hops;
-    size_t m_hop = 0;  // the address in use, or the next to try
+    // The address in use, or the next to try, is m_hops[m_hop % size]; the addresses run out at
+    // m_hop_end. A job that starts on a connection to a backup address goes round to the
+    // preferred ones before it gives up.
+    size_t m_hop = 0;
+    size_t m_hop_end = 0;
+    const NextHop& hop() const { return m_hops.at(m_hops.empty() ? 0 : m_hop % m_hops.size()); }
     std::shared_ptr<ClientTransport> m_transport;
     uv_timer_t* m_timer = nullptr;
     std::unique_ptr<SmtpClient> m_client;

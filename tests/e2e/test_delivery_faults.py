@@ -512,3 +512,41 @@ queue: {{ dir: {{spool}}, retry: [1h] }}
         line = self.line(qid, "jürgen@old.test", "bounced")
         self.assertIn("dsn=5.6.7, status=bounced (SMTPUTF8 is required, but was not offered by host "
                       "a.utf.test[127.0.0.51])", line)
+
+
+class BackupMxTest(unittest.TestCase):
+    """A connection that moved to the backup MX, reused for a later message, does not defer that
+    message without trying the preferred MX.
+
+      two.test   MX 10 a.two.test (127.0.0.53), MX 20 b.two.test (127.0.0.54)
+    """
+
+    def test_a_later_job_on_the_backup_goes_round_to_the_preferred_mx(self):
+        from peers import Dnsmasq
+        dns = Dnsmasq(["--mx-host=two.test,a.two.test,10", "--mx-host=two.test,b.two.test,20",
+                       "--host-record=a.two.test,127.0.0.53", "--host-record=b.two.test,127.0.0.54"]).start()
+        backup = ScriptedSmtp("127.0.0.54", 2525, Script(replies={"RCPT TO:<SECOND@": "451 4.3.0 not here, not now"}))
+        preferred = None
+        gw = Gateway(f"""routes: [{{ to: "*", via: direct }}]
+direct: {{ security: none, port: 2525 }}
+dns: {{ servers: ["127.0.0.1:{dns.port}"], timeout: 1s, attempts: 1 }}
+delivery: {{ connection_reuse: 10s }}
+queue: {{ dir: {{spool}}, retry: [1h] }}
+""")
+        try:
+            gw.start()
+            # The preferred MX is down: the first message goes to the backup, whose connection stays.
+            first = queued_id(gw.swaks("--from", "app@example.com", "--to", "first@two.test").stdout)
+            gw.wait_log(rf"{first}: to=<first@two\.test>, relay=b\.two\.test\[127\.0\.0\.54\]:2525, .*status=sent ")
+            preferred = ScriptedSmtp("127.0.0.53", 2525)
+            second = queued_id(gw.swaks("--from", "app@example.com", "--to", "second@two.test").stdout)
+            line = gw.wait_log(rf"{second}: to=<second@two\.test>, .*status=(sent|deferred) ", timeout=20)
+            self.assertIn("relay=a.two.test[127.0.0.53]:2525", line)
+            self.assertIn("status=sent", line)
+            self.assertEqual(len(backup.sessions), 1)  # the second message came on the reused connection
+        finally:
+            gw.cleanup()
+            backup.close()
+            if preferred:
+                preferred.close()
+            dns.cleanup()
