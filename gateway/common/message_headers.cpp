@@ -10,12 +10,34 @@ namespace gateway {
 
 namespace {
 
-// RFC 5322 2.2: field-name = 1*ftext (printable US-ASCII except ':'), then ':'.
+// RFC 5322 2.2: field-name = 1*ftext (printable US-ASCII except ':'), then ':'; the obsolete
+// syntax (4.5) allows white space before the colon ("From :"). The name's length, or 0.
 size_t field_name_length(std::string_view line) {
     size_t i = 0;
     while (i < line.size() && line[i] > 32 && line[i] < 127 && line[i] != ':')
         ++i;
-    return i > 0 && i < line.size() && line[i] == ':' ? i : 0;
+    size_t colon = i;
+    while (colon < line.size() && (line[colon] == ' ' || line[colon] == '\t'))
+        ++colon;
+    return i > 0 && colon < line.size() && line[colon] == ':' ? i : 0;
+}
+
+// The value of a field line: what follows its colon.
+std::string_view field_value(std::string_view line) { return line.substr(line.find(':') + 1); }
+
+// RFC 5322 2.2.3: a line longer than 78 characters is folded at white space where it can be.
+std::string folded(const std::string& line) {
+    constexpr size_t k_width = 78;
+    std::string out;
+    size_t start = 0;
+    while (line.size() - start > k_width) {
+        size_t space = line.rfind(' ', start + k_width);
+        if (space == std::string::npos || space <= start + 1) space = line.find(' ', start + k_width);
+        if (space == std::string::npos) break;
+        out.append(line, start, space - start).append("\r\n");
+        start = space;  // the space begins the continuation line
+    }
+    return out + line.substr(start);
 }
 
 bool name_is(std::string_view line, size_t len, const char* name) {
@@ -88,7 +110,7 @@ void HeaderStage::scan_lines(bool at_end) {
             }
             m_have_reply_to = m_have_reply_to || name_is(line, name, "Reply-To");
             m_in_message_id = name_is(line, name, "Message-ID") && !m_have_message_id;
-            if (m_in_message_id) m_message_id = trim(line.substr(name + 1));
+            if (m_in_message_id) m_message_id = trim(field_value(line));
             m_have_message_id = m_have_message_id || name_is(line, name, "Message-ID");
             m_have_date = m_have_date || name_is(line, name, "Date");
             m_received += name_is(line, name, "Received");
@@ -117,11 +139,11 @@ void HeaderStage::end_of_headers(size_t body_start, bool add_separator) {
     if (!m_new_from.empty() && m_from_start != std::string::npos) {
         // The span ends before body_start, so the insertion above did not move it.
         std::string_view field(m_buffer.data() + m_from_start, m_from_end - m_from_start);
-        std::string_view raw_value = field.substr(field.find(':') + 1);  // folding kept, CRLF included
+        std::string_view raw_value = field_value(field);  // folding kept, CRLF included
         std::string unfolded;
         for (char c : raw_value)
             if (c != '\r' && c != '\n') unfolded += c;
-        std::string replacement = "From: " + replace_mailbox(trim(unfolded), m_new_from) + "\r\n";
+        std::string replacement = folded("From: " + replace_mailbox(trim(unfolded), m_new_from)) + "\r\n";
         if (!m_have_reply_to) {
             replacement += "Reply-To:" + std::string(raw_value);
             if (replacement.size() < 2 || replacement.compare(replacement.size() - 2, 2, "\r\n") != 0)
@@ -160,8 +182,30 @@ std::string replace_mailbox(std::string_view value, const std::string& address) 
             several = true;
         }
     }
-    if (several || opens != 1 || close == std::string_view::npos || close < open) return "<" + address + ">";
-    return std::string(value.substr(0, open + 1)) + address + std::string(value.substr(close));
+    if (several || opens > 1 || (opens == 1 && (close == std::string_view::npos || close < open)))
+        return "<" + address + ">";
+    if (opens == 1) return std::string(value.substr(0, open + 1)) + address + std::string(value.substr(close));
+    // "scan@x.local (Scanner)": the address replaced, the comments (the old name) kept after it
+    // (RFC 5322 3.4: angle-addr = [CFWS] "<" addr-spec ">" [CFWS]).
+    std::string comments;
+    depth = 0;
+    quoted = false;
+    size_t from = 0;
+    for (size_t i = 0; i < value.size(); ++i) {
+        char c = value[i];
+        if (c == '\\') {
+            ++i;
+        } else if (quoted) {
+            quoted = c != '"';
+        } else if (c == '"' && depth == 0) {
+            quoted = true;
+        } else if (c == '(') {
+            if (depth++ == 0) from = i;
+        } else if (c == ')' && depth > 0 && --depth == 0) {
+            comments += " " + std::string(value.substr(from, i + 1 - from));
+        }
+    }
+    return "<" + address + ">" + comments;
 }
 
 std::string rfc5322_date(std::time_t t) {

@@ -109,6 +109,20 @@ TEST_CASE("header_from: rewrite puts the new sender in From: and the old one in 
          "Subject: s\r\n" + tail + "From: <scans@example.com>\r\n\r\nb\r\n", O::Added},
         {"only the first From: changes", "From: a@x.local\r\nFrom: b@x.local\r\n\r\nb\r\n",
          "From: <scans@example.com>\r\nReply-To: a@x.local\r\nFrom: b@x.local\r\n" + tail + "\r\nb\r\n", O::Rewritten},
+        {"the obsolete From : form is From:", "From : a@x.local\r\nSubject : s\r\n\r\nb\r\n",
+         "From: <scans@example.com>\r\nReply-To: a@x.local\r\nSubject : s\r\n" + tail + "\r\nb\r\n", O::Rewritten},
+        {"the name in a comment is kept", "From: scan@scanner.local (Scanner 3rd floor)\r\n\r\nb\r\n",
+         "From: <scans@example.com> (Scanner 3rd floor)\r\nReply-To: scan@scanner.local (Scanner 3rd floor)\r\n" +
+             tail + "\r\nb\r\n",
+         O::Rewritten},
+        {"a long new From: is folded",
+         "From: \"Multifunction printer on the third floor, east wing\"\r\n <printer-3rd-floor-east@scanner.local>\r\n"
+         "\r\nb\r\n",
+         "From: \"Multifunction printer on the third floor, east wing\"\r\n <scans@example.com>\r\n"
+         "Reply-To: \"Multifunction printer on the third floor, east wing\"\r\n "
+         "<printer-3rd-floor-east@scanner.local>\r\n" +
+             tail + "\r\nb\r\n",
+         O::Rewritten},
     };
     for (const auto& c : cases) {
         for (size_t step : {size_t(1), size_t(3), size_t(4096)}) {
