@@ -72,6 +72,10 @@ std::string header_section(const std::string& content) {
     return content.substr(start, end == std::string::npos ? std::string::npos : end + 2 - start);
 }
 
+std::string notice_message_id(const NoticeInput& in) {
+    return "<" + in.original->id + "." + in.boundary + "@" + in.hostname + ">";
+}
+
 std::string build_notice(const NoticeInput& in) {
     const Envelope& e = *in.original;
     bool failed = in.kind == NoticeKind::Failed;
@@ -83,7 +87,7 @@ std::string build_notice(const NoticeInput& in) {
     m += std::string("Subject: ") +
          (failed ? "Undelivered Mail Returned to Sender" : "Delayed Mail (still being retried)") + "\r\n";
     m += "Date: " + date + "\r\n";
-    m += "Message-ID: <" + e.id + "." + b + "@" + in.hostname + ">\r\n";
+    m += "Message-ID: " + notice_message_id(in) + "\r\n";
     m += "Auto-Submitted: auto-replied\r\n";  // RFC 3834
     m += "MIME-Version: 1.0\r\n";
     m += "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"" + b + "\"\r\n";

@@ -27,6 +27,8 @@ struct NoticeInput {
 // The complete message: headers, the human-readable part, message/delivery-status, and
 // text/rfc822-headers of the original.
 std::string build_notice(const NoticeInput& in);
+// Its Message-ID, as in its header and in its envelope.
+std::string notice_message_id(const NoticeInput& in);
 
 // What usually fixes a failure with this status and reason, in a sentence for the sender.
 std::string advice_for(const std::string& dsn, const std::string& reason);

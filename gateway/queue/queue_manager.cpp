@@ -613,8 +613,10 @@ void QueueManager::queue_notice(const std::string& id, NoticeKind kind, std::str
     e.helo = m_config->hostname;
     e.protocol = "local";
     e.body = "8BITMIME";
-    e.message_id = "<" + id + "." + in.boundary + ">";
+    e.message_id = notice_message_id(in);
     e.recipients.emplace_back(m.env.sender);
+    // RFC 6531 3.5: a sender with a UTF-8 address gets the notice with SMTPUTF8.
+    e.smtputf8 = std::any_of(m.env.sender.begin(), m.env.sender.end(), [](char c) { return c & 0x80; });
     auto txn = m_spool.begin(notice_id);
     m_spool.write(txn, std::move(content), [] {});
     std::string what = kind == NoticeKind::Failed ? "sender non-delivery notification" : "sender delay notification";

@@ -226,6 +226,54 @@ class FaultTest(unittest.TestCase):
         self.assertIn("dsn=4.5.3, status=deferred (host 127.0.0.42[127.0.0.42] said: 552 5.5.3 Too many recipients "
                       "(in reply to RCPT TO command))", line)
 
+    # --- notices -------------------------------------------------------------------------------
+    def test_a_notice_has_one_message_id(self):
+        self.start(Script(replies={"RCPT": "550 5.1.1 no such user"}))
+        r = self.gw.swaks("--from", "app@unrouted.test", "--to", "n@faulty.test")
+        qid = queued_id(r.stdout)
+        notice = self.gw.wait_log(rf"bounce\[\d+\]: {qid}: sender non-delivery notification: ([0-9A-F]+)$")
+        nid = notice.rsplit(" ", 1)[1]
+        [entry] = wait_for(lambda: [e for e in self.gw.queue() if e["id"] == nid], what="the notice in the queue")
+        header = re.search(rb"\r\nMessage-ID: (\S+)\r\n", self.gw.content(nid)).group(1).decode()
+        self.assertEqual(entry["message_id"], header)
+        self.assertRegex(header, rf"^<{qid}\.{nid}/gw\.test@gw\.test>$")
+
+    def test_a_notice_to_a_utf8_sender_goes_with_smtputf8(self):
+        self.catcher.script.ehlo = ["250-scripted.test", "250-8BITMIME", "250 SMTPUTF8"]
+        self.start(Script(replies={"RCPT": "550 5.1.1 no such user"}))
+        c = self.gw.connect()
+        c.reply()
+        c.command("EHLO client.test")
+        c.command("MAIL FROM:<jürgen@catch.test> SMTPUTF8")
+        c.command("RCPT TO:<u@faulty.test>")
+        c.command("DATA")
+        c.send("Subject: t\r\n\r\nx\r\n.\r\n")
+        qid = queued_id(c.reply())
+        self.line(qid, "u@faulty.test", "bounced")
+        [(mail_from, rcpts, msg)] = wait_for(lambda: self.notices("Undelivered Mail"), timeout=20, what="the notice")
+        self.assertEqual(mail_from, "MAIL FROM:<> BODY=8BITMIME SMTPUTF8")
+        self.assertEqual(rcpts, ["RCPT TO:<jürgen@catch.test>"])
+
+    def test_a_failover_route_removed_by_a_reload(self):
+        slow = ScriptedSmtp("127.0.0.43", 2525, Script(greeting=None))  # says nothing: helo 2s
+        try:
+            self.start()
+            qid = self.send("v@failover.test")
+            wait_for(lambda: slow.sessions, what="the first route's connection")
+            with open(self.gw.config_path) as f:
+                text = f.read()
+            text = text.replace("  - { to: failover.test, via: [down, catcher] }\n", "  - { to: failover.test, via: down }\n")
+            text = text.replace("  catcher: { host: 127.0.0.41, port: 2525, security: none }\n", "")
+            text = text.replace("  - { to: catch.test, via: catcher }\n", "")
+            with open(self.gw.config_path, "w") as f:
+                f.write(text)
+            self.assertEqual(self.gw.run("reload").returncode, 0)
+            line = self.line(qid, "v@failover.test", "deferred")
+            self.assertIn("dsn=4.3.5, status=deferred (mail routing configuration: the next route, catcher, is no "
+                          "longer in upstreams:)", line)
+        finally:
+            slow.close()
+
     # --- loops ---------------------------------------------------------------------------------
     def test_a_server_that_greets_with_our_name_is_a_loop(self):
         for script, what in ((Script(greeting="220 gw.test ESMTP"), "greeted me with my own hostname gw.test"),
