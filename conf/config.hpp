@@ -128,8 +128,10 @@ struct Delivery {
     unsigned destination_concurrency = 20;  // connections per destination
     unsigned recipient_limit = 50;          // recipients per transaction (Postfix's smtp_destination_recipient_limit)
     AddressPreference address_preference = AddressPreference::Any;
-    Seconds connection_reuse{2};  // an idle connection waits this long for more mail
-    unsigned line_length = 998;   // longer lines are broken with <CR><LF><SPACE>
+    Seconds connection_reuse{2};    // an idle connection waits this long for more mail
+    unsigned reuse_messages = 100;  // a connection carries at most this many messages, then QUIT
+    Seconds reuse_time{300};        // and lives at most this long (Postfix's smtp_connection_reuse_*_limit)
+    unsigned line_length = 998;     // longer lines are broken with <CR><LF><SPACE>
     ClientTimeouts timeouts;
 };
 

@@ -128,7 +128,7 @@ void load_limits(Walker& w, const YAML::Node& n, Config& c) {
 void load_delivery(Walker& w, const YAML::Node& n, Config& c) {
     auto f = w.mapping(n, "delivery",
                        {"concurrency", "destination_concurrency", "recipient_limit", "address_preference",
-                        "connection_reuse", "line_length", "timeouts"});
+                        "connection_reuse", "reuse_messages", "reuse_time", "line_length", "timeouts"});
     if (!f) return;
     auto& d = c.delivery;
     w.number(*f, "concurrency", "delivery", d.concurrency, 1, 100000);
@@ -137,6 +137,8 @@ void load_delivery(Walker& w, const YAML::Node& n, Config& c) {
     w.choice(*f, "address_preference", "delivery", d.address_preference,
              {{"any", AddressPreference::Any}, {"ipv4", AddressPreference::Ipv4}, {"ipv6", AddressPreference::Ipv6}});
     w.duration(*f, "connection_reuse", "delivery", d.connection_reuse);
+    w.number(*f, "reuse_messages", "delivery", d.reuse_messages, 1, 1000000);
+    w.duration(*f, "reuse_time", "delivery", d.reuse_time);
     w.number(*f, "line_length", "delivery", d.line_length, 78, 100000);
     auto* t = Walker::find(*f, "timeouts");
     if (!t) return;

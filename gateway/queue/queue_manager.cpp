@@ -312,7 +312,7 @@ void QueueManager::dispatch(DestQueue& q) {
     while (q.jobs.size() > q.starting.size()) {
         if (q.sessions >= d.destination_concurrency) break;
         if (m_sessions.size() >= d.concurrency) {
-            m_waiting.insert(q.destination.key());
+            if (m_waiting_keys.insert(q.destination.key()).second) m_waiting.push_back(q.destination.key());
             break;
         }
         start_session(q);
@@ -368,19 +368,24 @@ void QueueManager::session_idle(DeliverySession* s, bool idle) {
 void QueueManager::session_closed(DeliverySession* s) {
     std::string key = s->destination().key();
     m_sessions.erase(s);  // the session keeps itself alive until it returns
-    auto it = m_dests.find(key);
-    if (it != m_dests.end()) {
+    if (auto it = m_dests.find(key); it != m_dests.end()) {
         auto& q = it->second;
         q.sessions--;
         q.starting.erase(s);
         q.idle.erase(std::remove(q.idle.begin(), q.idle.end(), s), q.idle.end());
-        dispatch(q);
-        if (unused(q, now_us())) m_dests.erase(it);
     }
+    // The slot that came free goes to the other destinations that waited for one, in the order
+    // they asked (round robin); the closing session's own destination queues behind them.
     auto waiting = std::move(m_waiting);
     m_waiting.clear();
+    m_waiting_keys.clear();
     for (const auto& k : waiting)
-        if (auto w = m_dests.find(k); w != m_dests.end()) dispatch(w->second);
+        if (k != key)
+            if (auto w = m_dests.find(k); w != m_dests.end()) dispatch(w->second);
+    if (auto it = m_dests.find(key); it != m_dests.end()) {
+        dispatch(it->second);
+        if (unused(it->second, now_us())) m_dests.erase(it);
+    }
 }
 
 void QueueManager::destination_failed(const std::string& destination, const DestinationFailure& f) {

@@ -122,8 +122,10 @@ private:
     std::set<std::pair<int64_t, std::string>> m_schedule;  // (due, id) of messages waiting
     std::unordered_map<std::string, DestQueue> m_dests;
     std::map<DeliverySession*, std::shared_ptr<DeliverySession>> m_sessions;
-    std::set<std::string> m_waiting;  // destinations that want a session when one is free
-    uint64_t m_cached_bytes = 0;      // contents kept in memory, bounded by k_cache_limit
+    // Destinations that want a session when one is free, first come first served.
+    std::deque<std::string> m_waiting;
+    std::set<std::string> m_waiting_keys;
+    uint64_t m_cached_bytes = 0;  // contents kept in memory, bounded by k_cache_limit
     static constexpr uint64_t k_cache_limit = 64 * 1024 * 1024;
     void drop_content(Message& m);
     void erase_now(Message& m);

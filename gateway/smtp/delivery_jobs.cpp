@@ -23,6 +23,15 @@ void DeliverySession::take_next_job() {
         return connect_next();
     }
     if (m_job) return send_job();
+    // Postfix's connection reuse limits: a busy destination gives its slot up now and then, and
+    // the queue manager hands it to the destinations that waited.
+    const auto& d = m_ctx.config->delivery;
+    if (m_jobs_taken >= d.reuse_messages || now_us() - m_ready_us >= int64_t(d.reuse_time.count()) * 1000000) {
+        m_quitting = true;
+        m_client->quit();
+        send_output();
+        return arm_timer();
+    }
     auto job = m_ctx.owner->take_job(this);
     if (job) return begin_job(std::move(*job));
     m_idle = true;
@@ -43,6 +52,7 @@ void DeliverySession::begin_job(DeliveryJob job) {
     int64_t setup_from = std::max(m_setup_us, job.queued_us);
     m_job_setup = m_ready_us > setup_from ? double(m_ready_us - setup_from) / 1e6 : 0;
     m_job = std::move(job);
+    m_jobs_taken++;
     m_pending = m_job->recipients;
     m_hop_end = m_hop + m_hops.size();  // every address once for this job, from the one in use on
     m_results.clear();

@@ -156,6 +156,7 @@ private:
     std::vector<std::optional<ServerReply>> m_rcpt_ok;  // per m_pending entry: accepted by RCPT
     std::vector<std::optional<Failure>> m_soft;         // per m_pending entry: 4xx at RCPT
     bool m_job_sent = false;                            // the job went out on the current connection
+    unsigned m_jobs_taken = 0;                          // for delivery.reuse_messages
     int64_t m_job_start_us = 0;
     double m_job_setup = 0;
     uint64_t m_content_offset = 0;

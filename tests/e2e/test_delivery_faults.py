@@ -598,3 +598,35 @@ queue: {{ dir: {{spool}}, retry: [1h] }}
             if preferred:
                 preferred.close()
             dns.cleanup()
+
+
+class FairnessTest(unittest.TestCase):
+    """A busy, slow destination gives up its connection slot now and then (delivery.reuse_messages),
+    and the slot goes to the destination that waited for it, not back to the busy one."""
+
+    def test_a_waiting_destination_gets_the_next_slot(self):
+        slow = ScriptedSmtp("127.0.0.55", 2525, Script(slow=1.5))
+        fast = ScriptedSmtp("127.0.0.56", 2525)
+        gw = Gateway("""routes:
+  - { to: slow.test, via: slow }
+  - { to: fast.test, via: fast }
+upstreams:
+  slow: { host: 127.0.0.55, port: 2525, security: none }
+  fast: { host: 127.0.0.56, port: 2525, security: none }
+delivery: { concurrency: 1, reuse_messages: 2, connection_reuse: 1s }
+""")
+        try:
+            gw.start()
+            slow_ids = [queued_id(gw.swaks("--from", "app@example.com", "--to", f"s{i}@slow.test").stdout)
+                        for i in range(4)]
+            fast_id = queued_id(gw.swaks("--from", "app@example.com", "--to", "f@fast.test").stdout)
+            for qid in slow_ids + [fast_id]:
+                gw.wait_log(rf"{qid}: to=<\S+>, .*status=sent ", timeout=30)
+            sent = [l for l in gw.log_lines() if "status=sent" in l]
+            order = [next(q for q in slow_ids + [fast_id] if f" {q}: " in l) for l in sent]
+            # Two slow messages, then the connection quits and the fast one takes the slot.
+            self.assertEqual(order.index(fast_id), 2, order)
+        finally:
+            gw.cleanup()
+            slow.close()
+            fast.close()
