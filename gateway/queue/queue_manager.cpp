@@ -427,6 +427,7 @@ void QueueManager::job_done(const std::string&, JobResult result) {
     DeliveryJob& job = result.job;
     // Recipients whose destination could not be used at all fail over to the next `via`.
     std::vector<size_t> failover, again;
+    bool delivered = false;
     for (auto r : result.results) {
         if (r.again) {  // the server's recipient limit: another transaction, at once
             again.push_back(r.index);
@@ -444,7 +445,20 @@ void QueueManager::job_done(const std::string&, JobResult result) {
         }
         metrics::delivery(job.via.empty() ? std::string("none") : job.via[job.via_index], to_string(r.status),
                           r.dsn.empty() ? '4' : r.dsn[0], double(now_us() - m.env.arrival_us) / 1e6);
+        delivered = delivered || r.status == RcptStatus::Sent;
         apply(m, r, result.delays);
+    }
+    // Other jobs of the message are still out: what was delivered is written down now, so that
+    // a crash or a stop meanwhile does not send it again. (Bounces wait for their notice.)
+    if (delivered && m.jobs > 1) {
+        Envelope written = m.env;
+        for (size_t i : m.bounced)  // open on disk until the notice is queued
+            written.recipients[i].status = RcptStatus::Deferred;
+        m_spool.update(written, [id = m.env.id](bool ok) {
+            if (!ok)
+                log::warning(log::Component::Qmgr,
+                             id + ": cannot write the envelope; delivered recipients may be sent again");
+        });
     }
     if (!failover.empty()) {
         // Each recipient goes to its own next destination: `direct` after an upstream means

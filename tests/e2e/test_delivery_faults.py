@@ -630,3 +630,41 @@ delivery: { concurrency: 1, reuse_messages: 2, connection_reuse: 1s }
             gw.cleanup()
             slow.close()
             fast.close()
+
+
+class PartialResultsTest(unittest.TestCase):
+    """A message whose recipients went to two destinations: the one delivered is written down when
+    its job ends, so a stop while the other is still out does not send it again."""
+
+    def test_a_stop_after_part_was_delivered(self):
+        fast = ScriptedSmtp("127.0.0.57", 2525)
+        silent = ScriptedSmtp("127.0.0.58", 2525, Script(greeting=None))
+        config = """routes:
+  - { to: fast.test, via: fast }
+  - { to: silent.test, via: silent }
+upstreams:
+  fast: { host: 127.0.0.57, port: 2525, security: none }
+  silent: { host: 127.0.0.58, port: 2525, security: none }
+delivery: { timeouts: { helo: 60s } }
+queue: { dir: {spool}, retry: [1h] }
+"""
+        gw = Gateway(config)
+        try:
+            gw.start()
+            qid = queued_id(gw.swaks("--from", "app@example.com", "--to", "a@fast.test,b@silent.test").stdout)
+            gw.wait_log(rf"{qid}: to=<a@fast\.test>, .*status=sent ")
+            wait_for(lambda: silent.sessions, what="the other job's connection")
+            time.sleep(0.2)  # the envelope update is on its way to the disk
+            self.assertEqual(gw.stop(), 0)
+            gw.start()
+            gw.wait_log(r"started, 1 message\(s\) in the queue")
+            [entry] = gw.queue()
+            self.assertEqual({r["address"]: r["status"] for r in entry["recipients"]},
+                             {"a@fast.test": "sent", "b@silent.test": "pending"})
+            gw.run("queue", "flush")
+            time.sleep(1)
+            self.assertEqual(len(fast.messages), 1)  # not sent again
+        finally:
+            gw.cleanup()
+            fast.close()
+            silent.close()
