@@ -91,6 +91,8 @@ struct Upstream {
     bool verify = false;
     std::string ca_file;
     std::optional<UpstreamAuth> auth;
+    std::string source_address;  // the local address connections come from (smtp_bind_address); empty: any
+    std::string helo_name;       // the name sent in EHLO; empty: hostname (smtp_helo_name)
     Mark mark;
 };
 
@@ -138,6 +140,7 @@ struct Delivery {
 struct Direct {
     Security security = Security::Opportunistic;
     uint16_t port = 25;
+    std::string source_address;  // the local address of connections to MX hosts; empty: any
 };
 
 struct Dns {

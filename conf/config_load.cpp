@@ -163,9 +163,13 @@ void load_delivery(Walker& w, const YAML::Node& n, Config& c) {
 
 void load_small_sections(Walker& w, const Fields& top, Config& c) {
     if (auto* n = Walker::find(top, "direct")) {
-        if (auto f = w.mapping(*n, "direct", {"security", "port"})) {
+        if (auto f = w.mapping(*n, "direct", {"security", "port", "source_address"})) {
             w.choice(*f, "security", "direct", c.direct.security, k_security);
             w.number(*f, "port", "direct", c.direct.port, 1, 65535);
+            w.string(*f, "source_address", "direct", c.direct.source_address);
+            if (!c.direct.source_address.empty() && !IpAddress::parse(c.direct.source_address))
+                w.error(f->at("source_address").value, "direct.source_address",
+                        "\"" + c.direct.source_address + "\" is not an IP address of this machine");
         }
     }
     if (auto* n = Walker::find(top, "dns")) {

@@ -124,7 +124,8 @@ void load_upstreams(Walker& w, const YAML::Node& n, Config& c) {
             w.error(it->first, path, "upstream defined more than once");
             continue;
         }
-        auto f = w.mapping(it->second, path, {"host", "port", "security", "verify", "ca_file", "auth"});
+        auto f = w.mapping(it->second, path,
+                           {"host", "port", "security", "verify", "ca_file", "auth", "source_address", "helo_name"});
         if (!f) continue;
         Upstream u;
         u.name = name;
@@ -138,6 +139,13 @@ void load_upstreams(Walker& w, const YAML::Node& n, Config& c) {
         if (!u.ca_file.empty() && !check_readable(u.ca_file, why))
             w.error(f->at("ca_file").value, path + ".ca_file", why);
         if (auto* a = Walker::find(*f, "auth")) load_upstream_auth(w, *a, path + ".auth", u);
+        w.string(*f, "source_address", path, u.source_address);
+        if (!u.source_address.empty() && !IpAddress::parse(u.source_address))
+            w.error(f->at("source_address").value, path + ".source_address",
+                    "\"" + u.source_address + "\" is not an IP address of this machine");
+        w.string(*f, "helo_name", path, u.helo_name);
+        if (!u.helo_name.empty() && !check_host(u.helo_name, why))
+            w.error(f->at("helo_name").value, path + ".helo_name", why);
         if (u.host.empty())
             w.error(it->second, path + ".host", "missing; the smarthost's name or address");
         else if (!check_host(u.host, why))

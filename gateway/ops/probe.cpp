@@ -62,7 +62,7 @@ private:
         auto addr = to_sockaddr({m_list[m_hop].address.to_string(), m_list[m_hop].port});
         ClientTransport::Handler& handler = *this;
         m_transport = std::make_shared<ClientTransport>(m_loop, handler);
-        m_transport->connect(reinterpret_cast<const sockaddr*>(&*addr));
+        m_transport->connect(reinterpret_cast<const sockaddr*>(&*addr), m_target.upstream.source_address);
         arm(m_config.delivery.timeouts.connect.count());
     }
 
@@ -96,7 +96,9 @@ private:
             return connect();
         }
         m_out << "connected: " << m_list[m_hop].label() << "\n";
-        m_client = std::make_unique<SmtpClient>(ClientSettings{m_config.hostname, m_config.delivery.line_length});
+        const auto& u = m_target.upstream;
+        m_client = std::make_unique<SmtpClient>(ClientSettings{u.helo_name.empty() ? m_config.hostname : u.helo_name,
+                                                               m_config.delivery.line_length, m_config.hostname});
         if (m_policy.level == conf::Security::Implicit) begin_tls();
         arm(m_config.delivery.timeouts.helo.count());
     }

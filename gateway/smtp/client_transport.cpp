@@ -1,5 +1,7 @@
 #include "gateway/smtp/client_transport.hpp"
 
+#include "gateway/common/net.hpp"
+
 namespace gateway {
 
 // The libuv handle outlives the transport when it is closed: `owner` is cleared then.
@@ -23,12 +25,17 @@ ClientTransport::ClientTransport(uv_loop_t* loop, Handler& handler) : m_loop(loo
 
 ClientTransport::~ClientTransport() { close(); }
 
-void ClientTransport::connect(const sockaddr* address) {
+void ClientTransport::connect(const sockaddr* address, const std::string& source) {
     m_socket = new Socket;
     m_socket->owner = this;
     uv_tcp_init(m_loop, &m_socket->tcp);
     m_socket->tcp.data = m_socket;
     m_socket->connect.data = m_socket;
+    if (!source.empty()) {  // the local address the connection comes from
+        auto local = to_sockaddr({source, 0});
+        int b = local ? uv_tcp_bind(&m_socket->tcp, reinterpret_cast<const sockaddr*>(&*local), 0) : UV_EINVAL;
+        if (b != 0) return m_handler.on_connected(b);
+    }
     int r = uv_tcp_connect(&m_socket->connect, &m_socket->tcp, address, [](uv_connect_t* req, int status) {
         auto* sock = static_cast<Socket*>(req->data);
         if (!sock->owner) return;

@@ -34,7 +34,7 @@ public:
     ClientTransport(const ClientTransport&) = delete;
     ClientTransport& operator=(const ClientTransport&) = delete;
 
-    void connect(const sockaddr* address);
+    void connect(const sockaddr* address, const std::string& source = {});  // source: a local IP, or any
     void send(std::string_view plaintext);
     void start_tls(std::shared_ptr<tls::Context> context, const std::string& server_name);
     void close();

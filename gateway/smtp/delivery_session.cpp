@@ -67,6 +67,19 @@ void DeliverySession::start() {
                              done);
 }
 
+// Postfix's smtp_helo_name and smtp_bind_address: on a host with several addresses, the one
+// whose PTR and SPF `smtpgw doctor` checks.
+std::string DeliverySession::helo_name() const {
+    if (m_destination.kind == Destination::Kind::Upstream && !m_destination.upstream.helo_name.empty())
+        return m_destination.upstream.helo_name;
+    return m_ctx.config->hostname;
+}
+
+std::string DeliverySession::source_address() const {
+    return m_destination.kind == Destination::Kind::Upstream ? m_destination.upstream.source_address
+                                                             : m_ctx.config->direct.source_address;
+}
+
 void DeliverySession::on_hops(HopList list) {
     if (list.outcome != HopList::Outcome::Ok) {
         DestinationFailure f;
@@ -108,7 +121,7 @@ void DeliverySession::connect_next() {
     m_retry_plaintext = false;
     ClientTransport::Handler& handler = *this;
     m_transport = std::make_shared<ClientTransport>(m_ctx.loop, handler);
-    m_transport->connect(reinterpret_cast<const sockaddr*>(&*addr));
+    m_transport->connect(reinterpret_cast<const sockaddr*>(&*addr), source_address());
     if (m_ended || m_connected) return;
     m_timer->data = this;
     uv_timer_start(
@@ -136,8 +149,8 @@ void DeliverySession::on_connected(int status) {
             return connect_next();
         }
         m_connected = true;
-        m_client =
-            std::make_unique<SmtpClient>(ClientSettings{m_ctx.config->hostname, m_ctx.config->delivery.line_length});
+        m_client = std::make_unique<SmtpClient>(
+            ClientSettings{helo_name(), m_ctx.config->delivery.line_length, m_ctx.config->hostname});
         // Implicit TLS (RFC 8314): the handshake comes before the greeting.
         if (m_policy.level == conf::Security::Implicit && !m_state.plaintext_only) begin_tls();
         arm_timer();

@@ -100,6 +100,8 @@ private:
     void end();
     std::string host_label() const;
     std::string server_name() const;  // checked against the certificate, sent in SNI
+    std::string helo_name() const;
+    std::string source_address() const;  // empty: any
     int64_t now_us() const;
 
     // Jobs (delivery_jobs.cpp)

@@ -115,14 +115,22 @@ std::string first_word(const ServerReply& r) {
 
 }  // namespace
 
+const std::string& SmtpClient::own_name() const {
+    return m_settings.hostname.empty() ? m_settings.helo_name : m_settings.hostname;
+}
+
+bool SmtpClient::is_me(const std::string& name) const {
+    return !name.empty() && strcasecmp(name.c_str(), own_name().c_str()) == 0;
+}
+
 void SmtpClient::on_greeting(const ServerReply& r) {
     m_greeting = r;
     if (r.code / 100 != 2) return fail_site(r, ClientStage::Greeting);
     // Postfix's loop check: a server that is this gateway under another address or port.
-    if (strcasecmp(first_word(r).c_str(), m_settings.helo_name.c_str()) == 0) {
+    if (is_me(first_word(r))) {
         m_failed = true;
         return m_events.push_back(ClientEvent{ClientEvent::Kind::Loop, r, ClientStage::Greeting, 0,
-                                              "greeted me with my own hostname " + m_settings.helo_name});
+                                              "greeted me with my own hostname " + own_name()});
     }
     send("EHLO " + m_settings.helo_name, ClientStage::Helo);
 }
@@ -133,10 +141,10 @@ void SmtpClient::on_helo(const ServerReply& r) {
         return send("HELO " + m_settings.helo_name, ClientStage::Helo);
     }
     if (r.code / 100 != 2) return fail_site(r, ClientStage::Helo);
-    if (strcasecmp(first_word(r).c_str(), m_settings.helo_name.c_str()) == 0) {
+    if (is_me(first_word(r))) {
         m_failed = true;
         return m_events.push_back(ClientEvent{ClientEvent::Kind::Loop, r, ClientStage::Helo, 0,
-                                              "replied to HELO/EHLO with my own hostname " + m_settings.helo_name});
+                                              "replied to HELO/EHLO with my own hostname " + own_name()});
     }
     if (!m_sent_helo) parse_capabilities(r);
     m_sent_helo = true;

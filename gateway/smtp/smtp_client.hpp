@@ -91,6 +91,7 @@ struct ClientEvent {
 struct ClientSettings {
     std::string helo_name;
     size_t line_length = 998;  // longer content lines are broken with <CR><LF><SPACE>
+    std::string hostname;      // the gateway's name: a server that greets with it is this gateway (a loop)
 };
 
 class SmtpClient {
@@ -125,6 +126,8 @@ private:
 
     void on_reply(const ServerReply& r);
     void on_greeting(const ServerReply& r);
+    bool is_me(const std::string& name) const;
+    const std::string& own_name() const;
     void on_helo(const ServerReply& r);
     void on_mail(const ServerReply& r);
     void on_rcpt(const ServerReply& r, size_t index);

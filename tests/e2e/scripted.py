@@ -40,6 +40,7 @@ class ScriptedSmtp:
         self.address, self.port = address, port
         self.script = script or Script()
         self.sessions = []  # per connection: list of command lines
+        self.peers = []  # per connection: the client's address
         self.open_sessions = 0
         self.most_open = 0  # the most sessions open at the same time
         self.messages = []  # (mail_from, [rcpt], data bytes)
@@ -64,9 +65,10 @@ class ScriptedSmtp:
     def _accept(self):
         while self.running:
             try:
-                conn, _ = self.sock.accept()
+                conn, peer = self.sock.accept()
             except OSError:
                 return
+            self.peers.append(peer[0])
             threading.Thread(target=self._session, args=(conn,), daemon=True).start()
 
     def _session(self, conn):

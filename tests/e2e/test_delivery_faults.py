@@ -668,3 +668,37 @@ queue: { dir: {spool}, retry: [1h] }
             gw.cleanup()
             fast.close()
             silent.close()
+
+
+class SourceAddressTest(unittest.TestCase):
+    """upstreams.NAME.source_address and helo_name (Postfix's smtp_bind_address, smtp_helo_name):
+    on a host with several addresses, mail leaves from the one whose PTR and SPF are right."""
+
+    def test_source_address_and_helo_name(self):
+        server = ScriptedSmtp("127.0.0.59", 2525)
+        gw = Gateway("""routes: [{ to: "*", via: up }]
+upstreams:
+  up: { host: 127.0.0.59, port: 2525, security: none, source_address: 127.0.0.60, helo_name: out.example.net }
+""")
+        try:
+            gw.start()
+            qid = queued_id(gw.swaks("--from", "app@example.com", "--to", "a@example.org").stdout)
+            gw.wait_log(rf"{qid}: to=<a@example\.org>, .*status=sent ")
+            self.assertEqual(server.peers, ["127.0.0.60"])
+            self.assertEqual(server.sessions[0][0], "EHLO out.example.net")
+        finally:
+            gw.cleanup()
+            server.close()
+
+    def test_a_source_address_that_is_not_ours(self):
+        gw = Gateway("""routes: [{ to: "*", via: bad }]
+upstreams:
+  bad: { host: 127.0.0.59, port: 2525, security: none, source_address: 192.0.2.1 }
+""")
+        try:
+            gw.start()
+            qid = queued_id(gw.swaks("--from", "app@example.com", "--to", "a@example.org").stdout)
+            line = gw.wait_log(rf"{qid}: to=<a@example\.org>, .*status=deferred ")
+            self.assertIn("(connect to 127.0.0.59[127.0.0.59]:2525: Cannot assign requested address)", line)
+        finally:
+            gw.cleanup()

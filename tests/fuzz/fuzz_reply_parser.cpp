@@ -23,7 +23,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         (void)r.texts();
     }
     // The same bytes as a server's side of a dialog.
-    SmtpClient client(ClientSettings{"gw.fuzz", 998});
+    SmtpClient client(ClientSettings{"gw.fuzz", 998, "gw.fuzz"});
     OutgoingMessage m;
     m.sender = "a@example.com";
     m.recipients = {"b@example.org", "c@example.org"};

@@ -9,7 +9,7 @@ using Kind = ClientEvent::Kind;
 namespace {
 
 struct Dialog {
-    SmtpClient client{ClientSettings{"gw.example", 998}};
+    SmtpClient client{ClientSettings{"gw.example", 998, "gw.example"}};
     std::vector<ClientEvent> events;
 
     // Feeds server bytes; returns what the client sent in response.
@@ -300,7 +300,7 @@ TEST_CASE("transaction failures", "[client]") {
 }
 
 TEST_CASE("content: dot-stuffing and long lines broken as Postfix does", "[client]") {
-    SmtpClient c(ClientSettings{"gw", 998});
+    SmtpClient c(ClientSettings{"gw", 998, "gw"});
     c.feed("220 x\r\n250 x\r\n");
     c.take_output();
     c.send_message(message({"b@y.example"}));
@@ -318,7 +318,7 @@ TEST_CASE("content: dot-stuffing and long lines broken as Postfix does", "[clien
 }
 
 TEST_CASE("content without a final line break gets one before the dot", "[client]") {
-    SmtpClient c(ClientSettings{"gw", 998});
+    SmtpClient c(ClientSettings{"gw", 998, "gw"});
     c.feed("220 x\r\n250 x\r\n");
     c.send_message(message({"b@y.example"}));
     c.feed("250 ok\r\n250 ok\r\n354 go\r\n");
