@@ -1,6 +1,7 @@
 // DeliverySession: the jobs a connection carries, and what becomes of each recipient.
 #include "gateway/smtp/delivery_session.hpp"
 
+#include "gateway/common/idn.hpp"
 #include "gateway/common/log.hpp"
 
 #include <algorithm>
@@ -91,9 +92,12 @@ void DeliverySession::send_job() {
         return take_next_job();  // to the next address
     }
     OutgoingMessage m;
-    m.sender = e->sender;
+    // Without SMTPUTF8 at the server, domains go in their A-label form (needs_smtputf8() made sure
+    // that is all there is to convert).
+    auto wire = [&](const std::string& a) { return caps.smtputf8 ? a : ascii_address(a).value_or(a); };
+    m.sender = wire(e->sender);
     for (size_t i : m_pending)
-        m.recipients.push_back(e->recipients.at(i).address);
+        m.recipients.push_back(wire(e->recipients.at(i).address));
     m.size = e->size;
     m.body = e->body;
     m.smtputf8 = e->smtputf8;
@@ -102,14 +106,13 @@ void DeliverySession::send_job() {
     m_client->send_message(m);
 }
 
+// UTF-8 in a local part or in the headers needs SMTPUTF8; a UTF-8 domain does not, as it can go
+// in its A-label form (RFC 6531 3.2).
 bool DeliverySession::needs_smtputf8(const Envelope& e) const {
     if (!e.smtputf8) return false;
-    auto non_ascii = [](const std::string& s) {
-        return std::any_of(s.begin(), s.end(), [](char c) { return c & 0x80; });
-    };
-    if (e.utf8_headers || non_ascii(e.sender)) return true;
-    return std::any_of(m_pending.begin(), m_pending.end(),
-                       [&](size_t i) { return non_ascii(e.recipients.at(i).address); });
+    auto utf8 = [](const std::string& a) { return utf8_local_part(a) || !ascii_address(a); };
+    if (e.utf8_headers || utf8(e.sender)) return true;
+    return std::any_of(m_pending.begin(), m_pending.end(), [&](size_t i) { return utf8(e.recipients.at(i).address); });
 }
 
 void DeliverySession::on_recipient(const ClientEvent& ev) {

@@ -1,5 +1,8 @@
 #include "gateway/smtp/nexthop.hpp"
 
+#include "gateway/common/idn.hpp"
+#include "gateway/common/text.hpp"
+
 #include <algorithm>
 #include <memory>
 
@@ -40,28 +43,35 @@ void HopResolver::direct(const std::string& domain, uint16_t port, conf::Address
         if (!a) return done(failure(HopList::Outcome::Bounce, "5.1.2", "bad address literal " + domain));
         return done(finish_direct(domain, {NextHop{domain, *a, port, 0}}));
     }
-    m_dns.mx(domain, [this, domain, port, pref, done = std::move(done)](dns::Status s, std::vector<dns::MxRecord> mx) {
-        switch (s) {
-        case dns::Status::TempFail:
-            return done(failure(HopList::Outcome::Defer, "4.4.3", lookup_error(domain, "MX", s)));
-        case dns::Status::NotFound:
-        case dns::Status::NoData:
-            // RFC 5321 5.1: no MX records: the domain itself is the implicit MX, preference 0.
-            return resolve_mx_hosts(domain, {dns::MxRecord{0, domain}}, port, pref, done);
-        case dns::Status::Ok: break;
-        }
-        // RFC 7505 3: a lone "." MX says the domain accepts no mail.
-        bool only_null = std::all_of(mx.begin(), mx.end(), [](const auto& r) { return r.host.empty(); });
-        if (only_null)
-            return done(
-                failure(HopList::Outcome::Bounce, "5.1.0", "Domain " + domain + " does not accept mail (nullMX)"));
-        mx.erase(std::remove_if(mx.begin(), mx.end(), [](const auto& r) { return r.host.empty(); }), mx.end());
-        // RFC 5321 5.1: by preference; equal preferences in random order.
-        std::shuffle(mx.begin(), mx.end(), m_random);
-        std::stable_sort(mx.begin(), mx.end(),
-                         [](const auto& a, const auto& b) { return a.preference < b.preference; });
-        resolve_mx_hosts(domain, std::move(mx), port, pref, done);
-    });
+    // RFC 5890: an internationalized domain is looked up in its A-label form.
+    auto ace = ascii_domain(domain);
+    if (!ace)
+        return done(failure(
+            HopList::Outcome::Bounce, "5.1.2",
+            "bad destination domain: " + printable(domain) + " is not an internationalized domain name (RFC 5890)"));
+    m_dns.mx(
+        *ace, [this, domain = *ace, port, pref, done = std::move(done)](dns::Status s, std::vector<dns::MxRecord> mx) {
+            switch (s) {
+            case dns::Status::TempFail:
+                return done(failure(HopList::Outcome::Defer, "4.4.3", lookup_error(domain, "MX", s)));
+            case dns::Status::NotFound:
+            case dns::Status::NoData:
+                // RFC 5321 5.1: no MX records: the domain itself is the implicit MX, preference 0.
+                return resolve_mx_hosts(domain, {dns::MxRecord{0, domain}}, port, pref, done);
+            case dns::Status::Ok: break;
+            }
+            // RFC 7505 3: a lone "." MX says the domain accepts no mail.
+            bool only_null = std::all_of(mx.begin(), mx.end(), [](const auto& r) { return r.host.empty(); });
+            if (only_null)
+                return done(
+                    failure(HopList::Outcome::Bounce, "5.1.0", "Domain " + domain + " does not accept mail (nullMX)"));
+            mx.erase(std::remove_if(mx.begin(), mx.end(), [](const auto& r) { return r.host.empty(); }), mx.end());
+            // RFC 5321 5.1: by preference; equal preferences in random order.
+            std::shuffle(mx.begin(), mx.end(), m_random);
+            std::stable_sort(mx.begin(), mx.end(),
+                             [](const auto& a, const auto& b) { return a.preference < b.preference; });
+            resolve_mx_hosts(domain, std::move(mx), port, pref, done);
+        });
 }
 
 void HopResolver::resolve_mx_hosts(const std::string& domain, std::vector<dns::MxRecord> mx, uint16_t port,

@@ -511,7 +511,7 @@ class Smtputf8Test(unittest.TestCase):
         from peers import Dnsmasq
         cls.dns = Dnsmasq(["--mx-host=utf.test,a.utf.test,10", "--mx-host=utf.test,b.utf.test,20",
                            "--host-record=a.utf.test,127.0.0.51", "--host-record=b.utf.test,127.0.0.52",
-                           "--mx-host=old.test,a.utf.test,10"]).start()
+                           "--mx-host=old.test,a.utf.test,10", "--mx-host=xn--mnchen-3ya.test,a.utf.test,10"]).start()
         cls.old = ScriptedSmtp("127.0.0.51", 2525, Script(ehlo=("250-a.utf.test", "250-PIPELINING", "250 8BITMIME")))
         cls.new = ScriptedSmtp("127.0.0.52", 2525, Script(ehlo=("250-b.utf.test", "250-8BITMIME", "250 SMTPUTF8")))
 
@@ -554,6 +554,13 @@ queue: {{ dir: {{spool}}, retry: [1h] }}
         self.assertIn("relay=b.utf.test[127.0.0.52]:2525", self.line(qid, "jürgen@utf.test", "sent"))
         qid = self.submit("plain@utf.test", headers="From: Jürgen <app@example.com>\r\n".encode())
         self.assertIn("relay=b.utf.test[127.0.0.52]:2525", self.line(qid, "plain@utf.test", "sent"))
+
+    def test_an_internationalized_domain_goes_in_its_a_label_form(self):
+        # RFC 5890: looked up as xn--mnchen-3ya.test; RFC 6531 3.2: no SMTPUTF8 at the server, so
+        # the domain goes on the wire as its A-label too (the local part is ASCII).
+        qid = self.submit("user@münchen.test")
+        self.assertIn("relay=a.utf.test[127.0.0.51]:2525", self.line(qid, "user@münchen.test", "sent"))
+        self.assertIn("RCPT TO:<user@xn--mnchen-3ya.test>", [c for s in self.old.sessions for c in s])
 
     def test_utf8_bounces_when_no_mx_can_take_it(self):
         qid = self.submit("jürgen@old.test")

@@ -1,4 +1,5 @@
 #include "gateway/common/address.hpp"
+#include "gateway/common/idn.hpp"
 #include "gateway/common/json.hpp"
 #include "gateway/common/text.hpp"
 #include "gateway/smtpd/smtp_syntax.hpp"
@@ -125,4 +126,14 @@ TEST_CASE("what came from the network is printed inert and bounded", "[text]") {
     CHECK(json_string(std::string("\x1b\x07") + '\0' + "\x7f") == "\"\\u001b\\u0007\\u0000\\u007f\"");
     CHECK(json_string("caf\xc3\xa9") == "\"caf\xc3\xa9\"");
     CHECK(json_string("\xc2\x9b \xff\xc3") == "\"\\u009b \\ufffd\\ufffd\"");
+}
+
+TEST_CASE("internationalized domain names in their A-label form", "[idn]") {
+    CHECK(ascii_domain("M\xc3\xbc"
+                       "nchen.Example") == std::optional<std::string>("xn--mnchen-3ya.example"));
+    CHECK(ascii_domain("Example.COM") == std::optional<std::string>("example.com"));
+    CHECK_FALSE(ascii_domain("bad\xff.example"));
+    CHECK(ascii_address("Jo@m\xc3\xbcnchen.example") == std::optional<std::string>("Jo@xn--mnchen-3ya.example"));
+    CHECK(utf8_local_part("j\xc3\xbcrgen@example.com"));
+    CHECK_FALSE(utf8_local_part("jo@m\xc3\xbcnchen.example"));
 }
