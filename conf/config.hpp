@@ -93,6 +93,7 @@ struct Upstream {
     std::optional<UpstreamAuth> auth;
     std::string source_address;  // the local address connections come from (smtp_bind_address); empty: any
     std::string helo_name;       // the name sent in EHLO; empty: hostname (smtp_helo_name)
+    unsigned concurrency = 0;    // connections at most; 0: delivery.destination_concurrency
     Mark mark;
 };
 
@@ -127,7 +128,8 @@ enum class AddressPreference { Any, Ipv4, Ipv6 };
 
 struct Delivery {
     unsigned concurrency = 100;             // connections in total
-    unsigned destination_concurrency = 20;  // connections per destination
+    unsigned destination_concurrency = 20;  // connections per destination, at most
+    unsigned initial_concurrency = 5;       // to begin with; grows with each working connection
     unsigned recipient_limit = 50;          // recipients per transaction (Postfix's smtp_destination_recipient_limit)
     AddressPreference address_preference = AddressPreference::Any;
     Seconds connection_reuse{2};    // an idle connection waits this long for more mail

@@ -126,13 +126,15 @@ void load_limits(Walker& w, const YAML::Node& n, Config& c) {
 }
 
 void load_delivery(Walker& w, const YAML::Node& n, Config& c) {
-    auto f = w.mapping(n, "delivery",
-                       {"concurrency", "destination_concurrency", "recipient_limit", "address_preference",
-                        "connection_reuse", "reuse_messages", "reuse_time", "line_length", "timeouts"});
+    auto f = w.mapping(
+        n, "delivery",
+        {"concurrency", "destination_concurrency", "initial_concurrency", "recipient_limit", "address_preference",
+         "connection_reuse", "reuse_messages", "reuse_time", "line_length", "timeouts"});
     if (!f) return;
     auto& d = c.delivery;
     w.number(*f, "concurrency", "delivery", d.concurrency, 1, 100000);
     w.number(*f, "destination_concurrency", "delivery", d.destination_concurrency, 1, 10000);
+    w.number(*f, "initial_concurrency", "delivery", d.initial_concurrency, 1, 10000);
     w.number(*f, "recipient_limit", "delivery", d.recipient_limit, 1, 100000);
     w.choice(*f, "address_preference", "delivery", d.address_preference,
              {{"any", AddressPreference::Any}, {"ipv4", AddressPreference::Ipv4}, {"ipv6", AddressPreference::Ipv6}});

@@ -124,8 +124,9 @@ void load_upstreams(Walker& w, const YAML::Node& n, Config& c) {
             w.error(it->first, path, "upstream defined more than once");
             continue;
         }
-        auto f = w.mapping(it->second, path,
-                           {"host", "port", "security", "verify", "ca_file", "auth", "source_address", "helo_name"});
+        auto f = w.mapping(
+            it->second, path,
+            {"host", "port", "security", "verify", "ca_file", "auth", "source_address", "helo_name", "concurrency"});
         if (!f) continue;
         Upstream u;
         u.name = name;
@@ -144,6 +145,7 @@ void load_upstreams(Walker& w, const YAML::Node& n, Config& c) {
             w.error(f->at("source_address").value, path + ".source_address",
                     "\"" + u.source_address + "\" is not an IP address of this machine");
         w.string(*f, "helo_name", path, u.helo_name);
+        w.number(*f, "concurrency", path, u.concurrency, 1, 10000);
         if (!u.helo_name.empty() && !check_host(u.helo_name, why))
             w.error(f->at("helo_name").value, path + ".helo_name", why);
         if (u.host.empty())

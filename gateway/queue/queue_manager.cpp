@@ -309,8 +309,9 @@ void QueueManager::dispatch(DestQueue& q) {
         m_sessions.at(s)->assign(std::move(job));
     }
     const auto& d = m_config->delivery;
+    if (q.window == 0) q.window = std::min(d.initial_concurrency, concurrency_limit(q));
     while (q.jobs.size() > q.starting.size()) {
-        if (q.sessions >= d.destination_concurrency) break;
+        if (q.sessions >= q.window) break;
         if (m_sessions.size() >= d.concurrency) {
             if (m_waiting_keys.insert(q.destination.key()).second) m_waiting.push_back(q.destination.key());
             break;
@@ -328,13 +329,26 @@ void QueueManager::start_session(DestQueue& q) {
     s->start();
 }
 
+unsigned QueueManager::concurrency_limit(const DestQueue& q) const {
+    if (q.destination.kind == Destination::Kind::Upstream && q.destination.upstream.concurrency > 0)
+        return q.destination.upstream.concurrency;
+    return m_config->delivery.destination_concurrency;
+}
+
 std::optional<DeliveryJob> QueueManager::take_job(DeliverySession* s) {
     auto it = m_dests.find(s->destination().key());
     if (it == m_dests.end()) return std::nullopt;
-    it->second.starting.erase(s);
-    if (it->second.jobs.empty()) return std::nullopt;
-    DeliveryJob job = std::move(it->second.jobs.front());
-    it->second.jobs.pop_front();
+    auto& q = it->second;
+    bool first = q.starting.erase(s) > 0;
+    std::optional<DeliveryJob> job;
+    if (!q.jobs.empty()) {
+        job = std::move(q.jobs.front());
+        q.jobs.pop_front();
+    }
+    if (first) {  // a session that works: the destination takes one more
+        q.window = std::min(q.window + 1, concurrency_limit(q));
+        dispatch(q);
+    }
     return job;
 }
 
@@ -386,6 +400,17 @@ void QueueManager::session_closed(DeliverySession* s) {
         dispatch(it->second);
         if (unused(it->second, now_us())) m_dests.erase(it);
     }
+}
+
+void QueueManager::session_failed(const std::string& destination, const DestinationFailure& f) {
+    auto it = m_dests.find(destination);
+    if (it == m_dests.end()) return;
+    auto& q = it->second;
+    q.window = std::max(q.window, 2u) - 1;
+    // The destination is dead only when the whole cohort failed: no other session of it works
+    // or is still starting. Until then its jobs wait for the sessions that do work.
+    if (q.sessions > 1) return;
+    destination_failed(destination, f);
 }
 
 void QueueManager::destination_failed(const std::string& destination, const DestinationFailure& f) {

@@ -66,6 +66,7 @@ public:
     void read_content(const std::string& message_id, uint64_t offset, size_t max, ContentDone done) override;
     void job_done(const std::string& destination, JobResult result) override;
     void destination_failed(const std::string& destination, const DestinationFailure& failure) override;
+    void session_failed(const std::string& destination, const DestinationFailure& failure) override;
     void session_idle(DeliverySession* s, bool idle) override;
     void session_closed(DeliverySession* s) override;
 
@@ -87,9 +88,14 @@ private:
         unsigned sessions = 0;
         int64_t dead_until = 0;  // after a failure, jobs are deferred until then
         DestinationFailure dead;
+        // Postfix's concurrency feedback: sessions open at most `window`, which starts at
+        // delivery.initial_concurrency, grows with each session that works and shrinks with each
+        // that fails (a 421 for too many connections, a refusal under load).
+        unsigned window = 0;
     };
 
     static bool unused(const DestQueue& q, int64_t now);
+    unsigned concurrency_limit(const DestQueue& q) const;
     void schedule(Message& m, int64_t when_us);
     void arm_timer();
     void on_timer();

@@ -110,7 +110,7 @@ void DeliverySession::connect_next() {
             d.reason = last.reason;
             d.relay = last.relay;
             auto self = shared_from_this();
-            m_ctx.owner->destination_failed(m_destination.key(), d);
+            m_ctx.owner->session_failed(m_destination.key(), d);
         }
         return end();
     }

@@ -48,6 +48,9 @@ public:
     virtual void read_content(const std::string& message_id, uint64_t offset, size_t max, ContentDone done) = 0;
     virtual void job_done(const std::string& destination, JobResult result) = 0;
     virtual void destination_failed(const std::string& destination, const DestinationFailure& failure) = 0;
+    // A connection that never became usable (refused, 421, TLS or AUTH trouble): one failure of a
+    // cohort; the destination is given up only when a whole cohort fails.
+    virtual void session_failed(const std::string& destination, const DestinationFailure& failure) = 0;
     virtual void session_idle(DeliverySession* s, bool idle) = 0;
     virtual void session_closed(DeliverySession* s) = 0;
 };

@@ -8,6 +8,7 @@ every message it accepted (envelope and content), and answers as `script` says:
   script.reply(cmd)     a reply for a command line, or None for the default
   script.cut_after      close the connection after this many bytes of message content
   script.rcpt_limit     recipients taken per transaction; past it, 452 4.5.3 too many recipients
+  script.max_sessions   sessions at once; past it, the greeting is 421 4.7.0 too many connections
 """
 import base64
 import socket
@@ -18,7 +19,7 @@ import time
 class Script:
     def __init__(self, greeting="220 scripted.test ESMTP", ehlo=("250-scripted.test", "250-PIPELINING",
                                                                   "250 8BITMIME"), replies=None, cut_after=None,
-                 slow=0.0, xoauth2=None, rcpt_limit=None):
+                 slow=0.0, xoauth2=None, rcpt_limit=None, max_sessions=None):
         self.greeting = greeting
         self.ehlo = list(ehlo)
         self.replies = dict(replies or {})  # command prefix (upper case) -> reply line(s)
@@ -26,6 +27,7 @@ class Script:
         self.slow = slow  # seconds before the reply to the end of data
         self.xoauth2 = xoauth2  # the bearer token AUTH XOAUTH2 accepts (Microsoft's and Google's dialogue)
         self.rcpt_limit = rcpt_limit
+        self.max_sessions = max_sessions
 
     def reply(self, line):
         upper = line.upper()
@@ -86,6 +88,10 @@ class ScriptedSmtp:
             conn.sendall("".join(l + "\r\n" for l in lines).encode())
 
         try:
+            if s.max_sessions is not None and self.open_sessions > s.max_sessions:
+                self.refused = getattr(self, "refused", 0) + 1
+                send("421 4.7.0 scripted.test Error: too many connections")
+                return
             if s.greeting is None:
                 f.read()  # silence until the client gives up
                 return

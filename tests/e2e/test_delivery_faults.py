@@ -709,3 +709,36 @@ upstreams:
             self.assertIn("(connect to 127.0.0.59[127.0.0.59]:2525: Cannot assign requested address)", line)
         finally:
             gw.cleanup()
+
+
+class DestinationHealthTest(unittest.TestCase):
+    """A server that takes two connections at a time and answers the others 421: the destination
+    is not declared dead while two sessions deliver; every message goes on its first attempt."""
+
+    def test_421_for_too_many_connections_does_not_stop_the_destination(self):
+        server = ScriptedSmtp("127.0.0.61", 2525, Script(slow=0.3, max_sessions=2))
+        gw = Gateway("""routes: [{ to: "*", via: busy }]
+upstreams: { busy: { host: 127.0.0.61, port: 2525, security: none } }
+delivery: { initial_concurrency: 8 }
+queue: { dir: {spool}, retry: [1h] }
+""")
+        try:
+            gw.start()
+            c = gw.connect()
+            c.reply()
+            c.command("EHLO client.test")
+            ids = []
+            for i in range(12):
+                c.command("MAIL FROM:<app@example.com>")
+                c.command(f"RCPT TO:<r{i}@example.org>")
+                c.command("DATA")
+                c.send(f"Subject: {i}\r\n\r\nx\r\n.\r\n")
+                ids.append(queued_id(c.reply()))
+            for i, qid in enumerate(ids):
+                gw.wait_log(rf"{qid}: to=<r{i}@example\.org>, .*status=sent ", timeout=30)
+            self.assertFalse([l for l in gw.log_lines() if "status=deferred" in l])
+            self.assertGreater(getattr(server, "refused", 0), 0)  # the 421s did happen
+            self.assertEqual(len(server.messages), 12)
+        finally:
+            gw.cleanup()
+            server.close()
