@@ -742,3 +742,47 @@ queue: { dir: {spool}, retry: [1h] }
         finally:
             gw.cleanup()
             server.close()
+
+
+class ThreeDestinationsTest(unittest.TestCase):
+    """One destination dead (it never answers), one slow (2 s a message), one fast: the fast one's
+    mail is never delayed by the others."""
+
+    def test_the_fast_destination_is_not_delayed(self):
+        dead = ScriptedSmtp("127.0.0.62", 2525, Script(greeting=None))
+        slow = ScriptedSmtp("127.0.0.63", 2525, Script(slow=2.0))
+        fast = ScriptedSmtp("127.0.0.64", 2525)
+        gw = Gateway("""routes:
+  - { to: dead.test, via: dead }
+  - { to: slow.test, via: slow }
+  - { to: "*", via: fast }
+upstreams:
+  dead: { host: 127.0.0.62, port: 2525, security: none }
+  slow: { host: 127.0.0.63, port: 2525, security: none }
+  fast: { host: 127.0.0.64, port: 2525, security: none }
+delivery: { concurrency: 6, timeouts: { helo: 30s } }
+queue: { dir: {spool}, retry: [1h] }
+""")
+        try:
+            gw.start()
+            c = gw.connect()
+            c.reply()
+            c.command("EHLO client.test")
+            fast_ids = []
+            for i in range(30):
+                for domain in ("dead.test", "slow.test", "fast.test"):
+                    c.command("MAIL FROM:<app@example.com>")
+                    c.command(f"RCPT TO:<m{i}@{domain}>")
+                    c.command("DATA")
+                    c.send(f"Subject: {i}\r\n\r\nx\r\n.\r\n")
+                    qid = queued_id(c.reply())
+                    if domain == "fast.test":
+                        fast_ids.append((i, qid))
+            for i, qid in fast_ids:
+                line = gw.wait_log(rf"{qid}: to=<m{i}@fast\.test>, .*status=sent ", timeout=30)
+                delay = float(re.search(r", delay=([\d.]+),", line).group(1))
+                self.assertLess(delay, 1.0, line)
+        finally:
+            gw.cleanup()
+            for s in (dead, slow, fast):
+                s.close()
