@@ -95,6 +95,8 @@ bool apply(Envelope& e, std::string_view key, const std::string& v) {
         e.smtputf8 = v == "1";
     else if (key == "utf8_headers")
         e.utf8_headers = v == "1";
+    else if (key == "eight_bit")
+        e.eight_bit = v == "1";
     else if (key == "message_id")
         e.message_id = v;
     else if (key == "attempts")
@@ -153,6 +155,7 @@ std::string serialize(const Envelope& e) {
     if (!e.body.empty()) put(out, "body", e.body);
     put(out, "smtputf8", e.smtputf8 ? "1" : "0");
     if (e.utf8_headers) put(out, "utf8_headers", "1");
+    if (e.eight_bit) put(out, "eight_bit", "1");
     if (!e.message_id.empty()) put(out, "message_id", e.message_id);
     put(out, "attempts", std::to_string(e.attempts));
     put(out, "next_attempt", std::to_string(e.next_attempt_us));

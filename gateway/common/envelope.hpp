@@ -46,6 +46,7 @@ struct Envelope {
     std::string body;  // "" (not given), "7BIT" or "8BITMIME"
     bool smtputf8 = false;
     bool utf8_headers = false;  // the header section holds octets above 127
+    bool eight_bit = false;     // the content holds octets above 127 (declared BODY=8BITMIME or not)
     std::string message_id;
     unsigned attempts = 0;
     int64_t next_attempt_us = 0;

@@ -36,6 +36,9 @@ QueueManager::QueueManager(uv_loop_t* loop, std::shared_ptr<const conf::Config> 
     m_timer = new uv_timer_t;
     uv_timer_init(loop, m_timer);
     m_timer->data = this;
+    m_prune_timer = new uv_timer_t;
+    uv_timer_init(loop, m_prune_timer);
+    m_prune_timer->data = this;
     m_tls.preload(*m_config);
 }
 
@@ -140,10 +143,10 @@ void QueueManager::stop() {
     stop_secret_commands();
     m_sessions.clear();
     m_dests.clear();
-    if (m_timer) {
-        uv_close(reinterpret_cast<uv_handle_t*>(m_timer),
-                 [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-        m_timer = nullptr;
+    for (uv_timer_t** t : {&m_timer, &m_prune_timer}) {
+        if (!*t) continue;
+        uv_close(reinterpret_cast<uv_handle_t*>(*t), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+        *t = nullptr;
     }
 }
 
@@ -170,10 +173,23 @@ bool QueueManager::unused(const DestQueue& q, int64_t now) {
     return q.jobs.empty() && q.sessions == 0 && q.dead_until <= now;
 }
 
-void QueueManager::on_timer() {
+// Called from a timer of its own, never from within the queue manager's work: a DestQueue is
+// often in use further up the stack (dispatch() starting a session that fails at once).
+void QueueManager::prune() {
     int64_t now = now_us();
     for (auto it = m_dests.begin(); it != m_dests.end();)
         it = unused(it->second, now) ? m_dests.erase(it) : std::next(it);
+}
+
+void QueueManager::schedule_prune() {
+    if (m_prune_timer && !uv_is_active(reinterpret_cast<uv_handle_t*>(m_prune_timer)))
+        uv_timer_start(
+            m_prune_timer, [](uv_timer_t* t) { static_cast<QueueManager*>(t->data)->prune(); }, 0, 0);
+}
+
+void QueueManager::on_timer() {
+    int64_t now = now_us();
+    prune();
     while (!m_schedule.empty() && m_schedule.begin()->first <= now && !m_stopping) {
         std::string id = m_schedule.begin()->second;
         m_schedule.erase(m_schedule.begin());
@@ -398,7 +414,7 @@ void QueueManager::session_closed(DeliverySession* s) {
             if (auto w = m_dests.find(k); w != m_dests.end()) dispatch(w->second);
     if (auto it = m_dests.find(key); it != m_dests.end()) {
         dispatch(it->second);
-        if (unused(it->second, now_us())) m_dests.erase(it);
+        if (unused(it->second, now_us())) schedule_prune();
     }
 }
 

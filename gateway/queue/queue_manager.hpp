@@ -95,6 +95,8 @@ private:
     };
 
     static bool unused(const DestQueue& q, int64_t now);
+    void prune();
+    void schedule_prune();
     unsigned concurrency_limit(const DestQueue& q) const;
     void schedule(Message& m, int64_t when_us);
     void arm_timer();
@@ -122,6 +124,7 @@ private:
     std::unique_ptr<Router> m_router;
     std::function<std::string()> m_new_id;
     uv_timer_t* m_timer = nullptr;
+    uv_timer_t* m_prune_timer = nullptr;
     bool m_stopping = false;
 
     std::unordered_map<std::string, Message> m_messages;

@@ -99,7 +99,12 @@ void DeliverySession::send_job() {
     for (size_t i : m_pending)
         m.recipients.push_back(wire(e->recipients.at(i).address));
     m.size = e->size;
-    m.body = e->body;
+    // RFC 6152: 8-bit content goes as 8BITMIME to a server that offers it (declared by the
+    // client or not), and converted to quoted-printable to one that does not.
+    bool eight_bit = e->eight_bit || e->body == "8BITMIME";
+    m.body = eight_bit ? "8BITMIME" : e->body;
+    m_downgrade.reset();
+    if (eight_bit && !caps.eightbitmime) m_downgrade.emplace();
     m.smtputf8 = e->smtputf8;
     m_rcpt_ok.assign(m_pending.size(), std::nullopt);
     m_soft.assign(m_pending.size(), std::nullopt);
@@ -268,7 +273,14 @@ void DeliverySession::on_content(int err, const std::string& data) {
         return end();
     }
     bool last = !e || m_content_offset + data.size() >= e->size;
-    m_client->send_content(data);
+    if (m_downgrade) {
+        std::string converted;
+        m_downgrade->feed(data, converted);
+        if (last) m_downgrade->finish(converted);
+        m_client->send_content(converted);
+    } else {
+        m_client->send_content(data);
+    }
     m_content_offset += data.size();
     if (last) {
         m_client->end_content();

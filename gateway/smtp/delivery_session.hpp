@@ -17,6 +17,7 @@
 #include "gateway/smtp/client_security.hpp"
 #include "gateway/smtp/client_transport.hpp"
 #include "gateway/smtp/delivery.hpp"
+#include "gateway/smtp/mime_downgrade.hpp"
 #include "gateway/smtp/nexthop.hpp"
 #include "gateway/smtp/smtp_client.hpp"
 #include "gateway/smtp/tls_contexts.hpp"
@@ -166,6 +167,7 @@ private:
     double m_job_setup = 0;
     uint64_t m_content_offset = 0;
     bool m_content_done = false;
+    std::optional<MimeDowngrade> m_downgrade;  // the content goes in quoted-printable (no 8BITMIME)
     bool m_reading_content = false;
     uint64_t m_generation = 0;  // bumped per connection: late callbacks of an old one are ignored
 };

@@ -7,6 +7,7 @@
 #include "gateway/smtpd/smtp_syntax.hpp"
 
 #include <strings.h>
+#include <algorithm>
 #include <cstring>
 
 namespace gateway {
@@ -321,6 +322,7 @@ void SmtpSession::cmd_data(std::string_view args) {
                     m_tls_description};
     m_chunk = received_header(trace);
     m_stored = 0;
+    m_eight_bit = false;
     set_state(State::Data);
     reply(replies::start_data());
 }
@@ -339,6 +341,8 @@ void SmtpSession::apply_rewrite() {
 
 size_t SmtpSession::process_data(std::string_view in) {
     size_t used = m_reader->feed(in, m_scratch);
+    // 8-bit content is noticed whatever BODY= said: a server without 8BITMIME gets it converted.
+    m_eight_bit = m_eight_bit || std::any_of(m_scratch.begin(), m_scratch.end(), [](char c) { return c & 0x80; });
     m_headers->feed(m_scratch, m_chunk);
     m_scratch.clear();
     if (m_reader->error() != DataError::None)
@@ -395,6 +399,7 @@ void SmtpSession::finish_data() {
     e.body = m_body;
     e.smtputf8 = m_smtputf8;
     e.utf8_headers = m_headers->eight_bit();
+    e.eight_bit = m_eight_bit;
     e.message_id = m_headers->message_id();
     for (const auto& r : m_recipients)
         e.recipients.push_back(Recipient{r});

@@ -200,9 +200,10 @@ private:
     int64_t m_arrival_us = 0;
     std::unique_ptr<DataReader> m_reader;
     std::unique_ptr<HeaderStage> m_headers;
-    std::string m_chunk;    // content waiting to go to the spool
-    std::string m_scratch;  // reader output before the header stage
-    uint64_t m_stored = 0;  // content octets handed to the spool
+    std::string m_chunk;       // content waiting to go to the spool
+    std::string m_scratch;     // reader output before the header stage
+    uint64_t m_stored = 0;     // content octets handed to the spool
+    bool m_eight_bit = false;  // content octets above 127
 
     // Counters for the disconnect line: accepted/total per command
     enum Counter { Ehlo, Helo, Starttls, Auth, Mail, Rcpt, Data, Rset, Noop, Quit, Vrfy, Help, Unknown, Counters };

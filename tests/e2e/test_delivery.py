@@ -271,3 +271,68 @@ class RestartTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+@NEEDS_ROOT
+class EightBitTest(unittest.TestCase):
+    """RFC 6152: 8-bit content to a Postfix that offers 8BITMIME goes as BODY=8BITMIME, declared by
+    the client or not; to one that does not (smtpd_discard_ehlo_keywords = 8bitmime), it goes in
+    quoted-printable with its MIME structure kept."""
+
+    MESSAGE = ("MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n"
+               "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+               "Grüße aus dem Drucker = 100%\r\n--b\r\nContent-Type: application/octet-stream\r\n"
+               "Content-Transfer-Encoding: base64\r\n\r\nAAEC\r\n--b--\r\n")
+
+    @classmethod
+    def setUpClass(cls):
+        cls.seven = Postfix("seven.example.test", "127.0.0.24", 2525,
+                            extra_main_cf="smtpd_discard_ehlo_keywords = 8bitmime\n").start()
+        cls.eight = Postfix("eight.example.test", "127.0.0.25", 2525).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.seven.cleanup()
+        cls.eight.cleanup()
+
+    def setUp(self):
+        self.gw = Gateway("""routes:
+  - { to: seven.test, via: seven }
+  - { to: "*", via: eight }
+upstreams:
+  seven: { host: 127.0.0.24, port: 2525, security: none }
+  eight: { host: 127.0.0.25, port: 2525, security: none }
+""")
+        self.gw.start()
+
+    def tearDown(self):
+        self.gw.cleanup()
+
+    def submit(self, rcpt, subject):
+        c = self.gw.connect()
+        c.reply()
+        c.command("EHLO client.test")
+        c.command("MAIL FROM:<app@example.test>")  # no BODY=8BITMIME, as many appliances send
+        c.command(f"RCPT TO:<{rcpt}>")
+        c.command("DATA")
+        c.send((f"Subject: {subject}\r\n" + self.MESSAGE + ".\r\n").encode())
+        return queued_id(c.reply())
+
+    def test_a_server_without_8bitmime_gets_quoted_printable(self):
+        qid = self.submit("a@seven.test", "seven")
+        self.gw.wait_log(rf"{qid}: to=<a@seven\.test>, .*status=sent ")
+        msg = self.seven.wait_subject("seven")
+        body = msg.raw.split(b"\n\n", 1)[1]
+        self.assertTrue(all(b < 128 for b in body), body)
+        text, attachment = msg.get_payload()
+        self.assertEqual(text["Content-Transfer-Encoding"], "quoted-printable")
+        # RFC 2046 5.1.1: the line break before a delimiter belongs to the delimiter.
+        self.assertEqual(text.get_payload(decode=True).decode("utf-8"), "Grüße aus dem Drucker = 100%")
+        self.assertEqual(attachment["Content-Transfer-Encoding"], "base64")
+        self.assertEqual(attachment.get_payload(decode=True), b"\x00\x01\x02")
+
+    def test_a_server_with_8bitmime_gets_the_content_as_it_came(self):
+        qid = self.submit("b@eight.test", "eight")
+        self.gw.wait_log(rf"{qid}: to=<b@eight\.test>, .*status=sent ")
+        msg = self.eight.wait_subject("eight")
+        self.assertIn("Grüße aus dem Drucker = 100%\n--b\n".encode(), msg.raw)

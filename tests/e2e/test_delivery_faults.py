@@ -226,6 +226,13 @@ class FaultTest(unittest.TestCase):
         self.assertIn("dsn=4.5.3, status=deferred (host 127.0.0.42[127.0.0.42] said: 552 5.5.3 Too many recipients "
                       "(in reply to RCPT TO command))", line)
 
+    def test_8bit_content_goes_with_body_8bitmime(self):
+        # The client did not say BODY=8BITMIME (appliances seldom do); the gateway noticed.
+        self.start(Script())
+        qid = self.send("e@faulty.test", body="Grüße")
+        self.line(qid, "e@faulty.test", "sent")
+        self.assertIn("MAIL FROM:<app@catch.test> BODY=8BITMIME", [c for s in self.faulty.sessions for c in s])
+
     # --- notices -------------------------------------------------------------------------------
     def test_a_notice_has_one_message_id(self):
         self.start(Script(replies={"RCPT": "550 5.1.1 no such user"}))
