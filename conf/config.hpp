@@ -159,6 +159,9 @@ struct Queue {
     std::vector<Seconds> retry{Seconds{60}, Seconds{300}, Seconds{900}, Seconds{1800}, Seconds{3600}};
     Seconds lifetime{5 * 86400};
     Seconds delay_warning{0};  // 0: no delay warnings
+    // Messages taken up for delivery at once (Postfix's qmgr_message_active_limit); the others
+    // wait their turn, new arrivals and retries alternately.
+    unsigned active_limit = 20000;
 };
 
 struct Log {

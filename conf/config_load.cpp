@@ -192,8 +192,9 @@ void load_small_sections(Walker& w, const Fields& top, Config& c) {
         }
     }
     if (auto* n = Walker::find(top, "queue")) {
-        if (auto f = w.mapping(*n, "queue", {"dir", "retry", "lifetime", "delay_warning"})) {
+        if (auto f = w.mapping(*n, "queue", {"dir", "retry", "lifetime", "delay_warning", "active_limit"})) {
             w.string(*f, "dir", "queue", c.queue.dir);
+            w.number(*f, "active_limit", "queue", c.queue.active_limit, 1, 1000000);
             w.duration(*f, "lifetime", "queue", c.queue.lifetime);
             w.duration(*f, "delay_warning", "queue", c.queue.delay_warning);
             std::vector<std::string> retry;

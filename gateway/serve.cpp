@@ -88,6 +88,12 @@ int64_t wall_clock_us() {
     return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
 }
 
+// An ID the queue manager does not know: not in the queue, or not read from the spool yet.
+std::string not_found(const QueueManager& queue) {
+    return queue.loading() ? ": not loaded yet: the queue is still being read from the spool; try again in a moment\n"
+                           : ": no such message in the queue\n";
+}
+
 // The answers to the control socket's requests (see control.hpp); `reload` reads the
 // configuration file again and says how that went.
 std::string control_answer(QueueManager& queue, const std::function<std::string()>& reload,
@@ -109,7 +115,7 @@ std::string control_answer(QueueManager& queue, const std::function<std::string(
             return "error: " + printable(w[i]) + ": not a queue ID\n";
     if (w[0] == "flush" && w.size() <= 2) {
         std::string id = w.size() == 2 ? w[1] : "";
-        if (!queue.flush(id)) return "error: " + id + ": no such message in the queue\n";
+        if (!queue.flush(id)) return "error: " + id + not_found(queue);
         return id.empty() ? "ok: every message is being tried now\n" : "ok: " + id + " is being tried now\n";
     }
     if (w[0] == "delete" && w.size() == 2) {
@@ -117,7 +123,7 @@ std::string control_answer(QueueManager& queue, const std::function<std::string(
         std::string out;
         for (const auto& id : ids) {
             switch (queue.remove(id)) {
-            case QueueManager::Removal::Unknown: return "error: " + id + ": no such message in the queue\n";
+            case QueueManager::Removal::Unknown: return "error: " + id + not_found(queue);
             case QueueManager::Removal::Removed: out += id + ": removed\n"; break;
             case QueueManager::Removal::Later: out += id + ": removed as soon as its delivery attempt ends\n"; break;
             }
@@ -199,12 +205,11 @@ int serve(const std::string& config_file) {
     };
     int status = 0;
     try {
-        auto recovered = spool.open(&loop);
-        std::vector<Envelope> envelopes;
-        for (auto& m : recovered) {
-            server.observe_queue_id(m.envelope.id);
-            envelopes.push_back(std::move(m.envelope));
-        }
+        // The queue is listed now and read in the background: the listener opens at once,
+        // however many messages wait.
+        auto listed = spool.open(&loop);
+        for (const auto& id : listed)
+            server.observe_queue_id(id);
         resolver = std::make_unique<dns::Resolver>(&loop, config->dns);
         server.set_resolver(resolver.get());
         queue = std::make_unique<QueueManager>(&loop, config, spool, *resolver, self_test(*config),
@@ -230,9 +235,11 @@ int serve(const std::string& config_file) {
         if (auto problem = drop_privileges(*config); !problem.empty()) throw std::runtime_error(problem);
         server.check_files();
         log::info(Component::Master, std::string("smtpgw ") + SMTPGW_VERSION + " started, " +
-                                         std::to_string(envelopes.size()) + " message(s) in the queue, spool " +
+                                         std::to_string(listed.size()) + " message(s) in the queue, spool " +
                                          config->queue.dir);
-        queue->start(std::move(envelopes));
+        queue->start();
+        spool.load([&](std::vector<Envelope> chunk) { queue->load(std::move(chunk)); },
+                   [&](const Spool::LoadSummary& s) { queue->loaded(s.messages, s.damaged, s.seconds); });
         signals.start(&loop);
     } catch (const std::exception& e) {
         std::cerr << "smtpgw: error: " << e.what() << "\n";

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <random>
 
 namespace gateway {
@@ -44,15 +45,29 @@ QueueManager::QueueManager(uv_loop_t* loop, std::shared_ptr<const conf::Config> 
 
 QueueManager::~QueueManager() { stop(); }
 
-void QueueManager::start(std::vector<Envelope> recovered) {
+void QueueManager::start() { arm_timer(); }
+
+void QueueManager::load(std::vector<Envelope> recovered) {
+    if (m_stopping) return;
     int64_t now = now_us();
     for (auto& e : recovered) {
         std::string id = e.id;
+        if (m_messages.count(id)) continue;
         auto& m = m_messages[id];
         m.env = std::move(e);
         schedule(m, std::max(m.env.next_attempt_us, now));
     }
     arm_timer();
+}
+
+// "queue loaded: 100000 message(s) in 2.41 s, 0 damaged file(s) moved aside; 20000 active"
+void QueueManager::loaded(size_t messages, size_t damaged, double seconds) {
+    m_loading = false;
+    char took[32];
+    std::snprintf(took, sizeof took, "%.2f", seconds);
+    log::info(log::Component::Qmgr, "queue loaded: " + std::to_string(messages) + " message(s) in " + took + " s, " +
+                                        std::to_string(damaged) + " damaged file(s) moved aside; " +
+                                        std::to_string(m_active) + " active");
 }
 
 void QueueManager::add(const Envelope& e, std::shared_ptr<const std::string> content) {
@@ -63,7 +78,43 @@ void QueueManager::add(const Envelope& e, std::shared_ptr<const std::string> con
         m_cached_bytes += content->size();
         m.content = std::move(content);
     }
-    activate(m);
+    if (m_active < m_config->queue.active_limit && m_incoming.empty()) return activate(m);
+    m_incoming.push_back(e.id);  // its turn comes when an active message is done
+    arm_timer();
+}
+
+// Fills the room under the active limit: new arrivals and due retries alternately.
+void QueueManager::take_up() {
+    int64_t now = now_us();
+    while (!m_stopping && m_active < m_config->queue.active_limit) {
+        while (!m_incoming.empty()) {  // dropped meanwhile (`queue delete`)
+            auto it = m_messages.find(m_incoming.front());
+            if (it != m_messages.end() && !it->second.active) break;
+            m_incoming.pop_front();
+        }
+        bool due = !m_schedule.empty() && m_schedule.begin()->first <= now;
+        if (m_incoming.empty() && !due) return;
+        bool incoming = !m_incoming.empty() && (m_incoming_turn || !due);
+        m_incoming_turn = !incoming;
+        std::string id;
+        if (incoming) {
+            id = m_incoming.front();
+            m_incoming.pop_front();
+        } else {
+            id = m_schedule.begin()->second;
+            m_schedule.erase(m_schedule.begin());
+        }
+        auto it = m_messages.find(id);
+        if (it != m_messages.end() && !it->second.active) activate(it->second);
+    }
+}
+
+// An active message is done with (its results written, or it is gone): room for the next.
+void QueueManager::release(Message& m) {
+    if (!m.counted) return;
+    m.counted = false;
+    m_active--;
+    arm_timer();
 }
 
 void QueueManager::drop_content(Message& m) {
@@ -119,6 +170,7 @@ void QueueManager::erase_now(Message& m) {
     m_spool.remove(id, m.env.attempts > 0, m.env.size, [this, id](bool ok) {
         if (!ok) log::warning(log::Component::Qmgr, id + ": cannot remove the queue files");
         log::info(log::Component::Qmgr, id + ": removed");
+        if (auto it = m_messages.find(id); it != m_messages.end()) release(it->second);
         m_messages.erase(id);
     });
 }
@@ -132,6 +184,7 @@ void QueueManager::reload(std::shared_ptr<const conf::Config> config) {
         for (const auto& u : m_config->upstreams)
             if (u.name == q.destination.upstream.name) q.destination.upstream = u, q.destination.port = u.port;
     }
+    arm_timer();  // queue.active_limit may have grown
 }
 
 void QueueManager::stop() {
@@ -160,7 +213,14 @@ void QueueManager::schedule(Message& m, int64_t when_us) {
 
 void QueueManager::arm_timer() {
     if (!m_timer || m_stopping) return;
-    if (m_schedule.empty()) return (void)uv_timer_stop(m_timer);
+    bool room = m_active < m_config->queue.active_limit;
+    if (room && !m_incoming.empty()) {
+        uv_timer_start(
+            m_timer, [](uv_timer_t* t) { static_cast<QueueManager*>(t->data)->on_timer(); }, 0, 0);
+        return;
+    }
+    // Full: release() calls again when there is room.
+    if (m_schedule.empty() || !room) return (void)uv_timer_stop(m_timer);
     int64_t wait = m_schedule.begin()->first - now_us();
     uv_timer_start(
         m_timer, [](uv_timer_t* t) { static_cast<QueueManager*>(t->data)->on_timer(); },
@@ -188,14 +248,8 @@ void QueueManager::schedule_prune() {
 }
 
 void QueueManager::on_timer() {
-    int64_t now = now_us();
     prune();
-    while (!m_schedule.empty() && m_schedule.begin()->first <= now && !m_stopping) {
-        std::string id = m_schedule.begin()->second;
-        m_schedule.erase(m_schedule.begin());
-        auto it = m_messages.find(id);
-        if (it != m_messages.end() && !it->second.active) activate(it->second);
-    }
+    take_up();
     arm_timer();
 }
 
@@ -228,6 +282,7 @@ std::optional<Destination> QueueManager::destination_for(const std::string& via,
 void QueueManager::activate(Message& m) {
     m_schedule.erase({m.env.next_attempt_us, m.env.id});
     m.active = true;
+    if (!m.counted) m.counted = true, m_active++;
     m.activated_us = now_us();
     m.bounced.clear();
     log::info(log::Component::Qmgr, m.env.id + ": from=<" + m.env.sender + ">" +
@@ -606,6 +661,7 @@ void QueueManager::persist(const std::string& id, bool warned) {
         if (it == m_messages.end()) return;
         if (!ok) log::warning(log::Component::Qmgr, id + ": cannot write the envelope; the last results are lost");
         it->second.active = false;
+        release(it->second);
         if (m_stopping) return;
         it->second.env.next_attempt_us = 0;  // not in the schedule yet
         schedule(it->second, next);

@@ -9,8 +9,14 @@
 // bounces and delay warnings are queued as new messages, and the message is either removed or
 // scheduled again. Every delivery attempt leaves one Postfix-style log line per recipient.
 //
-// Call order: start(recovered) once; add() for each message the listener stored; flush() to
-// retry now; reload() on SIGHUP; stop() before the spool is closed.
+// At most queue.active_limit messages are taken up at once (Postfix's qmgr_message_active_limit):
+// the others wait, new arrivals and due retries taking turns, so that neither a backlog nor a
+// flood of new mail holds the other up, and memory and descriptors stay bounded however large
+// the queue.
+//
+// Call order: start() once; load() for the spool's messages as they are read (the listener
+// is open meanwhile) and loaded() at the end; add() for each message the listener stored;
+// flush() to retry now; reload() on SIGHUP; stop() before the spool is closed.
 #pragma once
 
 #include "conf/config.hpp"
@@ -43,7 +49,11 @@ public:
     QueueManager(const QueueManager&) = delete;
     QueueManager& operator=(const QueueManager&) = delete;
 
-    void start(std::vector<Envelope> recovered);
+    void start();
+    void load(std::vector<Envelope> recovered);
+    void loaded(size_t messages, size_t damaged, double seconds);
+    // The spool is still being read: an ID not known yet may be in it.
+    bool loading() const { return m_loading; }
     // A message just stored; `content`, when given, spares its first delivery a disk read.
     void add(const Envelope& e, std::shared_ptr<const std::string> content = nullptr);
     bool flush(const std::string& id);  // "" for every message; false for an unknown ID
@@ -75,6 +85,7 @@ private:
         Envelope env;
         bool active = false;    // jobs out, or results being written
         bool deleting = false;  // `queue delete` asked for it
+        bool counted = false;   // one of the active messages under queue.active_limit
         unsigned jobs = 0;
         int64_t activated_us = 0;
         std::vector<size_t> bounced;                 // recipients that failed for good in this attempt
@@ -102,6 +113,8 @@ private:
     void arm_timer();
     void on_timer();
     void activate(Message& m);
+    void take_up();
+    void release(Message& m);
     void enqueue(Message& m, const Destination& d, DeliveryJob job, bool first = false);
     void enqueue_parts(Message& m, const Destination& d, DeliveryJob job);
     void dispatch(DestQueue& q);
@@ -134,6 +147,10 @@ private:
     // Destinations that want a session when one is free, first come first served.
     std::deque<std::string> m_waiting;
     std::set<std::string> m_waiting_keys;
+    std::deque<std::string> m_incoming;  // new arrivals waiting for room under the active limit
+    bool m_incoming_turn = true;         // who is taken up next when both wait
+    size_t m_active = 0;                 // messages counted against the active limit
+    bool m_loading = true;
     uint64_t m_cached_bytes = 0;  // contents kept in memory, bounded by k_cache_limit
     static constexpr uint64_t k_cache_limit = 64 * 1024 * 1024;
     void drop_content(Message& m);

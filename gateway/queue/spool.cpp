@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -109,47 +110,88 @@ StoredMessage read_stored_message(const SpoolLayout& layout, const std::string& 
     return out;
 }
 
-SpoolScan scan_spool(const SpoolLayout& layout) {
-    SpoolScan scan;
+SpoolListing list_spool(const SpoolLayout& layout) {
+    SpoolListing out;
     DIR* dir = opendir(layout.queue().c_str());
-    if (!dir) return scan;
-    std::set<std::string> messages, envelopes;
+    if (!dir) return out;
+    std::set<std::string> envelopes;
     while (struct dirent* d = readdir(dir)) {
         std::string name = d->d_name;
         if (name == "." || name == "..") continue;
-        if (QueueIdGenerator::is_valid(name))
-            messages.insert(name);
+        bool plain = d->d_type == DT_REG;
+        if (d->d_type == DT_UNKNOWN) {  // a file system that does not say: ask
+            struct stat st {};
+            plain = lstat((layout.queue() + "/" + name).c_str(), &st) == 0 && S_ISREG(st.st_mode);
+        }
+        if (!plain)
+            out.damaged.push_back({name, "not a plain file"});
+        else if (QueueIdGenerator::is_valid(name))
+            out.ids.push_back(name);
         else if (name.size() > 4 && name.compare(name.size() - 4, 4, ".env") == 0 &&
                  QueueIdGenerator::is_valid(name.substr(0, name.size() - 4)))
             envelopes.insert(name.substr(0, name.size() - 4));
         else if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0)
-            scan.damaged.push_back({name, "written, but never acknowledged or put in place"});
+            out.damaged.push_back({name, "written, but never acknowledged or put in place"});
         else
-            scan.damaged.push_back({name, "not a spool file"});
+            out.damaged.push_back({name, "not a spool file"});
     }
     closedir(dir);
-    for (const auto& id : messages) {
-        // Opened by name: readdir() may miss ID.env while it is being renamed over.
-        auto stored = read_stored_message(layout, id);
-        if (stored.envelope) {
-            scan.messages.push_back(std::move(*stored.envelope));
-        } else if (!stored.missing) {  // missing: removed while we looked
-            scan.damaged.push_back({id, stored.error});
-            if (envelopes.count(id)) scan.damaged.push_back({id + ".env", "belongs to a damaged message"});
-        }
-        envelopes.erase(id);
-    }
-    for (const auto& id : envelopes) {
+    std::sort(out.ids.begin(), out.ids.end());  // equal lengths: by arrival
+    for (const auto& id : envelopes)
+        if (!std::binary_search(out.ids.begin(), out.ids.end(), id)) out.lone_envelopes.push_back(id);
+    return out;
+}
+
+namespace {
+
+// A listed message read: its envelope, or the damaged names it leaves (the file, and its
+// envelope update if any).
+void read_listed(const SpoolLayout& layout, const std::string& id, std::vector<Envelope>& messages,
+                 std::vector<std::pair<std::string, std::string>>& damaged) {
+    // Opened by name: readdir() may miss ID.env while it is being renamed over.
+    auto stored = read_stored_message(layout, id);
+    if (stored.envelope) {
+        messages.push_back(std::move(*stored.envelope));
+    } else if (!stored.missing) {  // missing: removed while we looked
+        damaged.push_back({id, stored.error});
         struct stat st {};
-        if (stat(layout.message(id).c_str(), &st) != 0)  // not a message that appeared meanwhile
-            scan.damaged.push_back({id + ".env", "envelope of a message that is gone (removal cut short)"});
+        if (lstat(layout.envelope(id).c_str(), &st) == 0)
+            damaged.push_back({id + ".env", "belongs to a damaged message"});
     }
+}
+
+// An envelope update without its message: what a removal cut short leaves.
+bool lone_envelope(const SpoolLayout& layout, const std::string& id) {
+    struct stat st {};
+    return stat(layout.message(id).c_str(), &st) != 0;  // not a message that appeared meanwhile
+}
+
+const char* const k_lone_envelope = "envelope of a message that is gone (removal cut short)";
+
+}  // namespace
+
+SpoolScan scan_spool(const SpoolLayout& layout) {
+    SpoolScan scan;
+    auto listing = list_spool(layout);
+    scan.damaged = std::move(listing.damaged);
+    for (const auto& id : listing.ids)
+        read_listed(layout, id, scan.messages, scan.damaged);
+    for (const auto& id : listing.lone_envelopes)
+        if (lone_envelope(layout, id)) scan.damaged.push_back({id + ".env", k_lone_envelope});
     return scan;
 }
 
 Spool::Spool(std::string root) : m_layout{std::move(root)} {}
 
 Spool::~Spool() {
+    if (m_loader.joinable()) {
+        {
+            std::lock_guard<std::mutex> lock(m_mutex);
+            m_load_stop = true;
+        }
+        m_load_cv.notify_all();
+        m_loader.join();
+    }
     if (m_thread.joinable()) {
         {
             std::lock_guard<std::mutex> lock(m_mutex);
@@ -157,6 +199,7 @@ Spool::~Spool() {
         }
         m_cv.notify_all();
         m_thread.join();
+        m_bulk_thread.join();
     }
     if (m_dir_fd >= 0) ::close(m_dir_fd);
     if (m_lock_fd >= 0) {
@@ -192,7 +235,7 @@ int running_gateway(const SpoolLayout& layout) {
     return pid;
 }
 
-std::vector<RecoveredMessage> Spool::open(uv_loop_t* loop) {
+std::vector<std::string> Spool::open(uv_loop_t* loop) {
     // Started as root, the gateway works in folders its service account can write: it follows
     // no link it did not make, so that nothing outside the spool is read, moved or given away.
     make_dir(m_layout.root);
@@ -213,30 +256,24 @@ std::vector<RecoveredMessage> Spool::open(uv_loop_t* loop) {
     m_dir_fd = ::open(m_layout.queue().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (m_dir_fd < 0) throw std::runtime_error("cannot open " + m_layout.queue() + ": " + errno_text(errno));
 
-    auto scan = scan_spool(m_layout);
-    for (const auto& [name, why] : scan.damaged) {
-        std::string from = m_layout.queue() + "/" + name, to = m_layout.corrupt() + "/" + name;
-        if (rename(from.c_str(), to.c_str()) == 0)
-            log::warning(log::Component::Qmgr, "moved " + from + " to " + m_layout.corrupt() + "/: " + why);
-        else
-            log::error(log::Component::Qmgr,
-                       "cannot move damaged " + from + " aside (" + why + "): " + errno_text(errno));
-    }
-    if (!scan.damaged.empty()) {
-        fsync(m_dir_fd);
-        int cfd = ::open(m_layout.corrupt().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (cfd >= 0) fsync(cfd), ::close(cfd);
-    }
-    std::vector<RecoveredMessage> out;
-    for (auto& e : scan.messages)
-        out.push_back({std::move(e)});
+    // Only the names now: whatever the listener stores from here on is not in this listing, so
+    // the loader never takes a message being written for a damaged one.
+    m_listing = list_spool(m_layout);
+    std::vector<std::string> out = m_listing.ids;
+    // What is plainly no message goes aside now, before privileges are dropped; what turns out
+    // damaged when read goes as the loader finds it.
+    for (const auto& [name, why] : m_listing.damaged)
+        m_moved_at_open += move_aside(name, why);
+    m_listing.damaged.clear();
+    if (m_moved_at_open > 0) sync_dirs();
 
     m_loop = loop;
     m_async = new uv_async_t;
     m_async->data = this;
     uv_async_init(loop, m_async, [](uv_async_t* h) { static_cast<Spool*>(h->data)->on_async(); });
     refresh_free_space();
-    m_thread = std::thread([this] { run_writer(); });
+    m_thread = std::thread([this] { run_writer(false); });
+    m_bulk_thread = std::thread([this] { run_writer(true); });
     return out;
 }
 
@@ -329,9 +366,12 @@ bool Spool::storage_low(uint64_t message_size) const {
 void Spool::push(Job&& job) {
     {
         std::lock_guard<std::mutex> lock(m_mutex);
-        m_jobs.push_back(std::move(job));
+        if (job.kind == JobKind::Update || job.kind == JobKind::Remove)
+            m_bulk.push_back(std::move(job));
+        else
+            m_jobs.push_back(std::move(job));
     }
-    m_cv.notify_one();
+    m_cv.notify_all();  // the writer and the bulk writer wait on it
 }
 
 void Spool::on_async() {
@@ -344,12 +384,97 @@ void Spool::on_async() {
         r();
 }
 
+bool Spool::move_aside(const std::string& name, const std::string& why) {
+    std::string from = m_layout.queue() + "/" + name, to = m_layout.corrupt() + "/" + name;
+    if (rename(from.c_str(), to.c_str()) != 0) {
+        log::error(log::Component::Qmgr, "cannot move damaged " + from + " aside (" + why + "): " + errno_text(errno));
+        return false;
+    }
+    log::warning(log::Component::Qmgr, "moved " + from + " to " + m_layout.corrupt() + "/: " + why);
+    return true;
+}
+
+// The moves aside made durable: queue/ and corrupt/.
+void Spool::sync_dirs() {
+    fsync(m_dir_fd);
+    int cfd = ::open(m_layout.corrupt().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (cfd >= 0) fsync(cfd), ::close(cfd);
+}
+
+void Spool::load(std::function<void(std::vector<Envelope>)> chunk, std::function<void(const LoadSummary&)> done) {
+    m_load_chunk = std::move(chunk);
+    m_load_done = std::move(done);
+    m_loader = std::thread([this, listing = std::move(m_listing)]() mutable { run_loader(std::move(listing)); });
+}
+
+void Spool::run_loader(SpoolListing listing) {
+    auto started = std::chrono::steady_clock::now();
+    LoadSummary summary;
+    summary.damaged = m_moved_at_open;
+    bool moved = false;
+    // Hands a chunk to the loop once the loop has taken the one before; false: stop.
+    auto hand_over = [this](std::function<void()> work) {
+        std::unique_lock<std::mutex> lock(m_mutex);
+        m_load_cv.wait(lock, [this] { return m_load_stop || m_load_in_flight == 0; });
+        if (m_load_stop) return false;
+        m_load_in_flight++;
+        m_results.push_back(std::move(work));
+        lock.unlock();
+        uv_async_send(m_async);
+        return true;
+    };
+    auto taken = [this] {
+        std::lock_guard<std::mutex> lock(m_mutex);
+        m_load_in_flight--;
+        m_load_cv.notify_all();
+    };
+    std::vector<Envelope> messages;
+    for (size_t i = 0; i < listing.ids.size(); ++i) {
+        std::vector<std::pair<std::string, std::string>> bad;
+        read_listed(m_layout, listing.ids[i], messages, bad);
+        for (const auto& [name, why] : bad)
+            if (move_aside(name, why)) summary.damaged++, moved = true;
+        if (messages.size() < k_load_chunk && i + 1 < listing.ids.size()) continue;
+        summary.messages += messages.size();
+        bool go_on = hand_over([this, taken, chunk = std::move(messages)]() mutable {
+            if (m_load_chunk) m_load_chunk(std::move(chunk));
+            taken();
+        });
+        if (!go_on) return;
+        messages.clear();
+    }
+    for (const auto& id : listing.lone_envelopes) {
+        if (lone_envelope(m_layout, id) && move_aside(id + ".env", k_lone_envelope)) summary.damaged++, moved = true;
+    }
+    if (moved) sync_dirs();
+    summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    hand_over([this, taken, summary] {
+        if (m_load_done) m_load_done(summary);
+        taken();
+    });
+}
+
+size_t Spool::bulk_backlog() {
+    std::lock_guard<std::mutex> lock(m_mutex);
+    return m_bulk.size();
+}
+
 void Spool::refresh_free_space() {
     struct statvfs vfs {};
     if (fstatvfs(m_dir_fd, &vfs) == 0) m_free_bytes = uint64_t(vfs.f_bavail) * vfs.f_frsize;
 }
 
 void Spool::close() {
+    if (m_loader.joinable()) {
+        {
+            std::lock_guard<std::mutex> lock(m_mutex);
+            m_load_stop = true;
+        }
+        m_load_cv.notify_all();
+        m_loader.join();
+    }
+    m_load_chunk = nullptr;  // chunks still on their way go nowhere
+    m_load_done = nullptr;
     if (m_thread.joinable()) {
         {
             std::lock_guard<std::mutex> lock(m_mutex);
@@ -357,6 +482,7 @@ void Spool::close() {
         }
         m_cv.notify_all();
         m_thread.join();
+        m_bulk_thread.join();
     }
     on_async();  // results of the last batch
     if (m_async) {

@@ -21,12 +21,17 @@
 // stale bytes only until it is rewritten, and its envelope names its old ID, so a file cut short
 // by a crash is recognised as never acknowledged.
 //
-// All disk work happens on one writer thread, never on the event loop. The writer takes every
-// job queued while it was busy as one batch, so many sessions waiting for a commit share one
-// directory fsync (group commit). Results come back on the loop through a uv_async_t.
+// All disk work happens on two writer threads, never on the event loop. The writer stores the
+// messages being received: it takes every job queued while it was busy as one batch, so many
+// sessions waiting for a commit share one directory fsync (group commit). The bulk writer
+// rewrites envelopes and removes messages for the queue manager, k_bulk_batch at a time: a
+// mass deferral after a destination dies never holds up a client waiting for its 250, nor opens
+// more than a batch's descriptors. Results come back on the loop through a uv_async_t. The
+// reader of the queue at start-up is a third thread, for that time only.
 //
-// Call order: open() (blocking, at start-up), then begin()/write()/commit()/abort() and
-// update()/remove() from the loop thread, then close() before the loop is closed.
+// Call order: open() (blocking, at start-up, short: it only lists the queue directory), load(),
+// then begin()/write()/commit()/abort() and update()/remove() from the loop thread, then close()
+// before the loop is closed.
 #pragma once
 
 #include "gateway/common/envelope.hpp"
@@ -85,6 +90,15 @@ struct StoredMessage {
 };
 StoredMessage read_stored_message(const SpoolLayout& layout, const std::string& id);
 
+// The queue directory's names, sorted: message files (oldest first, as IDs sort by arrival),
+// envelope updates whose message file is not there, and names that are no spool file.
+struct SpoolListing {
+    std::vector<std::string> ids;
+    std::vector<std::string> lone_envelopes;                   // IDs
+    std::vector<std::pair<std::string, std::string>> damaged;  // file name in queue/, reason
+};
+SpoolListing list_spool(const SpoolLayout& layout);
+
 // What the queue directory holds, read without changing anything.
 struct SpoolScan {
     std::vector<Envelope> messages;
@@ -103,9 +117,22 @@ public:
     Spool(const Spool&) = delete;
     Spool& operator=(const Spool&) = delete;
 
-    // Creates the directories, takes the lock, moves damaged leftovers aside (logging each)
-    // and returns the messages found. Throws std::runtime_error with the reason.
-    std::vector<RecoveredMessage> open(uv_loop_t* loop);
+    // Creates the directories, takes the lock and lists the queue directory; returns the IDs of
+    // the messages found, oldest first. Their envelopes are read by load(). Throws
+    // std::runtime_error with the reason.
+    std::vector<std::string> open(uv_loop_t* loop);
+
+    // Reads the envelopes of the messages open() listed, on a thread of its own, and moves
+    // damaged files aside (logging each): the listener need not wait for a large queue. `chunk`
+    // gets the envelopes on the loop, k_load_chunk at a time; the next chunk is read only once
+    // the loop has taken the one before, so the loop is never flooded. `done` comes last.
+    struct LoadSummary {
+        size_t messages = 0;  // loaded
+        size_t damaged = 0;   // files moved to corrupt/, at open() and since
+        double seconds = 0;
+    };
+    void load(std::function<void(std::vector<Envelope>)> chunk, std::function<void(const LoadSummary&)> done);
+    static constexpr size_t k_load_chunk = 1000;
 
     std::shared_ptr<SpoolTxn> begin(const std::string& id);
     // Queues content; returns false when the transaction has more than the backlog limit in
@@ -129,16 +156,26 @@ public:
     bool storage_low(uint64_t message_size) const;
 
     void close();  // finishes queued jobs, stops the writer, closes the uv handle
+    // Envelope updates and removals waiting for the writer (after the messages being received,
+    // which always go first).
+    size_t bulk_backlog();
     // Writer batches that made envelopes durable; fewer than commits when sessions share syncs.
     uint64_t commit_batches() const { return m_commit_batches.load(); }
     const SpoolLayout& layout() const { return m_layout; }
 
     static constexpr uint64_t k_backlog_limit = 4 * 1024 * 1024;
+    // Envelope updates and removals in one batch of their writer: an update holds a descriptor
+    // until its batch is synced, so however many messages a mass deferral gives back at once,
+    // few descriptors are open.
+    static constexpr size_t k_bulk_batch = 256;
 
 private:
     struct Job;
-    void run_writer();
-    void run_batch(std::vector<Job>& batch);
+    void run_writer(bool bulk);
+    void run_batch(std::vector<Job>& batch, SyncPool& sync_pool);
+    void run_loader(SpoolListing listing);
+    bool move_aside(const std::string& name, const std::string& why);
+    void sync_dirs();
     void push(Job&& job);
     void on_async();
     void refresh_free_space();
@@ -150,8 +187,10 @@ private:
     int m_dir_fd = -1;
     std::atomic<uint64_t> m_free_bytes{UINT64_MAX};
     std::atomic<uint64_t> m_commit_batches{0};
-    SyncPool m_sync{7};  // with the writer itself: up to eight syncs in flight
-    // Writer thread only: recycled files ready to take a new message.
+    SyncPool m_sync{7};       // with the writer itself: up to eight syncs in flight
+    SyncPool m_bulk_sync{3};  // the bulk writer's
+    // Recycled files ready to take a new message, under m_free_mutex.
+    std::mutex m_free_mutex;
     std::vector<std::string> m_free;
     uint64_t m_free_sequence = 0;
     static constexpr size_t k_free_limit = 512;               // files kept for reuse
@@ -159,10 +198,21 @@ private:
 
     std::mutex m_mutex;
     std::condition_variable m_cv;
-    std::vector<Job> m_jobs;                       // to the writer
+    std::vector<Job> m_jobs;                       // to the writer: messages being received
+    std::deque<Job> m_bulk;                        // to the bulk writer: envelope updates and removals
     std::vector<std::function<void()>> m_results;  // back to the loop
     bool m_stop = false;
-    std::thread m_thread;
+    std::thread m_thread;       // the writer
+    std::thread m_bulk_thread;  // the bulk writer
+
+    SpoolListing m_listing;      // from open() to load()
+    size_t m_moved_at_open = 0;  // names that were no message
+    std::thread m_loader;
+    std::condition_variable m_load_cv;
+    bool m_load_stop = false;     // under m_mutex
+    size_t m_load_in_flight = 0;  // chunks handed to the loop and not yet taken, under m_mutex
+    std::function<void(std::vector<Envelope>)> m_load_chunk;  // loop thread only
+    std::function<void(const LoadSummary&)> m_load_done;
 };
 
 }  // namespace gateway

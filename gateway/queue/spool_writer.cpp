@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -44,25 +45,35 @@ void report(const std::string& id, const std::string& what, int err) {
 
 }  // namespace
 
-void Spool::run_writer() {
+void Spool::run_writer(bool bulk) {
     for (;;) {
         std::vector<Job> batch;
         {
             std::unique_lock<std::mutex> lock(m_mutex);
+            auto ready = [&] { return m_stop || !(bulk ? m_bulk.empty() : m_jobs.empty()); };
             // Idle: look at the free space now and then, so MAIL sees a current figure.
-            if (!m_cv.wait_for(lock, std::chrono::seconds(2), [this] { return m_stop || !m_jobs.empty(); })) {
+            if (!m_cv.wait_for(lock, std::chrono::seconds(2), ready)) {
                 lock.unlock();
-                refresh_free_space();
+                if (!bulk) refresh_free_space();
                 continue;
             }
-            if (m_jobs.empty() && m_stop) return;
-            batch.swap(m_jobs);
+            if (bulk) {
+                if (m_bulk.empty()) return;  // stopping
+                size_t n = std::min(m_bulk.size(), k_bulk_batch);
+                for (size_t i = 0; i < n; ++i) {
+                    batch.push_back(std::move(m_bulk.front()));
+                    m_bulk.pop_front();
+                }
+            } else {
+                if (m_jobs.empty()) return;  // stopping
+                batch.swap(m_jobs);
+            }
         }
-        run_batch(batch);
+        run_batch(batch, bulk ? m_bulk_sync : m_sync);
     }
 }
 
-void Spool::run_batch(std::vector<Job>& batch) {
+void Spool::run_batch(std::vector<Job>& batch, SyncPool& sync_pool) {
     static std::atomic<uint64_t> tmp_sequence{0};
     std::vector<PendingFile> pending;
     std::vector<std::function<void()>> results;
@@ -72,10 +83,16 @@ void Spool::run_batch(std::vector<Job>& batch) {
     auto open_message = [this](SpoolTxn& t) {
         if (t.created || t.error) return;
         std::string path = m_layout.message(t.id);
-        if (!m_free.empty()) {
-            // A recycled file: never over an existing message (RENAME_NOREPLACE).
-            if (::renameat2(AT_FDCWD, m_free.back().c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) == 0) {
+        for (;;) {
+            std::string free;
+            {
+                std::lock_guard<std::mutex> lock(m_free_mutex);
+                if (m_free.empty()) break;
+                free = std::move(m_free.back());
                 m_free.pop_back();
+            }
+            // A recycled file: never over an existing message (RENAME_NOREPLACE).
+            if (::renameat2(AT_FDCWD, free.c_str(), AT_FDCWD, path.c_str(), RENAME_NOREPLACE) == 0) {
                 t.fd = ::open(path.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
                 if (t.fd < 0)
                     t.error = errno;
@@ -87,7 +104,6 @@ void Spool::run_batch(std::vector<Job>& batch) {
                 t.error = errno;
                 return;
             }
-            m_free.pop_back();
         }
         t.fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (t.fd < 0)
@@ -97,9 +113,16 @@ void Spool::run_batch(std::vector<Job>& batch) {
     };
     // A message file that is no longer needed becomes a free file, or goes.
     auto release = [this](const std::string& path, uint64_t size) {
-        if (m_free.size() < k_free_limit && size <= k_free_file_limit) {
-            std::string to = m_layout.free() + "/" + std::to_string(++m_free_sequence);
-            if (::rename(path.c_str(), to.c_str()) == 0) return m_free.push_back(to), 0;
+        std::string to;
+        {
+            std::lock_guard<std::mutex> lock(m_free_mutex);
+            if (m_free.size() < k_free_limit && size <= k_free_file_limit)
+                to = m_layout.free() + "/" + std::to_string(++m_free_sequence);
+        }
+        if (!to.empty() && ::rename(path.c_str(), to.c_str()) == 0) {
+            std::lock_guard<std::mutex> lock(m_free_mutex);
+            m_free.push_back(to);
+            return 0;
         }
         return ::unlink(path.c_str()) == 0 ? 0 : errno;
     };
@@ -172,14 +195,14 @@ void Spool::run_batch(std::vector<Job>& batch) {
     }
 
     if (!pending.empty()) {
-        m_commit_batches++;
+        if (&sync_pool == &m_sync) m_commit_batches++;
         // Every file's data and the directory (the new names) in one go: the journal commits
         // them together.
         std::vector<SyncPool::Item> syncs;
         for (auto& f : pending)
             if (!f.error) syncs.push_back({f.fd, true, 0});
         syncs.push_back({m_dir_fd, false, 0});
-        m_sync.sync(syncs);
+        sync_pool.sync(syncs);
         int dir_error = syncs.back().error;
         size_t k = 0;
         bool renamed = false;

@@ -59,13 +59,13 @@ class Gateway:
         with open(self.config_path, "w") as f:
             f.write(text + extra.replace("{spool}", self.spool))
 
-    def start(self, expect_failure=False):
+    def start(self, expect_failure=False, preexec_fn=None):
         lines_before = len(self.log_lines())
         if self.proc:  # a restart
             self.proc.stdout.close()
             self.proc.stderr.close()
         self.proc = subprocess.Popen([BIN, "serve", "-c", self.config_path],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=preexec_fn)
         if expect_failure:
             self.proc.wait(timeout=10)
             return self.proc

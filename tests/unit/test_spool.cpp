@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -107,10 +108,13 @@ TEST_CASE("an aborted message leaves nothing behind", "[spool]") {
     auto txn = spool.begin("B1");
     spool.write(txn, "partial", [] {});
     spool.abort(txn);
-    bool removed = false;
-    spool.remove("NOTHERE", false, 0, [&](bool) { removed = true; });  // a job after the abort: the abort is done
-    l.until([&] { return removed; });
-    CHECK(files_in(spool.layout().queue()).empty());
+    // A message stored after the abort: the abort is done.
+    auto next = spool.begin("B2");
+    spool.write(next, "x\r\n", [] {});
+    bool stored = false;
+    spool.commit(next, envelope("B2", 3), [&](CommitResult, const Envelope&) { stored = true; });
+    l.until([&] { return stored; });
+    CHECK(files_in(spool.layout().queue()) == std::set<std::string>{"B2"});
     spool.close();
 }
 
@@ -176,6 +180,44 @@ TEST_CASE("updates replace the envelope atomically, remove deletes both files", 
     spool.close();
 }
 
+TEST_CASE("a message being received goes ahead of a mass of envelope updates", "[spool]") {
+    TempDir dir;
+    Loop l;
+    Spool spool(dir.path);
+    spool.open(&l.loop);
+    // 2,000 messages deferred at once, as when a destination dies under a large queue.
+    const int n = 2000;
+    int stored = 0;
+    for (int i = 0; i < n; ++i) {
+        std::string id = "F" + std::to_string(i);
+        auto txn = spool.begin(id);
+        spool.write(txn, "x\r\n", [] {});
+        spool.commit(txn, envelope(id, 3),
+                     [&](CommitResult r, const Envelope&) { stored += r == CommitResult::Stored; });
+    }
+    l.until([&] { return stored == n; });
+    int updated = 0, failed = 0;
+    for (int i = 0; i < n; ++i) {
+        auto e = envelope("F" + std::to_string(i), 3);
+        e.attempts = 1;
+        spool.update(e, [&](bool ok) { ok ? ++updated : ++failed; });
+    }
+    REQUIRE(spool.bulk_backlog() > 0);
+    // A client's message arrives behind them: it is stored while most of them still wait.
+    auto txn = spool.begin("G1");
+    spool.write(txn, "y\r\n", [] {});
+    std::optional<int> updated_before_commit;
+    spool.commit(txn, envelope("G1", 3), [&](CommitResult r, const Envelope&) {
+        CHECK(r == CommitResult::Stored);
+        updated_before_commit = updated;
+    });
+    l.until([&] { return updated == n; });
+    REQUIRE(updated_before_commit.has_value());
+    CHECK(*updated_before_commit < n / 2);
+    CHECK(failed == 0);
+    spool.close();
+}
+
 TEST_CASE("start-up recovery keeps good messages and moves damaged files aside", "[spool]") {
     TempDir dir;
     std::vector<std::string> logs;
@@ -206,11 +248,23 @@ TEST_CASE("start-up recovery keeps good messages and moves damaged files aside",
     {
         Loop l;
         Spool spool(dir.path);
-        auto found = spool.open(&l.loop);
+        // open() only lists: the names of message files, oldest first.
+        CHECK(spool.open(&l.loop) == std::vector<std::string>{"E1", "E3", "E4", "E6"});
+        std::vector<Envelope> found;
+        std::optional<Spool::LoadSummary> summary;
+        spool.load(
+            [&](std::vector<Envelope> chunk) {
+                for (auto& e : chunk)
+                    found.push_back(std::move(e));
+            },
+            [&](const Spool::LoadSummary& s) { summary = s; });
+        l.until([&] { return summary.has_value(); });
         REQUIRE(found.size() == 2);
-        CHECK(found[0].envelope.id == "E1");
-        CHECK(found[1].envelope.id == "E6");
-        CHECK(found[1].envelope.attempts == 4);
+        CHECK(found[0].id == "E1");
+        CHECK(found[1].id == "E6");
+        CHECK(found[1].attempts == 4);
+        CHECK(summary->messages == 2);
+        CHECK(summary->damaged == 6);
         CHECK(files_in(layout.queue()) == std::set<std::string>{"E1", "E6", "E6.env"});
         CHECK(files_in(layout.corrupt()) ==
               std::set<std::string>{"E2.tmp", "E3", "E4", "E1.17.tmp", "E7.env", "notes.txt"});

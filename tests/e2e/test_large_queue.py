@@ -1,0 +1,124 @@
+"""A large queue at start-up: 3,000 messages due at once for a dead destination.
+
+The listener opens before the queue is read; at most queue.active_limit messages are taken up at
+once, new arrivals taking turns with the backlog; the mass deferral that follows stays within a
+small descriptor limit and never holds up a client's 250.
+"""
+import os
+import re
+import resource
+import shutil
+import subprocess
+import tempfile
+import time
+import unittest
+
+from gwtest import Gateway, queued_id, wait_for
+
+MESSAGES = 3000
+
+
+def fill_spool():
+    """A spool of MESSAGES messages, each deferred once for the dead upstream, then made due."""
+    gw = Gateway()
+    try:
+        gw.start()
+        r = subprocess.run(["smtp-source", "-s", "10", "-m", str(MESSAGES), "-l", "300", "-f", "app@example.com",
+                            "-t", "someone@example.org", "-M", "client.test", f"{gw.host}:{gw.port}"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: sum(" status=deferred " in l for l in gw.log_lines()) >= MESSAGES, timeout=120,
+                 what=f"{MESSAGES} first attempts")
+        assert gw.stop() == 0
+        r = gw.run("queue", "flush")  # offline: every message due when the gateway starts
+        assert r.returncode == 0, r.stderr
+        master = tempfile.mkdtemp(prefix="smtpgw-large-queue-")
+        shutil.copytree(gw.spool, os.path.join(master, "spool"))
+        return master
+    finally:
+        gw.cleanup()
+
+
+class LargeQueueTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.master = fill_spool()
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.master, ignore_errors=True)
+
+    def setUp(self):
+        self.gw = None
+
+    def tearDown(self):
+        if self.gw:
+            self.gw.cleanup()
+
+    def gateway(self, extra=""):
+        self.gw = Gateway(extra)
+        shutil.copytree(os.path.join(self.master, "spool"), self.gw.spool)
+        return self.gw
+
+    def submit(self, subject):
+        c = self.gw.connect()
+        self.assertTrue(c.reply().startswith("220"))
+        c.command("EHLO client.test")
+        self.assertTrue(c.command("MAIL FROM:<app@example.com>").startswith("250"))
+        self.assertTrue(c.command("RCPT TO:<late@example.org>").startswith("250"))
+        self.assertTrue(c.command("DATA").startswith("354"))
+        c.send(f"Subject: {subject}\r\n\r\nbody\r\n.\r\n")
+        reply = c.reply()
+        self.assertTrue(reply.startswith("250 2.0.0 Ok: queued as "), reply)
+        c.command("QUIT")
+        return queued_id(reply)
+
+    def deferred(self):
+        return sum(" status=deferred " in l for l in self.gw.log_lines())
+
+    def test_a_mass_deferral_within_a_small_descriptor_limit(self):
+        # Each envelope update holds a descriptor until it is synced: 3,000 of them in one writer
+        # batch would run out of 1,024 descriptors, and every accept and commit with them.
+        gw = self.gateway()
+        gw.start(preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)))
+        # The listener is open before the queue is read.
+        lines = gw.log_lines()
+        started = next(i for i, l in enumerate(lines) if f"started, {MESSAGES} message(s) in the queue" in l)
+        self.assertFalse(any("queue loaded:" in l for l in lines[:started]))
+        late = self.submit("during the deferral")
+        wait_for(lambda: self.deferred() >= MESSAGES + 1, timeout=120, what="every message deferred")
+        log = "\n".join(gw.log_lines())
+        for trouble in ("queue file write error", "cannot write the envelope", "Too many open files", "accept failed"):
+            self.assertNotIn(trouble, log)
+        gw.wait_log(rf"qmgr\[\d+\]: queue loaded: {MESSAGES} message\(s\) in [0-9.]+ s, 0 damaged file\(s\) "
+                    r"moved aside; \d+ active")
+        # Every envelope got its second attempt written; the late message its first.
+        queue = wait_for(lambda: (lambda q: q if sum(e["attempts"] == 2 for e in q) == MESSAGES else None)(gw.queue()),
+                         timeout=60, what="every envelope updated")
+        self.assertEqual(len(queue), MESSAGES + 1)
+        self.assertEqual([e["attempts"] for e in queue if e["id"] == late], [1])
+
+    def test_at_most_the_active_limit_and_new_mail_takes_turns(self):
+        gw = self.gateway("queue: { dir: {spool}, retry: [1h], active_limit: 100 }\n")
+        gw.start()
+        late = self.submit("arrives behind 3,000")
+        wait_for(lambda: self.deferred() >= MESSAGES + 1, timeout=120, what="every message deferred")
+        # Read in order, the log never has more than 100 messages taken up and not yet deferred:
+        # a message leaves the active set only after its deferral is logged and written.
+        active, most, order = 0, 0, []
+        for line in gw.log_lines():
+            m = re.search(r"qmgr\[\d+\]: ([0-9A-F]+): from=<.*\(queue active\)", line)
+            if m:
+                active += 1
+                order.append(m.group(1))
+            elif " status=deferred " in line:
+                active -= 1
+            most = max(most, active)
+        self.assertLessEqual(most, 100)
+        self.assertEqual(len(order), MESSAGES + 1)
+        # The new message did not wait for the backlog: it was taken up among the first.
+        self.assertLess(order.index(late), 300, "a new message waited behind the backlog")
+
+
+if __name__ == "__main__":
+    unittest.main()
