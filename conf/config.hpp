@@ -94,6 +94,11 @@ struct Upstream {
     std::string source_address;  // the local address connections come from (smtp_bind_address); empty: any
     std::string helo_name;       // the name sent in EHLO; empty: hostname (smtp_helo_name)
     unsigned concurrency = 0;    // connections at most; 0: delivery.destination_concurrency
+    // Messages per period at most ("30/m"); 0: no limit. Exchange Online allows a mailbox about
+    // 30 a minute over SMTP AUTH.
+    unsigned rate_messages = 0;
+    unsigned rate_seconds = 0;
+    unsigned recipients_per_message = 0;  // per transaction; 0: delivery.recipient_limit
     Mark mark;
 };
 
@@ -129,7 +134,7 @@ enum class AddressPreference { Any, Ipv4, Ipv6 };
 struct Delivery {
     unsigned concurrency = 100;             // connections in total
     unsigned destination_concurrency = 20;  // connections per destination, at most
-    unsigned initial_concurrency = 5;       // to begin with; grows with each working connection
+    unsigned initial_concurrency = 5;       // to begin with; grows with each connection that delivers
     unsigned recipient_limit = 50;          // recipients per transaction (Postfix's smtp_destination_recipient_limit)
     AddressPreference address_preference = AddressPreference::Any;
     Seconds connection_reuse{2};    // an idle connection waits this long for more mail

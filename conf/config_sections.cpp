@@ -65,6 +65,23 @@ void load_routes(Walker& w, const YAML::Node& n, Config& c) {
 
 namespace {
 
+// "30/m": messages per second, minute, hour or day.
+bool parse_rate(const std::string& text, unsigned& messages, unsigned& seconds) {
+    auto slash = text.find('/');
+    if (slash == std::string::npos || slash == 0 || slash > 6) return false;
+    unsigned n = 0;
+    for (size_t i = 0; i < slash; ++i) {
+        if (text[i] < '0' || text[i] > '9') return false;
+        n = n * 10 + unsigned(text[i] - '0');
+    }
+    std::string unit = text.substr(slash + 1);
+    unsigned per = unit == "s" ? 1 : unit == "m" ? 60 : unit == "h" ? 3600 : unit == "d" ? 86400 : 0;
+    if (n == 0 || per == 0) return false;
+    messages = n;
+    seconds = per;
+    return true;
+}
+
 void load_upstream_auth(Walker& w, const YAML::Node& n, const std::string& path, Upstream& u) {
     auto f = w.mapping(n, path,
                        {"username", "password_file", "token_file", "token_command", "mechanisms", "allow_plaintext"});
@@ -124,9 +141,9 @@ void load_upstreams(Walker& w, const YAML::Node& n, Config& c) {
             w.error(it->first, path, "upstream defined more than once");
             continue;
         }
-        auto f = w.mapping(
-            it->second, path,
-            {"host", "port", "security", "verify", "ca_file", "auth", "source_address", "helo_name", "concurrency"});
+        auto f = w.mapping(it->second, path,
+                           {"host", "port", "security", "verify", "ca_file", "auth", "source_address", "helo_name",
+                            "concurrency", "rate", "recipients_per_message"});
         if (!f) continue;
         Upstream u;
         u.name = name;
@@ -146,6 +163,12 @@ void load_upstreams(Walker& w, const YAML::Node& n, Config& c) {
                     "\"" + u.source_address + "\" is not an IP address of this machine");
         w.string(*f, "helo_name", path, u.helo_name);
         w.number(*f, "concurrency", path, u.concurrency, 1, 10000);
+        w.number(*f, "recipients_per_message", path, u.recipients_per_message, 1, 100000);
+        std::string rate;
+        w.string(*f, "rate", path, rate);
+        if (!rate.empty() && !parse_rate(rate, u.rate_messages, u.rate_seconds))
+            w.error(f->at("rate").value, path + ".rate",
+                    "\"" + rate + "\" is not a rate: messages per second, minute, hour or day, like 30/m");
         if (!u.helo_name.empty() && !check_host(u.helo_name, why))
             w.error(f->at("helo_name").value, path + ".helo_name", why);
         if (u.host.empty())

@@ -40,6 +40,9 @@ QueueManager::QueueManager(uv_loop_t* loop, std::shared_ptr<const conf::Config> 
     m_prune_timer = new uv_timer_t;
     uv_timer_init(loop, m_prune_timer);
     m_prune_timer->data = this;
+    m_wake_timer = new uv_timer_t;
+    uv_timer_init(loop, m_wake_timer);
+    m_wake_timer->data = this;
     m_tls.preload(*m_config);
 }
 
@@ -196,7 +199,7 @@ void QueueManager::stop() {
     stop_secret_commands();
     m_sessions.clear();
     m_dests.clear();
-    for (uv_timer_t** t : {&m_timer, &m_prune_timer}) {
+    for (uv_timer_t** t : {&m_timer, &m_prune_timer, &m_wake_timer}) {
         if (!*t) continue;
         uv_close(reinterpret_cast<uv_handle_t*>(*t), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
         *t = nullptr;
@@ -230,7 +233,7 @@ void QueueManager::arm_timer() {
 // A destination with nothing queued, no connection and no failure to remember is forgotten: the
 // table holds what is in use, not every domain ever mailed.
 bool QueueManager::unused(const DestQueue& q, int64_t now) {
-    return q.jobs.empty() && q.sessions == 0 && q.dead_until <= now;
+    return q.jobs.empty() && q.sessions == 0 && q.dead_until <= now && q.ceiling_until <= now && q.next_send_us <= now;
 }
 
 // Called from a timer of its own, never from within the queue manager's work: a DestQueue is
@@ -328,6 +331,8 @@ void QueueManager::activate(Message& m) {
 // smtp_destination_recipient_limit); the parts follow each other on a connection.
 void QueueManager::enqueue_parts(Message& m, const Destination& d, DeliveryJob job) {
     size_t limit = std::max<size_t>(1, m_config->delivery.recipient_limit);
+    if (d.kind == Destination::Kind::Upstream && d.upstream.recipients_per_message > 0)
+        limit = d.upstream.recipients_per_message;
     while (job.recipients.size() > limit) {
         DeliveryJob part = job;
         part.recipients.assign(job.recipients.begin(), job.recipients.begin() + long(limit));
@@ -372,7 +377,7 @@ void QueueManager::enqueue(Message& m, const Destination& d, DeliveryJob job, bo
 
 void QueueManager::dispatch(DestQueue& q) {
     if (m_stopping) return;
-    while (!q.jobs.empty() && !q.idle.empty()) {
+    while (!q.jobs.empty() && !q.idle.empty() && rate_allows(q, true)) {
         DeliverySession* s = q.idle.back();
         q.idle.pop_back();
         DeliveryJob job = std::move(q.jobs.front());
@@ -381,6 +386,9 @@ void QueueManager::dispatch(DestQueue& q) {
     }
     const auto& d = m_config->delivery;
     if (q.window == 0) q.window = std::min(d.initial_concurrency, concurrency_limit(q));
+    int64_t now = now_us();
+    if (q.hold_until > now) return wake_at(q, q.hold_until);
+    if (!rate_allows(q, false)) return;  // a session is started when the next message may go
     while (q.jobs.size() > q.starting.size()) {
         if (q.sessions >= q.window) break;
         if (m_sessions.size() >= d.concurrency) {
@@ -400,6 +408,45 @@ void QueueManager::start_session(DestQueue& q) {
     s->start();
 }
 
+// upstreams.NAME.rate: messages go at most one per interval. `take`: one goes now.
+bool QueueManager::rate_allows(DestQueue& q, bool take) {
+    const auto& u = q.destination.upstream;
+    if (q.destination.kind != Destination::Kind::Upstream || u.rate_messages == 0) return true;
+    int64_t now = now_us();
+    if (q.next_send_us > now) {
+        wake_at(q, q.next_send_us);
+        return false;
+    }
+    if (take) q.next_send_us = now + int64_t(u.rate_seconds) * k_second / u.rate_messages;
+    return true;
+}
+
+void QueueManager::wake_at(const DestQueue& q, int64_t when_us) {
+    if (!m_wake_timer || m_stopping) return;
+    m_wakeups.insert({when_us, q.destination.key()});
+    int64_t wait = std::max<int64_t>(0, m_wakeups.begin()->first - now_us());
+    uv_timer_start(
+        m_wake_timer, [](uv_timer_t* t) { static_cast<QueueManager*>(t->data)->on_wake(); }, uint64_t(wait / 1000 + 1),
+        0);
+}
+
+void QueueManager::on_wake() {
+    int64_t now = now_us();
+    std::set<std::string> due;
+    while (!m_wakeups.empty() && m_wakeups.begin()->first <= now) {
+        due.insert(m_wakeups.begin()->second);
+        m_wakeups.erase(m_wakeups.begin());
+    }
+    for (const auto& key : due)
+        if (auto it = m_dests.find(key); it != m_dests.end()) dispatch(it->second);
+    if (!m_wakeups.empty() && !m_stopping) {
+        int64_t wait = std::max<int64_t>(0, m_wakeups.begin()->first - now_us());
+        uv_timer_start(
+            m_wake_timer, [](uv_timer_t* t) { static_cast<QueueManager*>(t->data)->on_wake(); },
+            uint64_t(wait / 1000 + 1), 0);
+    }
+}
+
 unsigned QueueManager::concurrency_limit(const DestQueue& q) const {
     if (q.destination.kind == Destination::Kind::Upstream && q.destination.upstream.concurrency > 0)
         return q.destination.upstream.concurrency;
@@ -410,14 +457,16 @@ std::optional<DeliveryJob> QueueManager::take_job(DeliverySession* s) {
     auto it = m_dests.find(s->destination().key());
     if (it == m_dests.end()) return std::nullopt;
     auto& q = it->second;
-    bool first = q.starting.erase(s) > 0;
+    q.starting.erase(s);
     std::optional<DeliveryJob> job;
-    if (!q.jobs.empty()) {
+    if (!q.jobs.empty() && rate_allows(q, true)) {
         job = std::move(q.jobs.front());
         q.jobs.pop_front();
     }
-    if (first) {  // a session that works: the destination takes one more
-        q.window = std::min(q.window + 1, concurrency_limit(q));
+    if (s->first_success()) {  // a session that delivers: the destination takes one more
+        unsigned limit = concurrency_limit(q);
+        if (q.ceiling_until > now_us()) limit = std::min(limit, q.ceiling);
+        q.window = std::min(q.window + 1, limit);
         dispatch(q);
     }
     return job;
@@ -484,11 +533,48 @@ void QueueManager::session_failed(const std::string& destination, const Destinat
     destination_failed(destination, f);
 }
 
+// A thread limit (432 4.3.2) is no failure of the destination: it gets fewer connections, not
+// more for a while, and a pause when none is left. Only when it keeps answering so with no
+// delivery in between does the mail wait for the retry schedule.
+void QueueManager::session_throttled(DeliverySession* throttled, const std::string& reason) {
+    const std::string& destination = throttled->destination().key();
+    auto it = m_dests.find(destination);
+    if (it == m_dests.end()) return;
+    auto& q = it->second;
+    int64_t now = now_us();
+    unsigned others = q.sessions > 0 ? q.sessions - 1 : 0;  // this one is on its way out
+    // As many connections as now deliver is what the server allows; it refused one more than the
+    // others, so the window does not grow back past them for a while.
+    unsigned delivering = 0;
+    for (const auto& [s, session] : m_sessions)
+        if (s != throttled && session->accepted_mail() && s->destination().key() == destination) delivering++;
+    unsigned before = q.window;
+    q.window = std::max(1u, std::min(q.window, delivering));
+    q.ceiling = std::max(q.window, q.ceiling_until > now ? std::min(q.ceiling, others) : others);
+    q.ceiling_until = now + k_throttle_memory_us;
+    q.throttles++;
+    if (q.window < before || q.throttles == 1)
+        log::warning(log::Component::Qmgr,
+                     (q.destination.kind == Destination::Kind::Upstream ? "upstream " + q.destination.upstream.name
+                                                                        : "mail for " + q.destination.domain) +
+                         ": " + reason + "; at most " + std::to_string(q.window) + " connection(s) to it now");
+    if (others > 0) return;
+    q.hold_until = now + k_throttle_pause_us;
+    if (q.throttles < k_throttle_limit) return;
+    q.throttles = 0;
+    DestinationFailure f;
+    f.dsn = "4.3.2";
+    f.reason = reason;
+    f.site_failure = false;  // the account's limit: another route would not help
+    f.throttled = true;
+    destination_failed(destination, f);
+}
+
 void QueueManager::destination_failed(const std::string& destination, const DestinationFailure& f) {
     auto it = m_dests.find(destination);
     if (it == m_dests.end()) return;
     auto& q = it->second;
-    if (f.outcome == DestinationFailure::Outcome::Defer) {
+    if (f.outcome == DestinationFailure::Outcome::Defer && !f.throttled) {
         // Half the first retry interval: the retries of the messages deferred now find the
         // destination tried afresh, while the burst arriving meanwhile does not hammer it.
         q.dead_until = now_us() + std::min<int64_t>(retry_delay_us(1) / 2, 150 * k_second);
@@ -516,7 +602,9 @@ void QueueManager::destination_failed(const std::string& destination, const Dest
 
 // --- results -------------------------------------------------------------------------------------
 
-void QueueManager::job_done(const std::string&, JobResult result) {
+void QueueManager::job_done(const std::string& destination, JobResult result) {
+    if (std::any_of(result.results.begin(), result.results.end(), [](auto& r) { return r.status == RcptStatus::Sent; }))
+        if (auto d = m_dests.find(destination); d != m_dests.end()) d->second.throttles = 0;
     auto it = m_messages.find(result.job.message_id);
     if (it == m_messages.end()) return;
     Message& m = it->second;

@@ -77,6 +77,7 @@ public:
     void job_done(const std::string& destination, JobResult result) override;
     void destination_failed(const std::string& destination, const DestinationFailure& failure) override;
     void session_failed(const std::string& destination, const DestinationFailure& failure) override;
+    void session_throttled(DeliverySession* s, const std::string& reason) override;
     void session_idle(DeliverySession* s, bool idle) override;
     void session_closed(DeliverySession* s) override;
 
@@ -100,15 +101,25 @@ private:
         int64_t dead_until = 0;  // after a failure, jobs are deferred until then
         DestinationFailure dead;
         // Postfix's concurrency feedback: sessions open at most `window`, which starts at
-        // delivery.initial_concurrency, grows with each session that works and shrinks with each
+        // delivery.initial_concurrency, grows with each session that delivers and shrinks with each
         // that fails (a 421 for too many connections, a refusal under load).
         unsigned window = 0;
+        // After a thread limit (432 4.3.2): no new session until hold_until when none is left,
+        // and the window stays at most `ceiling` until ceiling_until.
+        int64_t hold_until = 0;
+        unsigned throttles = 0;  // thread limits since the last delivery
+        unsigned ceiling = 0;
+        int64_t ceiling_until = 0;
+        int64_t next_send_us = 0;  // upstreams.NAME.rate: the next message goes then at the earliest
     };
 
     static bool unused(const DestQueue& q, int64_t now);
     void prune();
     void schedule_prune();
     unsigned concurrency_limit(const DestQueue& q) const;
+    bool rate_allows(DestQueue& q, bool take);
+    void wake_at(const DestQueue& q, int64_t when_us);
+    void on_wake();
     void schedule(Message& m, int64_t when_us);
     void arm_timer();
     void on_timer();
@@ -138,6 +149,8 @@ private:
     std::function<std::string()> m_new_id;
     uv_timer_t* m_timer = nullptr;
     uv_timer_t* m_prune_timer = nullptr;
+    uv_timer_t* m_wake_timer = nullptr;                   // destinations held back for a moment
+    std::set<std::pair<int64_t, std::string>> m_wakeups;  // (when, destination key)
     bool m_stopping = false;
 
     std::unordered_map<std::string, Message> m_messages;
@@ -153,6 +166,9 @@ private:
     bool m_loading = true;
     uint64_t m_cached_bytes = 0;  // contents kept in memory, bounded by k_cache_limit
     static constexpr uint64_t k_cache_limit = 64 * 1024 * 1024;
+    static constexpr int64_t k_throttle_pause_us = 2'000'000;     // no session left after a 432
+    static constexpr int64_t k_throttle_memory_us = 300'000'000;  // the window stays below a 432's
+    static constexpr unsigned k_throttle_limit = 10;              // 432s in a row, then the retry schedule
     void drop_content(Message& m);
     void erase_now(Message& m);
 };

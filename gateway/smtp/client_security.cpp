@@ -178,6 +178,16 @@ std::string hint_for(const ServerReply& reply, const SecurityPolicy& p) {
         return "the server does not accept this mechanism: adjust " + p.setting + ".auth.mechanisms";
     if (status == "5.7.3" && has("STARTTLS"))
         return "the server wants TLS first: set security: mandatory in " + p.setting;
+    bool upstream = p.setting != "direct";
+    if (reply.code == 432 || (status == "4.3.2" && has("thread limit")))
+        return "the server takes no more connections for this account now (Exchange Online allows a mailbox 3): "
+               "the mail is sent again over fewer connections; set " +
+               (upstream ? p.setting + ".concurrency" : std::string("delivery.destination_concurrency")) +
+               " to stay below the limit";
+    if (has("SubmissionQuotaExceeded"))
+        return "the account's sending quota is used up (Exchange Online: about 10,000 recipients a day): the message "
+               "waits and is tried again on the retry schedule" +
+               (upstream ? "; spread the load over more mailboxes or set " + p.setting + ".rate" : std::string());
     if (status == "4.7.66") return "the server refuses TLS 1.0 and 1.1; smtpgw uses TLS 1.2, check for a proxy";
     if (reply.code == 535) return "check the user name and the password in " + p.setting + ".auth";
     return {};

@@ -11,6 +11,15 @@ std::string said_reason(const std::string& host_label, const ServerReply& reply,
 
 std::string reply_dsn(const ServerReply& reply) { return reply.status(); }
 
+bool thread_limit(const ServerReply& reply) {
+    return reply.code == 432 ||
+           (reply.transient() && reply.status() == "4.3.2" && reply.text().find("thread limit") != std::string::npos);
+}
+
+bool submission_quota(const ServerReply& reply) {
+    return reply.text().find("SubmissionQuotaExceeded") != std::string::npos;
+}
+
 std::string format_delay(double s) {
     if (s < 0) s = 0;
     char buf[32];

@@ -66,7 +66,17 @@ struct DestinationFailure {
     std::string reason;
     std::string relay = "none";
     bool site_failure = true;  // the next `via` may be tried
+    bool throttled = false;    // the account's connection limit, not the destination's health
 };
+
+// "432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded": the server takes no more
+// connections for this account now. Not a failure of the message or of the destination: fewer
+// connections, and the same mail again soon.
+bool thread_limit(const ServerReply& reply);
+
+// "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException": the account's
+// sending quota is used up for now. The message waits rather than bounces.
+bool submission_quota(const ServerReply& reply);
 
 // "host mx.example.org[192.0.2.1] said: 550 5.1.1 ... (in reply to RCPT TO command)"
 std::string said_reason(const std::string& host_label, const ServerReply& reply, const char* in_reply_to);

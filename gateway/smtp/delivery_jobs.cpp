@@ -24,6 +24,16 @@ void DeliverySession::take_next_job() {
         return connect_next();
     }
     if (m_job) return send_job();
+    if (!m_throttle.empty()) {  // a 432 came in a transaction: no more on this connection
+        auto self = shared_from_this();
+        std::string why = std::move(m_throttle);
+        m_throttle.clear();
+        m_ctx.owner->session_throttled(this, why);
+        m_quitting = true;
+        m_client->quit();
+        send_output();
+        return arm_timer();
+    }
     // Postfix's connection reuse limits: a busy destination gives its slot up now and then, and
     // the queue manager hands it to the destinations that waited.
     const auto& d = m_ctx.config->delivery;
@@ -125,11 +135,18 @@ void DeliverySession::on_recipient(const ClientEvent& ev) {
     std::string label = host_label();
     if (ev.reply.ok()) {
         m_rcpt_ok[ev.index] = ev.reply;
+        m_accepted_mail = true;
         return;
     }
     std::string reason = said_reason(label, ev.reply, "RCPT TO command");
     if (auto hint = hint_for(ev.reply, m_policy); !hint.empty()) reason += " (" + hint + ")";
     std::string dsn = reply_dsn(ev.reply);
+    if (thread_limit(ev.reply)) {  // sent again soon, on another connection
+        record(index, RcptStatus::Deferred, "4.3.2", reason);
+        m_results.back().again = true;
+        m_throttle = reason;
+        return;
+    }
     bool transient = ev.reply.transient();
     if (ev.reply.code == 552) {  // RFC 5321 4.5.3.1.10: an old server's 552 at RCPT means 452 (as Postfix takes it)
         transient = true;
@@ -181,7 +198,15 @@ void DeliverySession::finish_job_on_this_hop(const ServerReply* reply, ClientSta
         // The transaction failed for every recipient still open.
         std::string reason = said_reason(label, *reply, in_reply_to(stage));
         if (auto hint = hint_for(*reply, m_policy); !hint.empty()) reason += " (" + hint + ")";
-        if (reply->transient()) {
+        if (thread_limit(*reply)) {  // sent again soon, on another connection
+            record(index, RcptStatus::Deferred, "4.3.2", reason);
+            m_results.back().again = true;
+            m_throttle = reason;
+        } else if (submission_quota(*reply)) {  // waits for the quota, on the retry schedule
+            std::string dsn = reply_dsn(*reply);
+            dsn[0] = '4';
+            record(index, RcptStatus::Deferred, dsn, reason);
+        } else if (reply->transient()) {
             next.push_back(index);
             carry(index, Failure{reply_dsn(*reply), reason, hop().label(), false});
         } else {

@@ -247,6 +247,7 @@ void DeliverySession::handle_events() {
                 reason = said_reason(label, ev.reply, in_reply_to(ev.stage));
             }
             if (auto hint = hint_for(ev.reply, m_policy); !hint.empty()) reason += " (" + hint + ")";
+            if (thread_limit(ev.reply)) return throttled(reason);
             return fail_hop(dsn, reason);
         }
         case ClientEvent::Kind::TlsReady: begin_tls(); break;
@@ -341,6 +342,21 @@ void DeliverySession::begin_auth(const std::string& mechanism) {
                 s->arm_timer();
             });
         });
+}
+
+// The server takes no more connections for this account: whatever this session held goes back
+// to the queue manager, which opens fewer connections from now on.
+void DeliverySession::throttled(const std::string& reason) {
+    for (size_t i : m_pending) {
+        if (m_resolved.count(i)) continue;
+        record(i, RcptStatus::Deferred, "4.3.2", reason);
+        m_results.back().again = true;
+    }
+    m_pending.clear();
+    complete_job();
+    auto self = shared_from_this();
+    m_ctx.owner->session_throttled(this, reason);
+    end();
 }
 
 void DeliverySession::fail_hop(const std::string& dsn, const std::string& reason) {

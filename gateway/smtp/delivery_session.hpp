@@ -52,6 +52,9 @@ public:
     // A connection that never became usable (refused, 421, TLS or AUTH trouble): one failure of a
     // cohort; the destination is given up only when a whole cohort fails.
     virtual void session_failed(const std::string& destination, const DestinationFailure& failure) = 0;
+    // The server said it takes no more connections for now (thread_limit()): the session ends,
+    // and its job's recipients came back to be sent again.
+    virtual void session_throttled(DeliverySession* s, const std::string& reason) = 0;
     virtual void session_idle(DeliverySession* s, bool idle) = 0;
     virtual void session_closed(DeliverySession* s) = 0;
 };
@@ -73,6 +76,14 @@ public:
     void assign(DeliveryJob job);  // an idle session gets work
     void abort();                  // shutdown: close now, report nothing more
     const Destination& destination() const { return m_destination; }
+    // The server took a recipient on this connection: it counts among the connections the
+    // server allows at once.
+    bool accepted_mail() const { return m_accepted_mail; }
+    // True once, at the first call after the server took mail on this connection.
+    bool first_success() {
+        if (!m_accepted_mail || m_success_counted) return false;
+        return m_success_counted = true;
+    }
 
 private:
     struct Failure {
@@ -97,6 +108,7 @@ private:
     void begin_auth(const std::string& mechanism);
     void fail_hop(const std::string& dsn, const std::string& reason);
     void fail_loop(const std::string& why);
+    void throttled(const std::string& reason);
     void connection_lost(const std::string& why);
     void send_output();
     void arm_timer();
@@ -152,6 +164,7 @@ private:
     std::unique_ptr<auth::SaslClient> m_sasl;
     std::string m_auth_mechanism;
     bool m_token_retried = false;
+    std::string m_throttle;  // the server's thread limit reply: this connection ends
 
     // The job in progress
     std::optional<DeliveryJob> m_job;
@@ -163,6 +176,8 @@ private:
     std::vector<std::optional<Failure>> m_soft;         // per m_pending entry: 4xx at RCPT
     bool m_job_sent = false;                            // the job went out on the current connection
     unsigned m_jobs_taken = 0;                          // for delivery.reuse_messages
+    bool m_accepted_mail = false;
+    bool m_success_counted = false;
     int64_t m_job_start_us = 0;
     double m_job_setup = 0;
     uint64_t m_content_offset = 0;

@@ -9,6 +9,8 @@ every message it accepted (envelope and content), and answers as `script` says:
   script.cut_after      close the connection after this many bytes of message content
   script.rcpt_limit     recipients taken per transaction; past it, 452 4.5.3 too many recipients
   script.max_sessions   sessions at once; past it, the greeting is 421 4.7.0 too many connections
+  script.thread_limit   sessions at once that may send (Exchange Online's 3 per mailbox); past
+                        it, MAIL gets 432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded
 """
 import base64
 import socket
@@ -19,7 +21,7 @@ import time
 class Script:
     def __init__(self, greeting="220 scripted.test ESMTP", ehlo=("250-scripted.test", "250-PIPELINING",
                                                                   "250 8BITMIME"), replies=None, cut_after=None,
-                 slow=0.0, xoauth2=None, rcpt_limit=None, max_sessions=None):
+                 slow=0.0, xoauth2=None, rcpt_limit=None, max_sessions=None, thread_limit=None):
         self.greeting = greeting
         self.ehlo = list(ehlo)
         self.replies = dict(replies or {})  # command prefix (upper case) -> reply line(s)
@@ -28,6 +30,7 @@ class Script:
         self.xoauth2 = xoauth2  # the bearer token AUTH XOAUTH2 accepts (Microsoft's and Google's dialogue)
         self.rcpt_limit = rcpt_limit
         self.max_sessions = max_sessions
+        self.thread_limit = thread_limit
 
     def reply(self, line):
         upper = line.upper()
@@ -45,6 +48,10 @@ class ScriptedSmtp:
         self.peers = []  # per connection: the client's address
         self.open_sessions = 0
         self.most_open = 0  # the most sessions open at the same time
+        self.sending = 0  # sessions that got past MAIL (thread_limit)
+        self.most_sending = 0
+        self.throttled = 0  # 432 replies given
+        self.mail_times = []  # when each MAIL was accepted (time.monotonic())
         self.messages = []  # (mail_from, [rcpt], data bytes)
         self.lock = threading.Lock()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -75,6 +82,7 @@ class ScriptedSmtp:
 
     def _session(self, conn):
         commands = []
+        sending = False
         with self.lock:
             self.sessions.append(commands)
             self.open_sessions += 1
@@ -110,6 +118,8 @@ class ScriptedSmtp:
                     first = scripted if isinstance(scripted, str) else scripted[0]
                     if first.startswith("421"):
                         return
+                    if verb == "MAIL" and first.startswith("2"):
+                        mail_from, rcpts = line, []
                     if verb == "RCPT" and first.startswith("2"):
                         rcpts.append(line)
                     continue
@@ -118,8 +128,27 @@ class ScriptedSmtp:
                 elif verb == "HELO":
                     send("250 scripted.test")
                 elif verb == "MAIL":
+                    with self.lock:
+                        if not sending and s.thread_limit is not None and self.sending >= s.thread_limit:
+                            self.throttled += 1
+                            refuse = True
+                        else:
+                            refuse = False
+                            if not sending:
+                                sending = True
+                                self.sending += 1
+                                self.most_sending = max(self.most_sending, self.sending)
+                            self.mail_times.append(time.monotonic())
+                    if refuse:
+                        mail_from, rcpts = None, []
+                        send("432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded [Hostname=scripted.test]")
+                        continue
                     mail_from, rcpts = line, []
                     send("250 2.1.0 Ok")
+                elif verb == "RCPT" and mail_from is None:
+                    send("503 5.5.1 Error: need MAIL command")
+                elif verb == "DATA" and not rcpts:
+                    send("554 5.5.1 Error: no valid recipients")
                 elif verb == "RCPT":
                     if s.rcpt_limit is not None and len(rcpts) >= s.rcpt_limit:
                         send("452 4.5.3 Error: too many recipients")
@@ -141,6 +170,7 @@ class ScriptedSmtp:
                     time.sleep(s.slow)
                     with self.lock:
                         self.messages.append((mail_from, list(rcpts), data))
+                    mail_from, rcpts = None, []
                     send(f"250 2.0.0 Ok: queued as S{len(self.messages)}")
                 elif verb == "AUTH" and s.xoauth2 is not None and line.upper().startswith("AUTH XOAUTH2 "):
                     decoded = base64.b64decode(line.split(" ", 2)[2]).decode(errors="replace")
@@ -163,6 +193,8 @@ class ScriptedSmtp:
         finally:
             with self.lock:
                 self.open_sessions -= 1
+                if sending:
+                    self.sending -= 1
             try:
                 f.close()
                 conn.close()
