@@ -99,6 +99,10 @@ struct Upstream {
     unsigned rate_messages = 0;
     unsigned rate_seconds = 0;
     unsigned recipients_per_message = 0;  // per transaction; 0: delivery.recipient_limit
+    // A certificate sent in the TLS handshake (tls: { certificate, key }), for connectors that
+    // know their senders by certificate (Exchange Online's TlsSenderCertificateName).
+    std::string tls_certificate;
+    std::string tls_key;
     Mark mark;
 };
 

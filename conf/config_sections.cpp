@@ -143,7 +143,7 @@ void load_upstreams(Walker& w, const YAML::Node& n, Config& c) {
         }
         auto f = w.mapping(it->second, path,
                            {"host", "port", "security", "verify", "ca_file", "auth", "source_address", "helo_name",
-                            "concurrency", "rate", "recipients_per_message"});
+                            "concurrency", "rate", "recipients_per_message", "tls"});
         if (!f) continue;
         Upstream u;
         u.name = name;
@@ -164,6 +164,20 @@ void load_upstreams(Walker& w, const YAML::Node& n, Config& c) {
         w.string(*f, "helo_name", path, u.helo_name);
         w.number(*f, "concurrency", path, u.concurrency, 1, 10000);
         w.number(*f, "recipients_per_message", path, u.recipients_per_message, 1, 100000);
+        if (auto* t = Walker::find(*f, "tls")) {
+            if (auto tf = w.mapping(*t, path + ".tls", {"certificate", "key"})) {
+                w.string(*tf, "certificate", path + ".tls", u.tls_certificate);
+                w.string(*tf, "key", path + ".tls", u.tls_key);
+                if (u.tls_certificate.empty())
+                    w.error(*t, path + ".tls.certificate", "missing; the PEM certificate sent to the smarthost");
+                else if (!check_readable(u.tls_certificate, why))
+                    w.error(tf->at("certificate").value, path + ".tls.certificate", why);
+                if (u.tls_key.empty())
+                    w.error(*t, path + ".tls.key", "missing; the PEM private key of tls.certificate");
+                else if (!check_readable(u.tls_key, why))
+                    w.error(tf->at("key").value, path + ".tls.key", why);
+            }
+        }
         std::string rate;
         w.string(*f, "rate", path, rate);
         if (!rate.empty() && !parse_rate(rate, u.rate_messages, u.rate_seconds))

@@ -15,6 +15,8 @@
 #include "gateway/queue/queue_view.hpp"
 #include "gateway/queue/spool.hpp"
 #include "gateway/serve.hpp"
+#include "gateway/smtp/tls_contexts.hpp"
+#include "tls/tls_engine.hpp"
 #include "tls/tls_library.hpp"
 
 #include <spdlog/version.h>
@@ -175,6 +177,20 @@ int cmd_check_config(const Arguments& a) {
         std::cout << conf::Diagnostic{r.config->source, 0, 0, true, problem}.format() << "\n";
         return 1;
     }
+    // A client certificate is loaded as a delivery would load it: a key of another certificate
+    // shows now, not at the first connection.
+    bool ok = true;
+    for (const auto& u : r.config->upstreams) {
+        if (u.tls_certificate.empty()) continue;
+        std::string error;
+        if (tls::client_context(gateway::TlsContexts::options_for(u), error)) continue;
+        std::cout << conf::Diagnostic{r.config->source, u.mark.line, u.mark.column, true,
+                                      "upstreams." + u.name + ".tls: " + error}
+                         .format()
+                  << "\n";
+        ok = false;
+    }
+    if (!ok) return 1;
     std::cout << r.config->source << ": configuration is valid\n";
     return 0;
 }

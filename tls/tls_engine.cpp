@@ -126,6 +126,30 @@ public:
     }
 };
 
+// The certificate (a chain file works) and key this side presents, checked to belong together.
+static bool load_own(Context& c, const std::string& certificate_file, const std::string& key_file, std::string& error) {
+    int r = mbedtls_x509_crt_parse_file(&c.own.crt, certificate_file.c_str());
+    if (r != 0) {
+        error = "cannot load the certificate " + certificate_file + ": " + mbed_error(r);
+        return false;
+    }
+    r = mbedtls_pk_parse_keyfile(&c.key.pk, key_file.c_str(), nullptr);
+    if (r != 0) {
+        error = "cannot load the key " + key_file + ": " + mbed_error(r);
+        return false;
+    }
+    if (mbedtls_pk_check_pair(&c.own.crt.pk, &c.key.pk) != 0) {
+        error = "the key " + key_file + " does not belong to the certificate " + certificate_file;
+        return false;
+    }
+    r = mbedtls_ssl_conf_own_cert(&c.config.conf, &c.own.crt, &c.key.pk);
+    if (r != 0) {
+        error = "cannot use the certificate " + certificate_file + ": " + mbed_error(r);
+        return false;
+    }
+    return true;
+}
+
 std::shared_ptr<Context> client_context(const ClientOptions& options, std::string& error) {
     auto c = std::make_shared<Context>();
     if (!c->init(false, error)) return nullptr;
@@ -141,6 +165,8 @@ std::shared_ptr<Context> client_context(const ClientOptions& options, std::strin
     // outcome can be reported; whether a failure stops delivery is the caller's decision.
     if (c->have_trust) mbedtls_ssl_conf_ca_chain(&c->config.conf, &c->trust.crt, nullptr);
     mbedtls_ssl_conf_authmode(&c->config.conf, c->have_trust ? MBEDTLS_SSL_VERIFY_OPTIONAL : MBEDTLS_SSL_VERIFY_NONE);
+    if (!options.certificate_file.empty() && !load_own(*c, options.certificate_file, options.key_file, error))
+        return nullptr;
     return c;
 }
 
@@ -148,17 +174,7 @@ std::shared_ptr<Context> server_context(const std::string& certificate_file, con
                                         std::string& error) {
     auto c = std::make_shared<Context>();
     if (!c->init(true, error)) return nullptr;
-    int r = mbedtls_x509_crt_parse_file(&c->own.crt, certificate_file.c_str());
-    if (r != 0) {
-        error = "cannot load the certificate " + certificate_file + ": " + mbed_error(r);
-        return nullptr;
-    }
-    r = mbedtls_pk_parse_keyfile(&c->key.pk, key_file.c_str(), nullptr);
-    if (r == 0) r = mbedtls_ssl_conf_own_cert(&c->config.conf, &c->own.crt, &c->key.pk);
-    if (r != 0) {
-        error = "cannot load the key " + key_file + ": " + mbed_error(r);
-        return nullptr;
-    }
+    if (!load_own(*c, certificate_file, key_file, error)) return nullptr;
     mbedtls_ssl_conf_authmode(&c->config.conf, MBEDTLS_SSL_VERIFY_NONE);
     // Forward secrecy and AEAD only (the TLS 1.2 part of Mozilla's "intermediate" profile); the
     // server's order wins. mbedTLS keeps the pointer, so the list is static.

@@ -23,6 +23,9 @@ class Context;
 struct ClientOptions {
     bool verify = false;  // check chain and host name (the result is reported either way)
     std::string ca_file;  // empty: the system bundle
+    // A certificate to send when the server asks for one; both or neither.
+    std::string certificate_file;
+    std::string key_file;
 };
 
 // nullptr with `error` set when a file cannot be loaded.

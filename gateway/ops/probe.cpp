@@ -105,7 +105,7 @@ private:
 
     void begin_tls() {
         std::string error;
-        auto ctx = m_tls.client(m_target.upstream.verify, m_target.upstream.ca_file, error);
+        auto ctx = m_tls.client(TlsContexts::options_for(m_target.upstream), error);
         if (!ctx) return finish(false, "client TLS configuration problem: " + error);
         m_handshaking = true;
         m_transport->start_tls(ctx, m_target.upstream.host);

@@ -179,6 +179,10 @@ std::string hint_for(const ServerReply& reply, const SecurityPolicy& p) {
     if (status == "5.7.3" && has("STARTTLS"))
         return "the server wants TLS first: set security: mandatory in " + p.setting;
     bool upstream = p.setting != "direct";
+    if (upstream && (has("Relay access denied") || has("Access denied")))
+        return "the server does not relay for this gateway: allow its address there, authenticate (auth:), or send a "
+               "client certificate it knows (" +
+               p.setting + ".tls)";
     if (reply.code == 432 || (status == "4.3.2" && has("thread limit")))
         return "the server takes no more connections for this account now (Exchange Online allows a mailbox 3): "
                "the mail is sent again over fewer connections; set " +

@@ -159,7 +159,9 @@ void DeliverySession::on_connected(int status) {
 
 void DeliverySession::begin_tls() {
     std::string error;
-    auto ctx = m_ctx.tls->client(m_policy.verify, m_destination.upstream.ca_file, error);
+    auto options = TlsContexts::options_for(m_destination.upstream);
+    options.verify = m_policy.verify;
+    auto ctx = m_ctx.tls->client(options, error);
     if (!ctx) return fail_hop("4.7.0", "client TLS configuration problem: " + error);
     m_handshaking = true;
     arm_timer();

@@ -9,6 +9,8 @@ One Postfix (relay.example.test, 127.0.0.61) with several listeners:
   2588  STARTTLS with a certificate from a CA the gateway does not trust
   2589  STARTTLS with an expired certificate
   2591  STARTTLS with TLS 1.3 only (the gateway's mbedTLS speaks TLS 1.2): the handshake fails
+  2592  STARTTLS; relaying only for a client certificate it knows (permit_tls_clientcerts), as an
+        Exchange Online connector that knows its senders by certificate
 dnsmasq gives relay.example.test and wrongname.example.test (same address, the certificate
 names only the first) to the gateway.
 """
@@ -35,6 +37,10 @@ class UpstreamSecurityTest(unittest.TestCase):
         os.chmod(cls.certs, 0o755)
         subprocess.run([os.path.join(HERE, "../tools/make-certs"), cls.certs, "relay.example.test"], check=True)
         c = cls.certs
+        fingerprint = subprocess.run(["openssl", "x509", "-in", f"{c}/client.pem", "-noout", "-fingerprint", "-sha256"],
+                                     capture_output=True, text=True, check=True).stdout.split("=", 1)[1].strip()
+        with open(f"{c}/relay_clientcerts", "w") as f:
+            f.write(f"{fingerprint} smtpgw-client\n")
         cls.dns = Dnsmasq(["--host-record=relay.example.test,127.0.0.61",
                            "--host-record=wrongname.example.test,127.0.0.61"]).start()
         cls.relay = Postfix("relay.example.test", "127.0.0.61", 2525, extra_main_cf=f"""
@@ -54,6 +60,10 @@ smtpd_sasl_path = smtpd
             ("127.0.0.61:2588", f"-o smtpd_tls_cert_file={c}/other.pem -o smtpd_tls_key_file={c}/other.key"),
             ("127.0.0.61:2589", f"-o smtpd_tls_cert_file={c}/expired.pem -o smtpd_tls_key_file={c}/expired.key"),
             ("127.0.0.61:2591", "-o smtpd_tls_protocols=>=TLSv1.3 -o smtpd_tls_mandatory_protocols=>=TLSv1.3"),
+            ("127.0.0.61:2592", f"-o smtpd_tls_ask_ccert=yes -o smtpd_tls_fingerprint_digest=sha256 "
+                                "-o smtpd_tls_loglevel=1 "
+                                f"-o relay_clientcerts=texthash:{c}/relay_clientcerts "
+                                "-o smtpd_recipient_restrictions=permit_tls_clientcerts,reject"),
         ])
         users = {USER: PASSWORD}
         cls.relay.sasl(users)
@@ -129,6 +139,36 @@ queue: {{ dir: {{spool}}, retry: [1h] }}
                 self.assertRegex(self.relay.log(), rf"sasl_method={mech}, sasl_username={re.escape(USER)}")
                 self.gw.cleanup()
                 self.gw = None
+
+    def test_a_client_certificate_the_relay_knows(self):
+        self.start(self.upstream(2592, "mandatory", verify=True)[:-2] +
+                   f", tls: {{ certificate: {self.certs}/client.pem, key: {self.certs}/client.key }} }}")
+        qid = self.send("by certificate")
+        self.assertIn("relay=relay.example.test[127.0.0.61]:2592", self.outcome(qid, "sent"))
+        self.delivered("by certificate")
+        # Postfix saw the certificate ("Untrusted": it was given no CA to check it against;
+        # without one it logs "Anonymous") and relayed for it.
+        self.assertRegex(self.relay.log(), r"Untrusted TLS connection established from localhost\[127\.0\.0\.1\]: "
+                                           r"TLSv1\.2 with cipher ")
+
+    def test_without_the_client_certificate_the_relay_refuses(self):
+        self.start(self.upstream(2592, "mandatory", verify=True))
+        qid = self.send("no certificate")
+        line = self.outcome(qid, "bounced")
+        self.assertIn("said: 554 5.7.1 <someone@example.org>: Recipient address rejected: Access denied (in reply to "
+                      "RCPT TO command) "
+                      "(the server does not relay for this gateway: allow its address there, authenticate (auth:), "
+                      "or send a client certificate it knows (upstreams.up.tls))", line)
+
+    def test_a_client_key_that_is_not_the_certificates(self):
+        self.start(self.upstream(2592, "mandatory", verify=True)[:-2] +
+                   f", tls: {{ certificate: {self.certs}/client.pem, key: {self.certs}/other.key }} }}")
+        problem = f"the key {self.certs}/other.key does not belong to the certificate {self.certs}/client.pem"
+        qid = self.send("wrong key")
+        self.assertIn(f"client TLS configuration problem: {problem}", self.outcome(qid, "deferred"))
+        r = self.gw.run("check-config")
+        self.assertEqual(r.returncode, 1)
+        self.assertRegex(r.stdout, rf"smtpgw\.yaml:\d+:\d+: error: upstreams\.up\.tls: {re.escape(problem)}")
 
     def test_implicit_tls(self):
         self.start(self.upstream(465, "implicit", verify=True, auth=self.auth("PLAIN")))

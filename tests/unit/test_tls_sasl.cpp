@@ -44,7 +44,7 @@ struct Pair {
 
     Pair(const std::string& server_cert, const std::string& expected_name, bool verify = true) {
         std::string error;
-        client_ctx = tls::client_context({verify, file("ca.pem")}, error);
+        client_ctx = tls::client_context({verify, file("ca.pem"), "", ""}, error);
         REQUIRE(client_ctx);
         server_ctx = tls::server_context(file(server_cert + ".pem"), file(server_cert + ".key"), error);
         INFO(error);
@@ -115,7 +115,7 @@ TEST_CASE("certificate problems are named precisely", "[tls]") {
 
 TEST_CASE("a plaintext SMTP server met with TLS from the first byte", "[tls]") {
     std::string error;
-    auto ctx = tls::client_context({false, ""}, error);
+    auto ctx = tls::client_context({false, "", "", ""}, error);
     REQUIRE(ctx);
     tls::Engine client(ctx, tls::Engine::Role::Client, "relay.example.test");
     CHECK(client.handshake() == tls::Result::WantIo);
@@ -125,9 +125,19 @@ TEST_CASE("a plaintext SMTP server met with TLS from the first byte", "[tls]") {
     CHECK_FALSE(client.error().empty());
 }
 
+TEST_CASE("a client certificate loads only with its own key", "[tls]") {
+    std::string error;
+    CHECK(tls::client_context({false, "", file("client.pem"), file("client.key")}, error));
+    auto wrong = tls::client_context({false, "", file("client.pem"), file("other.key")}, error);
+    CHECK_FALSE(wrong);
+    CHECK(error == "the key " + file("other.key") + " does not belong to the certificate " + file("client.pem"));
+    CHECK_FALSE(tls::client_context({false, "", file("nothere.pem"), file("client.key")}, error));
+    CHECK(error.rfind("cannot load the certificate " + file("nothere.pem") + ": ", 0) == 0);
+}
+
 TEST_CASE("a missing CA file is an error, not silence", "[tls]") {
     std::string error;
-    CHECK_FALSE(tls::client_context({true, "/nonexistent/ca.pem"}, error));
+    CHECK_FALSE(tls::client_context({true, "/nonexistent/ca.pem", "", ""}, error));
     CHECK(error.find("cannot load the trusted certificates in /nonexistent/ca.pem") == 0);
 }
 
