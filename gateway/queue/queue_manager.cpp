@@ -86,10 +86,11 @@ void QueueManager::add(const Envelope& e, std::shared_ptr<const std::string> con
     arm_timer();
 }
 
-// Fills the room under the active limit: new arrivals and due retries alternately.
+// Fills the room under the active limit: new arrivals and due retries alternately, at most
+// k_take_up_batch in one go so that the loop turns between (arm_timer() calls again at once).
 void QueueManager::take_up() {
     int64_t now = now_us();
-    while (!m_stopping && m_active < m_config->queue.active_limit) {
+    for (size_t n = 0; n < k_take_up_batch && !m_stopping && m_active < m_config->queue.active_limit; ++n) {
         while (!m_incoming.empty()) {  // dropped meanwhile (`queue delete`)
             auto it = m_messages.find(m_incoming.front());
             if (it != m_messages.end() && !it->second.active) break;

@@ -168,7 +168,9 @@ private:
     static constexpr uint64_t k_cache_limit = 64 * 1024 * 1024;
     static constexpr int64_t k_throttle_pause_us = 2'000'000;     // no session left after a 432
     static constexpr int64_t k_throttle_memory_us = 300'000'000;  // the window stays below a 432's
-    static constexpr unsigned k_throttle_limit = 10;              // 432s in a row, then the retry schedule
+    static constexpr unsigned k_throttle_limit = 10;
+    static constexpr size_t k_take_up_batch =
+        1000;  // messages taken up in one turn of the loop              // 432s in a row, then the retry schedule
     void drop_content(Message& m);
     void erase_now(Message& m);
 };
