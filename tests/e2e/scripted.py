@@ -11,6 +11,7 @@ every message it accepted (envelope and content), and answers as `script` says:
   script.max_sessions   sessions at once; past it, the greeting is 421 4.7.0 too many connections
   script.thread_limit   sessions at once that may send (Exchange Online's 3 per mailbox); past
                         it, MAIL gets 432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded
+  script.greeting_limit sessions at once; past it, that 432 is the greeting
 """
 import base64
 import socket
@@ -21,7 +22,8 @@ import time
 class Script:
     def __init__(self, greeting="220 scripted.test ESMTP", ehlo=("250-scripted.test", "250-PIPELINING",
                                                                   "250 8BITMIME"), replies=None, cut_after=None,
-                 slow=0.0, xoauth2=None, rcpt_limit=None, max_sessions=None, thread_limit=None):
+                 slow=0.0, xoauth2=None, rcpt_limit=None, max_sessions=None, thread_limit=None,
+                 greeting_limit=None):
         self.greeting = greeting
         self.ehlo = list(ehlo)
         self.replies = dict(replies or {})  # command prefix (upper case) -> reply line(s)
@@ -31,6 +33,7 @@ class Script:
         self.rcpt_limit = rcpt_limit
         self.max_sessions = max_sessions
         self.thread_limit = thread_limit
+        self.greeting_limit = greeting_limit
 
     def reply(self, line):
         upper = line.upper()
@@ -99,6 +102,11 @@ class ScriptedSmtp:
             if s.max_sessions is not None and self.open_sessions > s.max_sessions:
                 self.refused = getattr(self, "refused", 0) + 1
                 send("421 4.7.0 scripted.test Error: too many connections")
+                return
+            if s.greeting_limit is not None and self.open_sessions > s.greeting_limit:
+                with self.lock:
+                    self.throttled += 1
+                send("432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded [Hostname=scripted.test]")
                 return
             if s.greeting is None:
                 f.read()  # silence until the client gives up

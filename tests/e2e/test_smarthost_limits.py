@@ -67,6 +67,20 @@ queue: {{ dir: {{spool}}, retry: [1h] }}
         self.assertEqual(self.gw.queue(), [])
         self.assertEqual(len(ids), 100)
 
+    def test_a_thread_limit_in_the_greeting(self):
+        # Two connections at once; a third is greeted with 432 and closed.
+        self.start(Script(slow=0.05, greeting_limit=2), extra="delivery: { initial_concurrency: 5 }\n")
+        self.submit(30)
+        wait_for(lambda: len(self.statuses("sent")) >= 30, timeout=60, what="30 sent lines")
+        self.assertEqual(len(self.server.messages), 30)
+        self.assertEqual(self.statuses("deferred"), [])
+        self.assertGreater(self.server.throttled, 0)
+        self.assertLessEqual(self.server.throttled, 10)
+        self.assertLessEqual(self.server.most_open, 5)  # never more than it started with
+        self.gw.wait_log(r"qmgr\[\d+\]: warning: upstream exo: host 127\.0\.0\.73\[127\.0\.0\.73\] refused to talk to "
+                         r"me: 432 4\.3\.2 STOREDRV\.ClientSubmit; sender thread limit exceeded .*; at most [12] "
+                         r"connection\(s\) to it now")
+
     def test_the_configured_concurrency_avoids_the_thread_limit(self):
         self.start(Script(slow=0.05, thread_limit=3), upstream_extra=", concurrency: 3",
                    extra="delivery: { initial_concurrency: 5 }\n")
