@@ -95,20 +95,55 @@ void MimeDowngrade::feed(std::string_view content, std::string& out) {
         size_t nl = content.find('\n', pos);
         if (nl == std::string_view::npos) {
             m_partial.append(content.substr(pos));
+            if (m_partial.size() > k_max_line) piece(out);
             return;
         }
         m_partial.append(content.substr(pos, nl - pos));
         pos = nl + 1;
         if (!m_partial.empty() && m_partial.back() == '\r') m_partial.pop_back();
-        line(m_partial, out);
+        if (m_continued) {  // the end of a long line: no delimiter, no header field
+            Entity& e = m_stack.back();
+            out += e.convert ? quoted_printable_line(m_partial) : m_partial + "\r\n";
+            m_continued = false;
+        } else {
+            line(m_partial, out);
+        }
         m_partial.clear();
     }
 }
 
 void MimeDowngrade::finish(std::string& out) {
-    if (!m_partial.empty()) line(m_partial, out);
+    if (m_continued) {
+        if (!m_partial.empty() && m_partial.back() == '\r') m_partial.pop_back();
+        out += m_stack.back().convert ? quoted_printable_line(m_partial) : m_partial + "\r\n";
+        m_continued = false;
+    } else if (!m_partial.empty()) {
+        line(m_partial, out);
+    }
     m_partial.clear();
     if (m_stack.back().in_headers) flush_headers(out);
+}
+
+// A line longer than k_max_line, passed on as far as it has come. In a header section the
+// section goes as it came, and so does its body (as past k_max_header_section).
+void MimeDowngrade::piece(std::string& out) {
+    Entity& e = m_stack.back();
+    if (e.in_headers) {
+        flush_headers(out);
+        e.in_headers = false;
+    }
+    // A carriage return at the end may be the first half of the line's end: it waits.
+    bool cr = m_partial.back() == '\r';
+    std::string_view p(m_partial.data(), m_partial.size() - (cr ? 1 : 0));
+    if (e.convert) {
+        std::string qp = quoted_printable_line(p);  // ends in <CR><LF>: a soft line break instead
+        qp.insert(qp.size() - 2, "=");
+        out += qp;
+    } else {
+        out.append(p);
+    }
+    m_partial.assign(cr ? "\r" : "");
+    m_continued = true;
 }
 
 void MimeDowngrade::line(std::string_view l, std::string& out) {

@@ -25,6 +25,9 @@ public:
     // Postfix's mime_nesting_limit: an entity this deep is a leaf, its body (nested parts and
     // all) converted as one, so a hostile message costs neither memory nor time per level.
     static constexpr size_t k_max_depth = 100;
+    // A longer line is passed on in pieces (in quoted-printable, with soft line breaks), so that
+    // a message of one long line costs no more memory than this.
+    static constexpr size_t k_max_line = 8192;
 
 private:
     struct Entity {
@@ -39,6 +42,7 @@ private:
     };
 
     void line(std::string_view l, std::string& out);
+    void piece(std::string& out);
     bool delimiter(std::string_view l, std::string& out);
     void end_headers(std::string& out);
     void flush_headers(std::string& out);
@@ -53,6 +57,7 @@ private:
     std::vector<std::string> m_fields;  // the header section being read, one entry per field
     size_t m_section = 0;               // its octets
     std::string m_partial;              // a line not yet ended
+    bool m_continued = false;           // and begun in a piece already passed on
 };
 
 // RFC 2045 6.7: one line (without <CR><LF>) in quoted-printable, soft line breaks included, each

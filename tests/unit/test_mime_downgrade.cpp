@@ -114,3 +114,46 @@ TEST_CASE("a message nested past the limit is converted as one leaf", "[mime]") 
     CHECK(out.find("--b0--\r\n") != std::string::npos);
     CHECK(out.find("--b9999--") != std::string::npos);
 }
+
+TEST_CASE("a line longer than the limit goes in pieces, and decodes to itself", "[mime]") {
+    // 3 MB of 8-bit text in one line: the downgrade holds at most k_max_line of it at a time.
+    std::string text;
+    for (int i = 0; i < 300000; ++i)
+        text += "caf\xc3\xa9 = ok";
+    std::string in = "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + text + "\r\nend\r\n";
+    for (size_t step : {size_t(4096), size_t(256 * 1024)}) {
+        INFO("fed " << step << " octets at a time");
+        MimeDowngrade d;
+        std::string out, all;
+        size_t largest = 0;
+        for (size_t pos = 0; pos < in.size(); pos += step) {
+            out.clear();
+            d.feed(std::string_view(in).substr(pos, step), out);
+            largest = std::max(largest, out.size());
+            all += out;
+        }
+        out.clear();
+        d.finish(out);
+        all += out;
+        CHECK(largest <= 4 * (step + MimeDowngrade::k_max_line));  // never the whole line at once
+        auto body = all.substr(all.find("\r\n\r\n") + 4);
+        // Quoted-printable decoding: soft line breaks go, =XX become octets.
+        std::string decoded;
+        for (size_t i = 0; i < body.size(); ++i) {
+            if (body.compare(i, 3, "=\r\n") == 0) {
+                i += 2;
+            } else if (body[i] == '=') {
+                decoded += char(std::stoi(body.substr(i + 1, 2), nullptr, 16));
+                i += 2;
+            } else {
+                decoded += body[i];
+            }
+        }
+        CHECK(decoded == text + "\r\nend\r\n");
+        size_t longest = 0, start = 0;
+        for (size_t nl; (nl = all.find("\r\n", start)) != std::string::npos; start = nl + 2)
+            longest = std::max(longest, nl - start);
+        CHECK(longest <= 76);  // RFC 2045 6.7 rule 5
+        CHECK(all.find("Content-Transfer-Encoding: quoted-printable\r\n") != std::string::npos);
+    }
+}
