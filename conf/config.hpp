@@ -74,11 +74,25 @@ struct Route {
     Mark mark;
 };
 
+// OAuth 2.0 client credentials: the gateway gets its XOAUTH2 tokens itself from the token
+// endpoint (the Microsoft identity platform by default), with a client secret or a certificate.
+struct OAuth2 {
+    std::string tenant;     // a tenant ID or a domain such as contoso.onmicrosoft.com
+    std::string client_id;  // the application (client) ID
+    std::string client_secret_file;
+    std::string certificate_file;  // with key_file: a signed client assertion instead of a secret
+    std::string key_file;
+    std::string scope = "https://outlook.office365.com/.default";
+    std::string token_endpoint;  // https://login.microsoftonline.com/TENANT/oauth2/v2.0/token unless given
+    std::string ca_file;         // trust for the token endpoint; empty: the system's bundle
+};
+
 struct UpstreamAuth {
     std::string username;
     std::string password_file;
     std::string token_file;
     std::string token_command;
+    std::optional<OAuth2> oauth2;
     std::vector<std::string> mechanisms;  // allowed, in order of preference; empty means any
     bool allow_plaintext = false;
 };

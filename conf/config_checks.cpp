@@ -251,6 +251,10 @@ void advise(const Config& c, std::vector<Diagnostic>& diags) {
         if (u.auth) {
             world_readable(u.mark, key + ".auth.password_file", u.auth->password_file);
             world_readable(u.mark, key + ".auth.token_file", u.auth->token_file);
+            if (u.auth->oauth2) {
+                world_readable(u.mark, key + ".auth.oauth2.client_secret_file", u.auth->oauth2->client_secret_file);
+                world_readable(u.mark, key + ".auth.oauth2.key_file", u.auth->oauth2->key_file);
+            }
         }
         if (u.security == Security::Mandatory && !u.verify)
             warn(u.mark, key +

@@ -82,11 +82,58 @@ bool parse_rate(const std::string& text, unsigned& messages, unsigned& seconds) 
     return true;
 }
 
-void load_upstream_auth(Walker& w, const YAML::Node& n, const std::string& path, Upstream& u) {
+std::optional<OAuth2> load_oauth2(Walker& w, const YAML::Node& n, const std::string& path) {
     auto f = w.mapping(n, path,
-                       {"username", "password_file", "token_file", "token_command", "mechanisms", "allow_plaintext"});
+                       {"tenant", "client_id", "client_secret_file", "certificate_file", "key_file", "scope",
+                        "token_endpoint", "ca_file"});
+    if (!f) return std::nullopt;
+    OAuth2 o;
+    w.string(*f, "tenant", path, o.tenant);
+    w.string(*f, "client_id", path, o.client_id);
+    w.string(*f, "client_secret_file", path, o.client_secret_file);
+    w.string(*f, "certificate_file", path, o.certificate_file);
+    w.string(*f, "key_file", path, o.key_file);
+    w.string(*f, "scope", path, o.scope);
+    w.string(*f, "token_endpoint", path, o.token_endpoint);
+    w.string(*f, "ca_file", path, o.ca_file);
+    if (o.client_id.empty())
+        w.error(n, path + ".client_id", "missing; the application (client) ID of the app registration");
+    if (o.tenant.empty() && o.token_endpoint.empty())
+        w.error(n, path + ".tenant", "missing; the tenant ID or a domain such as contoso.onmicrosoft.com");
+    for (char c : o.tenant) {
+        if (!isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-') {
+            w.error(f->at("tenant").value, path + ".tenant", "\"" + o.tenant + "\" is not a tenant ID or domain name");
+            break;
+        }
+    }
+    if (o.token_endpoint.empty())
+        o.token_endpoint = "https://login.microsoftonline.com/" + o.tenant + "/oauth2/v2.0/token";
+    else if (o.token_endpoint.compare(0, 8, "https://") != 0)
+        w.error(f->at("token_endpoint").value, path + ".token_endpoint", "must be an https:// URL");
+    if (o.scope.empty()) w.error(f->at("scope").value, path + ".scope", "must not be empty");
+    bool secret = !o.client_secret_file.empty(), certificate = !o.certificate_file.empty() || !o.key_file.empty();
+    if (secret == certificate)
+        w.error(n, path, "give client_secret_file, or certificate_file with key_file (a signed client assertion)");
+    else if (certificate && (o.certificate_file.empty() || o.key_file.empty()))
+        w.error(n, path, "certificate_file and key_file go together");
+    std::string why;
+    const char* until = "; mail for this upstream stays queued until it can be read";
+    using File = std::pair<const char*, const std::string*>;
+    for (auto [key, file] :
+         {File{"client_secret_file", &o.client_secret_file}, File{"certificate_file", &o.certificate_file},
+          File{"key_file", &o.key_file}, File{"ca_file", &o.ca_file}}) {
+        if (!file->empty() && !check_readable(*file, why)) w.warning(f->at(key).value, path + "." + key, why + until);
+    }
+    return o;
+}
+
+void load_upstream_auth(Walker& w, const YAML::Node& n, const std::string& path, Upstream& u) {
+    auto f = w.mapping(
+        n, path,
+        {"username", "password_file", "token_file", "token_command", "oauth2", "mechanisms", "allow_plaintext"});
     if (!f) return;
     UpstreamAuth a;
+    if (auto* o = Walker::find(*f, "oauth2")) a.oauth2 = load_oauth2(w, *o, path + ".oauth2");
     w.string(*f, "username", path, a.username);
     w.string(*f, "password_file", path, a.password_file);
     w.string(*f, "token_file", path, a.token_file);
@@ -113,9 +160,11 @@ void load_upstream_auth(Walker& w, const YAML::Node& n, const std::string& path,
         w.warning(f->at("password_file").value, path + ".password_file", why + until);
     if (!a.token_file.empty() && !check_readable(a.token_file, why))
         w.warning(f->at("token_file").value, path + ".token_file", why + until);
-    int secrets = !a.password_file.empty() + !a.token_file.empty() + !a.token_command.empty();
+    int secrets = !a.password_file.empty() + !a.token_file.empty() + !a.token_command.empty() +
+                  (Walker::find(*f, "oauth2") != nullptr);
     if (secrets != 1)
-        w.error(n, path, "give exactly one of password_file, token_file (XOAUTH2) or token_command (XOAUTH2)");
+        w.error(n, path,
+                "give exactly one of password_file, oauth2 (XOAUTH2), token_file (XOAUTH2) or token_command (XOAUTH2)");
     u.auth = a;
 }
 

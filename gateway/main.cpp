@@ -16,6 +16,7 @@
 #include "gateway/queue/spool.hpp"
 #include "gateway/serve.hpp"
 #include "gateway/smtp/tls_contexts.hpp"
+#include "tls/client_assertion.hpp"
 #include "tls/tls_engine.hpp"
 #include "tls/tls_library.hpp"
 
@@ -186,6 +187,18 @@ int cmd_check_config(const Arguments& a) {
         if (tls::client_context(gateway::TlsContexts::options_for(u), error)) continue;
         std::cout << conf::Diagnostic{r.config->source, u.mark.line, u.mark.column, true,
                                       "upstreams." + u.name + ".tls: " + error}
+                         .format()
+                  << "\n";
+        ok = false;
+    }
+    // So is the certificate that signs OAuth 2.0 client assertions.
+    for (const auto& u : r.config->upstreams) {
+        if (!u.auth || !u.auth->oauth2 || u.auth->oauth2->certificate_file.empty()) continue;
+        const auto& o = *u.auth->oauth2;
+        std::string jwt, error;
+        if (tls::sign_client_assertion(o.certificate_file, o.key_file, "{}", jwt, error)) continue;
+        std::cout << conf::Diagnostic{r.config->source, u.mark.line, u.mark.column, true,
+                                      "upstreams." + u.name + ".auth.oauth2: " + error}
                          .format()
                   << "\n";
         ok = false;

@@ -1,5 +1,7 @@
 #include "tls/tls_engine.hpp"
 
+#include "tls/mbed_types.hpp"
+
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
@@ -18,47 +20,12 @@ namespace {
 
 const char* const k_system_bundle = "/etc/ssl/certs/ca-certificates.crt";
 
-std::string mbed_error(int code) {
-    char buf[200];
-    mbedtls_strerror(code, buf, sizeof buf);
-    return buf;
-}
-
 std::string format_time(const mbedtls_x509_time& t) {
     char buf[40];
     std::snprintf(buf, sizeof buf, "%04d-%02d-%02d %02d:%02d:%02d UTC", t.year, t.mon, t.day, t.hour, t.min, t.sec);
     return buf;
 }
 
-// One RAII class per mbedTLS structure: init in the constructor, free in the destructor.
-struct Entropy {
-    mbedtls_entropy_context ctx;
-    Entropy() { mbedtls_entropy_init(&ctx); }
-    ~Entropy() { mbedtls_entropy_free(&ctx); }
-    Entropy(const Entropy&) = delete;
-    Entropy& operator=(const Entropy&) = delete;
-};
-struct Drbg {
-    mbedtls_ctr_drbg_context ctx;
-    Drbg() { mbedtls_ctr_drbg_init(&ctx); }
-    ~Drbg() { mbedtls_ctr_drbg_free(&ctx); }
-    Drbg(const Drbg&) = delete;
-    Drbg& operator=(const Drbg&) = delete;
-};
-struct Certificates {
-    mbedtls_x509_crt crt;
-    Certificates() { mbedtls_x509_crt_init(&crt); }
-    ~Certificates() { mbedtls_x509_crt_free(&crt); }
-    Certificates(const Certificates&) = delete;
-    Certificates& operator=(const Certificates&) = delete;
-};
-struct PrivateKey {
-    mbedtls_pk_context pk;
-    PrivateKey() { mbedtls_pk_init(&pk); }
-    ~PrivateKey() { mbedtls_pk_free(&pk); }
-    PrivateKey(const PrivateKey&) = delete;
-    PrivateKey& operator=(const PrivateKey&) = delete;
-};
 struct SslConfig {
     mbedtls_ssl_config conf;
     SslConfig() { mbedtls_ssl_config_init(&conf); }

@@ -7,6 +7,7 @@
 #include "gateway/smtp/client_transport.hpp"
 #include "gateway/smtp/delivery.hpp"
 #include "gateway/smtp/nexthop.hpp"
+#include "gateway/smtp/oauth2.hpp"
 #include "gateway/smtp/secrets.hpp"
 #include "gateway/smtp/smtp_client.hpp"
 #include "gateway/smtp/tls_contexts.hpp"
@@ -228,18 +229,46 @@ private:
         m_out << "mechanism: " << mechanism << " (the first of "
               << (a.mechanisms.empty() ? std::string("the default order") : join(a.mechanisms))
               << " that the server offers)\n";
+        if (a.oauth2) {
+            const auto& o = *a.oauth2;
+            m_out << "token: " << o.token_endpoint << " (tenant " << (o.tenant.empty() ? "-" : o.tenant) << ", client "
+                  << o.client_id << ", " << (o.client_secret_file.empty() ? "certificate" : "client secret")
+                  << ", scope " << o.scope << ")\n";
+            return oauth2::get_token(m_loop, o, [this, mechanism](const oauth2::Token& t) {
+                if (t.ok) m_out << "token: " << describe(t) << "\n";
+                send_auth(mechanism, t.ok, t.access_token, t.error);
+            });
+        }
         fetch_secret(m_loop, a, [this, mechanism](bool ok, const std::string& secret, const std::string& error) {
-            if (!ok) return finish(false, "SASL authentication not attempted: " + error);
-            std::string initial, why;
-            bool has_initial = false;
-            m_sasl = auth::SaslClient::start(mechanism, m_target.upstream.host,
-                                             {m_target.upstream.auth->username, secret}, initial, has_initial, why);
-            if (!m_sasl)
-                return finish(false,
-                              "SASL authentication failed; cannot authenticate to server " + label() + ": " + why);
-            m_client->auth(mechanism, initial, has_initial);
-            flush();
+            send_auth(mechanism, ok, secret, error);
         });
+    }
+
+    // What the token says about itself; never the token.
+    static std::string describe(const oauth2::Token& t) {
+        std::time_t at = std::time_t(t.expires_at);
+        std::tm tm{};
+        gmtime_r(&at, &tm);
+        char when[40];
+        std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+        std::string out = std::string(t.fetched ? "fetched" : "in memory") + ", expires " + when + " (in " +
+                          std::to_string(std::max<int64_t>(t.expires_at - std::time(nullptr), 0)) + " s)";
+        if (!t.audience.empty()) out += ", audience " + t.audience;
+        if (!t.tenant_id.empty()) out += ", tenant ID " + t.tenant_id;
+        if (!t.audience.empty()) out += ", roles " + join(t.roles);
+        return out;
+    }
+
+    void send_auth(const std::string& mechanism, bool ok, const std::string& secret, const std::string& error) {
+        if (!ok) return finish(false, "SASL authentication not attempted: " + error);
+        std::string initial, why;
+        bool has_initial = false;
+        m_sasl = auth::SaslClient::start(mechanism, m_target.upstream.host, {m_target.upstream.auth->username, secret},
+                                         initial, has_initial, why);
+        if (!m_sasl)
+            return finish(false, "SASL authentication failed; cannot authenticate to server " + label() + ": " + why);
+        m_client->auth(mechanism, initial, has_initial);
+        flush();
     }
 
     void on_lost() override {
@@ -307,6 +336,7 @@ int run_probe(const conf::Config& config, const ProbeTarget& target, std::ostrea
         uv_run(&loop, UV_RUN_DEFAULT);
         compatible = probe.compatible();
     }
+    oauth2::stop();
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
     return compatible ? 0 : 1;

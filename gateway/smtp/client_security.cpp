@@ -37,7 +37,7 @@ bool clear_text(const std::string& m) { return m == "PLAIN" || m == "LOGIN" || m
 // Without auth.mechanisms: the strongest first, XOAUTH2 only with a token.
 std::vector<std::string> allowed_mechanisms(const conf::UpstreamAuth& a) {
     if (!a.mechanisms.empty()) return a.mechanisms;
-    if (!a.token_file.empty() || !a.token_command.empty()) return {"XOAUTH2"};
+    if (a.oauth2 || !a.token_file.empty() || !a.token_command.empty()) return {"XOAUTH2"};
     return {"SCRAM-SHA-256", "SCRAM-SHA-1", "CRAM-MD5", "DIGEST-MD5", "PLAIN", "LOGIN"};
 }
 
@@ -155,10 +155,10 @@ std::string hint_for(const ServerReply& reply, const SecurityPolicy& p) {
     std::string status = reply.status();
     if (status == "5.7.139" && has("SmtpClientAuthentication is disabled"))
         return "Exchange Online: SMTP AUTH is turned off for the whole tenant (Set-TransportConfig "
-               "-SmtpClientAuthenticationDisabled $false), or use XOAUTH2 with auth.token_file";
+               "-SmtpClientAuthenticationDisabled $false), or use XOAUTH2 with auth.oauth2";
     if (status == "5.7.139" && has("security defaults"))
         return "Exchange Online: Entra security defaults block basic authentication; use XOAUTH2 with "
-               "auth.token_file or auth.token_command";
+               "auth.oauth2";
     if (status == "5.7.139")
         return "Exchange Online: SMTP AUTH is off for this mailbox (Authenticated SMTP in the mailbox's email apps), "
                "or "
@@ -172,6 +172,10 @@ std::string hint_for(const ServerReply& reply, const SecurityPolicy& p) {
     if (status == "5.7.64")
         return "Exchange Online connector: the sender domain or the relay's IP address does not match the connector; "
                "rewrite the sender into an accepted domain with sender.rewrite";
+    if (status == "5.7.3" && reply.code == 535 && p.auth && p.auth->oauth2)
+        return "Exchange Online refused the application's token for " + p.auth->username +
+               ": register the application's service principal in Exchange (New-ServicePrincipal) and give it "
+               "FullAccess to the mailbox (Add-MailboxPermission), and check that SMTP AUTH is on for the mailbox";
     if (status == "5.7.3" && reply.code == 535)
         return "the user name or the password (or token) is wrong: check " + p.setting + ".auth";
     if (reply.code == 504 && status == "5.7.4")

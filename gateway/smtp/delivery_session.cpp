@@ -278,6 +278,7 @@ void DeliverySession::handle_events() {
             // A bearer token may have expired since it was fetched: fetch it again, once.
             if (m_auth_mechanism == "XOAUTH2" && !m_token_retried && ev.reply.code == 535) {
                 m_token_retried = true;
+                secret_refused(*m_policy.auth, m_token);
                 return begin_auth(m_auth_mechanism);
             }
             {
@@ -332,6 +333,7 @@ void DeliverySession::begin_auth(const std::string& mechanism) {
             guarded(s, [&] {
                 std::string label = s->host_label();
                 if (!ok) return s->fail_hop("4.7.0", "SASL authentication to " + label + " not attempted: " + error);
+                if (s->m_policy.auth->oauth2) s->m_token = secret;
                 std::string initial, why;
                 bool has_initial = false;
                 s->m_sasl = auth::SaslClient::start(mechanism, s->server_name(), {s->m_policy.auth->username, secret},

@@ -164,6 +164,7 @@ private:
     std::unique_ptr<auth::SaslClient> m_sasl;
     std::string m_auth_mechanism;
     bool m_token_retried = false;
+    std::string m_token;     // the OAuth 2.0 token offered, to drop it from memory when it is refused
     std::string m_throttle;  // the server's thread limit reply: this connection ends
 
     // The job in progress

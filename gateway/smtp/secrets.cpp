@@ -1,5 +1,7 @@
 #include "gateway/smtp/secrets.hpp"
 
+#include "gateway/smtp/oauth2.hpp"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -23,38 +25,53 @@ std::string trimmed(std::string s) {
     return s;
 }
 
+}  // namespace
+
+bool read_secret_file(const std::string& path, std::string& secret, std::string& error) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        error = "cannot read " + path + ": " + std::strerror(errno);
+        return false;
+    }
+    std::string data;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0 && data.size() < k_max_secret)
+        data.append(buf, size_t(n));
+    int err = n < 0 ? errno : 0;
+    ::close(fd);
+    if (err) {
+        error = "cannot read " + path + ": " + std::strerror(err);
+        return false;
+    }
+    secret = trimmed(std::move(data));
+    if (secret.empty()) {
+        error = path + " is empty";
+        return false;
+    }
+    return true;
+}
+
+namespace {
+
 void read_file(uv_loop_t* loop, const std::string& path, SecretDone done) {
     struct Work {
         uv_work_t req;
         std::string path;
-        std::string data;
-        int err = 0;
+        std::string secret, error;
         SecretDone done;
     };
-    auto* w = new Work{{}, path, {}, 0, std::move(done)};
+    auto* w = new Work{{}, path, {}, {}, std::move(done)};
     w->req.data = w;
     uv_queue_work(
         loop, &w->req,
         [](uv_work_t* req) {
             auto* w = static_cast<Work*>(req->data);
-            int fd = ::open(w->path.c_str(), O_RDONLY | O_CLOEXEC);
-            if (fd < 0) {
-                w->err = errno;
-                return;
-            }
-            char buf[4096];
-            ssize_t n;
-            while ((n = ::read(fd, buf, sizeof buf)) > 0 && w->data.size() < k_max_secret)
-                w->data.append(buf, size_t(n));
-            if (n < 0) w->err = errno;
-            ::close(fd);
+            read_secret_file(w->path, w->secret, w->error);
         },
         [](uv_work_t* req, int) {
             std::unique_ptr<Work> w(static_cast<Work*>(req->data));
-            if (w->err) return w->done(false, {}, "cannot read " + w->path + ": " + std::strerror(w->err));
-            std::string secret = trimmed(std::move(w->data));
-            if (secret.empty()) return w->done(false, {}, w->path + " is empty");
-            w->done(true, secret, {});
+            w->done(w->error.empty(), w->secret, w->error);
         });
 }
 
@@ -179,11 +196,20 @@ void stop_secret_commands() {
         c->cancelled = true;
         c->finish();
     }
+    oauth2::stop();
 }
 
 void fetch_secret(uv_loop_t* loop, const conf::UpstreamAuth& auth, SecretDone done) {
+    if (auth.oauth2)
+        return oauth2::get_token(loop, *auth.oauth2, [done = std::move(done)](const oauth2::Token& t) {
+            done(t.ok, t.access_token, t.error);
+        });
     if (!auth.token_command.empty()) return run_command(loop, auth.token_command, std::move(done));
     read_file(loop, auth.token_file.empty() ? auth.password_file : auth.token_file, std::move(done));
+}
+
+void secret_refused(const conf::UpstreamAuth& auth, const std::string& secret) {
+    if (auth.oauth2) oauth2::token_refused(*auth.oauth2, secret);
 }
 
 }  // namespace gateway

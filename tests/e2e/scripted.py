@@ -29,7 +29,9 @@ class Script:
         self.replies = dict(replies or {})  # command prefix (upper case) -> reply line(s)
         self.cut_after = cut_after
         self.slow = slow  # seconds before the reply to the end of data
-        self.xoauth2 = xoauth2  # the bearer token AUTH XOAUTH2 accepts (Microsoft's and Google's dialogue)
+        # the bearer token AUTH XOAUTH2 accepts (Microsoft's and Google's dialogue), or a function
+        # that says whether it accepts a token
+        self.xoauth2 = xoauth2
         self.rcpt_limit = rcpt_limit
         self.max_sessions = max_sessions
         self.thread_limit = thread_limit
@@ -182,7 +184,8 @@ class ScriptedSmtp:
                     send(f"250 2.0.0 Ok: queued as S{len(self.messages)}")
                 elif verb == "AUTH" and s.xoauth2 is not None and line.upper().startswith("AUTH XOAUTH2 "):
                     decoded = base64.b64decode(line.split(" ", 2)[2]).decode(errors="replace")
-                    if f"auth=Bearer {s.xoauth2}\x01" in decoded:
+                    bearer = decoded.split("auth=Bearer ", 1)[-1].split("\x01", 1)[0]
+                    if bearer == s.xoauth2 if isinstance(s.xoauth2, str) else s.xoauth2(bearer):
                         send("235 2.7.0 Authentication successful")
                     else:
                         send("334 " + base64.b64encode(b'{"status":"401","schemes":"bearer","scope":"x"}').decode())

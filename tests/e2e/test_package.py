@@ -73,7 +73,7 @@ class PackageTest(unittest.TestCase):
             control = f.read()
         self.assertRegex(control, r"(?m)^Package: smtpgw$")
         self.assertRegex(control, r"(?m)^Section: mail$")
-        for dep in ("adduser", "libuv1", "libmbedtls14", "libsasl2-2", "libsasl2-modules", "libc-ares2",
+        for dep in ("adduser", "libuv1", "libmbedtls14", "libsasl2-2", "libsasl2-modules", "libc-ares2", "libcurl4",
                     "libyaml-cpp0.7"):
             self.assertRegex(control, rf"(?m)^Depends: .*\b{re.escape(dep)}\b")
         with open(os.path.join(self.control, "conffiles")) as f:

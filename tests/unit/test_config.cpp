@@ -179,8 +179,8 @@ TEST_CASE("bad configurations fail for the stated reason, at the right place", "
         {"sender:\n  rewrite:\n    - { from: \"/(unclosed/\", to: \"a@example.com\" }\n",
          "t.yaml:3:15: error: sender.rewrite[0].from: \"/(unclosed/\" is not a valid regular expression"},
         {"upstreams:\n  relay: { host: smtp.example.com, auth: { username: u } }\n",
-         "t.yaml:2:42: error: upstreams.relay.auth: give exactly one of password_file, token_file (XOAUTH2) or "
-         "token_command (XOAUTH2)"},
+         "t.yaml:2:42: error: upstreams.relay.auth: give exactly one of password_file, oauth2 (XOAUTH2), token_file "
+         "(XOAUTH2) or token_command (XOAUTH2)"},
         {"upstreams:\n  relay: { host: smtp.example.com, auth: { username: u, token_file: /etc/hostname, mechanisms: "
          "[NTLM] } }\n",
          "is not supported (PLAIN, LOGIN, CRAM-MD5, DIGEST-MD5, SCRAM-SHA-1, SCRAM-SHA-256, XOAUTH2)"},
