@@ -210,12 +210,12 @@ std::string endpoint_error(const conf::OAuth2& c, long status, const std::string
     std::string error = printable(v.text("error"), 64);
     std::string description = v.text("error_description");
     std::string code;
-    if (const JsonValue* codes = v.get("error_codes"); codes && codes->type == JsonValue::Type::Array &&
-                                                       !codes->items.empty() &&
-                                                       codes->items[0].type == JsonValue::Type::Number)
+    if (const JsonValue* codes = v.get("error_codes");
+        codes && codes->type == JsonValue::Type::Array && !codes->items.empty() &&
+        codes->items[0].type == JsonValue::Type::Number && codes->items[0].number >= 0 && codes->items[0].number < 1e9)
         code = std::to_string(int64_t(codes->items[0].number));
     else if (description.compare(0, 6, "AADSTS") == 0)
-        code = description.substr(6, description.find_first_not_of("0123456789", 6) - 6);
+        code = description.substr(6, std::min<size_t>(description.find_first_not_of("0123456789", 6) - 6, 9));
     std::string fix;
     if (code == "7000215")
         fix = "the client secret is wrong: " + setting("client_secret_file") +
