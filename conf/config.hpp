@@ -42,6 +42,27 @@ struct Listen {
     ListenTls tls = ListenTls::None;
     ListenAuth auth = ListenAuth::None;
     BareNewline bare_newline = BareNewline::Accept;
+    std::optional<std::vector<Cidr>> clients;  // who may relay through this listener; none: the global list
+    Mark mark;
+};
+
+// At most `count` events per `seconds`; count 0: no limit.
+struct Rate {
+    unsigned count = 0;
+    unsigned seconds = 0;
+};
+
+// One rule of `policy:`. The first rule whose `match` holds for a session decides what it may
+// send; every condition given must hold, and a rule without conditions matches every session.
+struct PolicyRule {
+    std::vector<std::string> users;       // AUTH user names, globs; a session without AUTH matches none
+    std::vector<Cidr> clients;            // client networks
+    std::vector<std::string> listeners;   // listen addresses as written in listen:
+    std::vector<std::string> senders;     // envelope senders allowed (before rewriting); empty: any
+    std::vector<std::string> recipients;  // recipients allowed; empty: any
+    uint64_t message_size = 0;            // 0: limits.message_size
+    Rate messages;                        // per AUTH user, or per client address without AUTH
+    Rate recipient_rate;
     Mark mark;
 };
 
@@ -131,6 +152,7 @@ struct Limits {
     unsigned errors = 20;                // error replies before 421 and close
     uint64_t line_length = 1024 * 1024;  // hard bound for one line of message content
     bool address_literals = false;       // recipients like x@[192.0.2.1]: refused unless allowed
+    Rate connection_rate;                // connections per client address (Postfix's anvil); none by default
 };
 
 // The SMTP client: connections, reuse, and Postfix's default timeouts (smtp_*_timeout).
@@ -214,6 +236,7 @@ struct Config {
     std::string hostname;
     std::vector<Listen> listen = default_listen();  // 127.0.0.1:2525
     std::vector<Cidr> clients = default_clients();  // 127.0.0.0/8 and ::1
+    std::vector<PolicyRule> policy;
 
     std::optional<ServerTls> tls;
     std::optional<ServerSasl> sasl;

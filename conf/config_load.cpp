@@ -31,7 +31,7 @@ void load_listen(Walker& w, const YAML::Node& n, Config& c) {
     size_t index = 0;
     for (const auto& item : n) {
         std::string path = "listen[" + std::to_string(index++) + "]";
-        auto f = w.mapping(item, path, {"address", "tls", "auth", "bare_newline"});
+        auto f = w.mapping(item, path, {"address", "tls", "auth", "bare_newline", "clients"});
         if (!f) continue;
         Listen l;
         l.mark = w.mark(item);
@@ -52,26 +52,34 @@ void load_listen(Walker& w, const YAML::Node& n, Config& c) {
                  {{"none", ListenAuth::None}, {"optional", ListenAuth::Optional}, {"required", ListenAuth::Required}});
         w.choice(*f, "bare_newline", path, l.bare_newline,
                  {{"accept", BareNewline::Accept}, {"reject", BareNewline::Reject}});
+        if (auto* clients = Walker::find(*f, "clients")) {
+            l.clients.emplace();
+            load_networks(w, *clients, path + ".clients", *l.clients);
+        }
         c.listen.push_back(l);
     }
 }
 
-void load_clients(Walker& w, const YAML::Node& n, Config& c) {
+}  // namespace
+
+void load_networks(Walker& w, const YAML::Node& n, const std::string& path, std::vector<Cidr>& out) {
     std::vector<std::string> items;
-    if (!w.strings(n, "clients", items)) return;
-    c.clients.clear();
+    if (!w.strings(n, path, items)) return;
+    out.clear();
     size_t i = 0;
     for (const auto& text : items) {
         std::string why;
         auto cidr = Cidr::parse(text, &why);
         const YAML::Node at = n.IsSequence() ? n[i] : n;
         if (!cidr)
-            w.error(at, "clients", "\"" + text + "\" is not a network (" + why + "), e.g. 10.20.0.0/16");
+            w.error(at, path, "\"" + text + "\" is not a network (" + why + "), e.g. 10.20.0.0/16");
         else
-            c.clients.push_back(*cidr);
+            out.push_back(*cidr);
         ++i;
     }
 }
+
+namespace {
 
 void load_tls(Walker& w, const YAML::Node& n, Config& c) {
     auto f = w.mapping(n, "tls", {"certificate", "key"});
@@ -103,9 +111,10 @@ void load_sasl(Walker& w, const YAML::Node& n, Config& c) {
 }
 
 void load_limits(Walker& w, const YAML::Node& n, Config& c) {
-    auto f = w.mapping(n, "limits",
-                       {"message_size", "recipients", "connections", "connections_per_client", "command_timeout",
-                        "data_timeout", "handshake_timeout", "errors", "line_length", "address_literals"});
+    auto f = w.mapping(
+        n, "limits",
+        {"message_size", "recipients", "connections", "connections_per_client", "command_timeout", "data_timeout",
+         "handshake_timeout", "errors", "line_length", "address_literals", "connection_rate"});
     if (!f) return;
     auto& l = c.limits;
     w.size(*f, "message_size", "limits", l.message_size);
@@ -118,6 +127,7 @@ void load_limits(Walker& w, const YAML::Node& n, Config& c) {
     w.number(*f, "errors", "limits", l.errors, 1, 1000);
     w.size(*f, "line_length", "limits", l.line_length);
     w.choice(*f, "address_literals", "limits", l.address_literals, {{"reject", false}, {"allow", true}});
+    load_rate(w, *f, "connection_rate", "limits", l.connection_rate);
     if (l.message_size < 1024) w.error(f->at("message_size").value, "limits.message_size", "must be at least 1k");
     if (l.line_length < 998) w.error(f->at("line_length").value, "limits.line_length", "must be at least 998");
     if (l.command_timeout.count() == 0) w.error(n, "limits.command_timeout", "must be more than 0s");
@@ -260,9 +270,10 @@ void load_small_sections(Walker& w, const Fields& top, Config& c) {
 
 void load_document(Walker& w, const YAML::Node& root, Config& c) {
     if (root.IsNull()) return;  // an empty file: all defaults
-    auto top = w.mapping(root, "",
-                         {"hostname", "listen", "clients", "tls", "sasl", "sender", "routes", "upstreams", "limits",
-                          "direct", "delivery", "dns", "queue", "log", "control", "metrics", "doctor", "user"});
+    auto top =
+        w.mapping(root, "",
+                  {"hostname", "listen", "clients", "policy", "tls", "sasl", "sender", "routes", "upstreams", "limits",
+                   "direct", "delivery", "dns", "queue", "log", "control", "metrics", "doctor", "user"});
     if (!top) return;
     if (auto* n = Walker::find(*top, "hostname")) {
         std::string why;
@@ -276,7 +287,8 @@ void load_document(Walker& w, const YAML::Node& root, Config& c) {
                           "as root until there is one");
     }
     if (auto* n = Walker::find(*top, "listen")) load_listen(w, *n, c);
-    if (auto* n = Walker::find(*top, "clients")) load_clients(w, *n, c);
+    if (auto* n = Walker::find(*top, "clients")) load_networks(w, *n, "clients", c.clients);
+    if (auto* n = Walker::find(*top, "policy")) load_policy(w, *n, c);
     if (auto* n = Walker::find(*top, "tls")) load_tls(w, *n, c);
     if (auto* n = Walker::find(*top, "sasl")) load_sasl(w, *n, c);
     if (auto* n = Walker::find(*top, "sender")) load_sender(w, *n, c);

@@ -170,6 +170,63 @@ void load_upstream_auth(Walker& w, const YAML::Node& n, const std::string& path,
 
 }  // namespace
 
+void load_rate(Walker& w, const Fields& f, const char* key, const std::string& path, Rate& out) {
+    std::string text;
+    w.string(f, key, path, text);
+    if (text.empty()) return;
+    if (!parse_rate(text, out.count, out.seconds))
+        w.error(f.at(key).value, path + "." + key,
+                "\"" + text + "\" is not a rate: a count per s, m, h or d, e.g. 60/m");
+}
+
+void load_policy(Walker& w, const YAML::Node& n, Config& c) {
+    if (!n.IsSequence()) {
+        w.error(n, "policy", "expected a list of rules: - { match: {...}, senders: [...], recipients: [...] }");
+        return;
+    }
+    size_t index = 0;
+    for (const auto& item : n) {
+        std::string path = "policy[" + std::to_string(index++) + "]";
+        auto f = w.mapping(item, path, {"match", "senders", "recipients", "message_size", "rate"});
+        if (!f) continue;
+        PolicyRule r;
+        r.mark = w.mark(item);
+        if (auto* m = Walker::find(*f, "match")) {
+            if (auto mf = w.mapping(*m, path + ".match", {"user", "clients", "listener"})) {
+                if (auto* u = Walker::find(*mf, "user")) w.strings(*u, path + ".match.user", r.users);
+                if (auto* cl = Walker::find(*mf, "clients")) load_networks(w, *cl, path + ".match.clients", r.clients);
+                if (auto* l = Walker::find(*mf, "listener")) {
+                    w.strings(*l, path + ".match.listener", r.listeners);
+                    for (const auto& name : r.listeners) {
+                        bool known = std::any_of(c.listen.begin(), c.listen.end(),
+                                                 [&](const Listen& x) { return x.address == name; });
+                        if (!known)
+                            w.error(*l, path + ".match.listener",
+                                    "\"" + name + "\" is not the address of a listener in listen:");
+                    }
+                }
+            }
+        }
+        std::string why;
+        for (auto [key, list] : {std::pair{"senders", &r.senders}, {"recipients", &r.recipients}}) {
+            auto* v = Walker::find(*f, key);
+            if (!v) continue;
+            w.strings(*v, path + "." + key, *list);
+            for (const auto& p : *list)
+                if (!check_sender_pattern(p, why)) w.error(*v, path + "." + key, why);
+            if (list->empty()) w.error(*v, path + "." + key, "an empty list would refuse everything; leave it out");
+        }
+        w.size(*f, "message_size", path, r.message_size);
+        if (auto* rate = Walker::find(*f, "rate")) {
+            if (auto rf = w.mapping(*rate, path + ".rate", {"messages", "recipients"})) {
+                load_rate(w, *rf, "messages", path + ".rate", r.messages);
+                load_rate(w, *rf, "recipients", path + ".rate", r.recipient_rate);
+            }
+        }
+        c.policy.push_back(r);
+    }
+}
+
 void load_upstreams(Walker& w, const YAML::Node& n, Config& c) {
     if (!n.IsMap()) {
         w.error(n, "upstreams", "expected a mapping of NAME: { host: ..., port: ... }");

@@ -16,6 +16,7 @@
 #include "gateway/queue/spool.hpp"
 #include "gateway/serve.hpp"
 #include "gateway/smtp/tls_contexts.hpp"
+#include "gateway/smtpd/access_policy.hpp"
 #include "tls/client_assertion.hpp"
 #include "tls/tls_engine.hpp"
 #include "tls/tls_library.hpp"
@@ -190,6 +191,22 @@ int cmd_check_config(const Arguments& a) {
                          .format()
                   << "\n";
         ok = false;
+    }
+    // An account that may authenticate and then send as anyone is worth a word.
+    if (r.config->sasl) {
+        std::vector<auth::SasldbUser> users;
+        std::string error;
+        gateway::AccessPolicy policy(r.config->policy);
+        if (auth::list_users(r.config->sasl->sasldb, users, error))
+            for (const auto& u : users)
+                if (policy.may_send_as_anyone(u.name))
+                    std::cout << conf::Diagnostic{r.config->source, 0, 0, false,
+                                                  "sasl user " + u.name +
+                                                      " may send as any address: no policy rule with senders: "
+                                                      "applies to it (policy: - { match: { user: " +
+                                                      u.name + " }, senders: [...] })"}
+                                     .format()
+                              << "\n";
     }
     // So is the certificate that signs OAuth 2.0 client assertions.
     for (const auto& u : r.config->upstreams) {

@@ -33,6 +33,11 @@ void delivery(const std::string& route, const char* status, char dsn_class, doub
 void tls_session(const char* direction, const std::string& version) { mutable_counters().tls[{direction, version}]++; }
 
 void auth_failure(const char* direction) { mutable_counters().auth_failures[direction]++; }
+void rate_limited(const char* limit) { mutable_counters().rate_limited[limit]++; }
+void rate_limit_keys(uint64_t keys, uint64_t untracked) {
+    mutable_counters().rate_limit_keys = keys;
+    mutable_counters().rate_limit_untracked = untracked;
+}
 
 void connection_opened() {
     mutable_counters().connections++;

@@ -16,6 +16,8 @@ void message_rejected(const char* stage, const std::string& status);  // "RCPT",
 void delivery(const std::string& route, const char* status, char dsn_class, double seconds_since_arrival);
 void tls_session(const char* direction, const std::string& version);  // "in" / "out", "TLSv1.2"
 void auth_failure(const char* direction);
+void rate_limited(const char* limit);  // "messages", "recipients", "connections"
+void rate_limit_keys(uint64_t keys, uint64_t untracked);
 void connection_opened();
 void connection_closed();
 
@@ -34,6 +36,9 @@ struct Counters {
     std::map<std::tuple<std::string, std::string, std::string>, uint64_t> deliveries;  // route, status, class
     std::map<std::pair<std::string, std::string>, uint64_t> tls;                       // direction, version
     std::map<std::string, uint64_t> auth_failures;                                     // direction
+    std::map<std::string, uint64_t> rate_limited;                                      // limit
+    uint64_t rate_limit_keys = 0;       // addresses and users with a rate window running
+    uint64_t rate_limit_untracked = 0;  // new keys not tracked: the table was full
     uint64_t connections = 0;
     int64_t open_connections = 0;
     Histogram delay;

@@ -91,6 +91,18 @@ std::string exposition(const QueueState& q) {
         sample("smtpgw_auth_failures_total", {{"direction", d}},
                std::to_string(it == c.auth_failures.end() ? 0 : it->second));
     }
+    header(out, "smtpgw_rate_limited_total", "counter",
+           "Refusals for a rate limit: messages and recipients (policy rules), connections (limits.connection_rate).");
+    for (const char* l : {"messages", "recipients", "connections"}) {
+        auto it = c.rate_limited.find(l);
+        sample("smtpgw_rate_limited_total", {{"limit", l}},
+               std::to_string(it == c.rate_limited.end() ? 0 : it->second));
+    }
+    header(out, "smtpgw_rate_limit_keys", "gauge", "Client addresses and users with a rate limit window running.");
+    sample("smtpgw_rate_limit_keys", {}, std::to_string(c.rate_limit_keys));
+    header(out, "smtpgw_rate_limit_untracked_total", "counter",
+           "New addresses or users not rate limited because the table (100,000 entries) was full.");
+    sample("smtpgw_rate_limit_untracked_total", {}, std::to_string(c.rate_limit_untracked));
     header(out, "smtpgw_connections_total", "counter", "Client connections accepted.");
     sample("smtpgw_connections_total", {}, std::to_string(c.connections));
     header(out, "smtpgw_connections_open", "gauge", "Client connections open now.");

@@ -87,6 +87,21 @@ Reply needs_smtputf8(std::string_view a) {
 Reply non_smtp_command() { return make(221, "2.7.0", "Error: non-SMTP command received; closing connection"); }
 
 Reply relay_denied(std::string_view r) { return make(554, "5.7.1", bracketed(r) + ": Relay access denied"); }
+Reply sender_not_owned(std::string_view s, const std::string& user) {
+    return make(553, "5.7.1", bracketed(s) + ": Sender address rejected: not owned by user " + user);
+}
+Reply sender_access_denied(std::string_view s) {
+    return make(553, "5.7.1", bracketed(s) + ": Sender address rejected: Access denied");
+}
+Reply recipient_access_denied(std::string_view r) {
+    return make(550, "5.7.1", bracketed(r) + ": Recipient address rejected: Access denied");
+}
+Reply sender_rate_exceeded(std::string_view s, const std::string& what) {
+    return make(450, "4.7.1", bracketed(s) + ": Sender address rejected: rate limit exceeded (" + what + ")");
+}
+Reply recipient_rate_exceeded(std::string_view r, const std::string& what) {
+    return make(450, "4.7.1", bracketed(r) + ": Recipient address rejected: rate limit exceeded (" + what + ")");
+}
 Reply too_many_hops() { return make(554, "5.4.0", "Error: too many hops"); }
 Reply address_literal_denied(std::string_view r) {
     return make(550, "5.7.1", bracketed(r) + ": Recipient address rejected: Address literals are not accepted");

@@ -57,6 +57,13 @@ Reply non_smtp_command();
 // Policy and limits
 Reply relay_denied(std::string_view recipient);
 Reply address_literal_denied(std::string_view recipient);
+// policy: (Postfix's reject_sender_login_mismatch, check_sender_access, check_recipient_access)
+Reply sender_not_owned(std::string_view sender, const std::string& user);
+Reply sender_access_denied(std::string_view sender);
+Reply recipient_access_denied(std::string_view recipient);
+// policy rates: `what` says which limit, e.g. "60 messages per minute for user scanner1"
+Reply sender_rate_exceeded(std::string_view sender, const std::string& what);
+Reply recipient_rate_exceeded(std::string_view recipient, const std::string& what);
 Reply too_many_hops();
 Reply size_exceeded_at_mail();  // RFC 1870 6.1: SIZE= above the limit
 Reply size_exceeded();          // at the end of DATA

@@ -54,15 +54,19 @@ Server::Server(uv_loop_t* loop, std::shared_ptr<const conf::Config> config, Spoo
       m_config(std::move(config)),
       m_spool(spool),
       m_read_buffer(k_read_buffer),
-      m_rewriter(std::make_shared<SenderRewriter>(m_config->sender)) {}
+      m_rewriter(std::make_shared<SenderRewriter>(m_config->sender)),
+      m_access(std::make_shared<AccessPolicy>(m_config->policy)) {}
 
 Server::~Server() = default;
 
-std::shared_ptr<const ListenerSettings> Server::settings_for(const conf::Listen& l) const {
+std::shared_ptr<const ListenerSettings> Server::settings_for(const conf::Listen& l) {
     auto s = std::make_shared<ListenerSettings>();
     s->listen = l;
     s->policy = make_policy(*m_config, l);
-    s->clients = m_config->clients;
+    s->clients = l.clients ? *l.clients : m_config->clients;
+    s->policy.listener = l.address;
+    s->policy.access = m_access;
+    s->policy.limiter = &m_limiter;
     s->tls = l.tls == conf::ListenTls::None ? nullptr : m_tls;
     s->policy.starttls = l.tls == conf::ListenTls::StartTls && m_tls;
     s->policy.rewriter = m_rewriter;
@@ -158,6 +162,16 @@ void Server::on_connection(Listener& l) {
         refusal = replies::too_many_connections(m_config->hostname), refuse = true;
     } else if (m_per_client[*ip] >= limits.connections_per_client) {
         refusal = replies::too_many_connections_from(m_config->hostname, ip->to_string()), refuse = true;
+    } else if (limits.connection_rate.count &&
+               !m_limiter.take("c:" + ip->to_string(), 1, limits.connection_rate.count, limits.connection_rate.seconds,
+                               int64_t(uv_now(m_loop)) * 1000)) {
+        // Postfix's words (smtpd_client_connection_rate_limit), then its 421.
+        log::warning(log::Component::Smtpd, "Connection rate limit exceeded: more than " +
+                                                std::to_string(limits.connection_rate.count) + " per " +
+                                                period_words(limits.connection_rate.seconds) + " from " +
+                                                ip->to_string() + " for service smtp");
+        metrics::rate_limited("connections");
+        refusal = replies::too_many_connections_from(m_config->hostname, ip->to_string()), refuse = true;
     }
     if (!refuse) {
         m_per_client[*ip]++;
@@ -243,6 +257,7 @@ void Server::reload(std::shared_ptr<const conf::Config> config) {
     }
     m_config = std::move(config);
     m_rewriter = std::make_shared<SenderRewriter>(m_config->sender);
+    m_access = std::make_shared<AccessPolicy>(m_config->policy);
     log::set_level(m_config->log.level);
     check_sasldb(*m_config);
     // Listeners pair with the new `listen:` entries by address, in order (port 0 may appear twice).

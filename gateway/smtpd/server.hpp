@@ -11,8 +11,10 @@
 #include "gateway/common/queue_id.hpp"
 #include "gateway/dns/dns.hpp"
 #include "gateway/queue/spool.hpp"
+#include "gateway/smtpd/access_policy.hpp"
 #include "gateway/smtpd/auth_limits.hpp"
 #include "gateway/smtpd/auth_worker.hpp"
+#include "gateway/smtpd/rate_limiter.hpp"
 #include "gateway/smtpd/smtp_session.hpp"
 #include "tls/tls_engine.hpp"
 
@@ -75,11 +77,12 @@ public:
     uv_buf_t read_buffer();
     AuthWorker& auth_worker() { return m_auth; }
     AuthLimits& auth_limits() { return m_auth_limits; }  // to refuse a client that keeps guessing
+    const RateLimiter& rate_limiter() const { return m_limiter; }
 
 private:
     struct Listener;
     void on_connection(Listener& l);
-    std::shared_ptr<const ListenerSettings> settings_for(const conf::Listen& l) const;
+    std::shared_ptr<const ListenerSettings> settings_for(const conf::Listen& l);
     std::shared_ptr<tls::Context> load_tls(const conf::Config& c) const;  // throws with the reason
 
     uv_loop_t* m_loop;
@@ -100,6 +103,8 @@ private:
     std::shared_ptr<tls::Context> m_tls;  // the certificate offered to clients
     AuthWorker m_auth;
     AuthLimits m_auth_limits;
+    std::shared_ptr<const AccessPolicy> m_access;  // policy:, replaced on reload
+    RateLimiter m_limiter;                         // kept across reloads
 };
 
 }  // namespace gateway

@@ -217,7 +217,10 @@ void SmtpSession::cmd_mail(std::string_view args) {
     }
     m_sender = path.address;
     m_sender_null = path.null;
+    m_rule = m_policy.access ? m_policy.access->find(m_policy.listener, m_client.ip, m_user) : nullptr;
+    m_message_size = m_rule && m_rule->conf.message_size ? m_rule->conf.message_size : m_policy.message_size;
     if (!parse_mail_parameters(path.rest)) return reset_transaction();
+    if (!apply_policy_at_mail()) return reset_transaction();
     if (m_hooks.storage_low()) {
         reject("MAIL", replies::insufficient_storage(), {});
         return reset_transaction();
@@ -232,7 +235,7 @@ bool SmtpSession::parse_mail_parameters(std::string_view params) {
         if (p.keyword == "SIZE") {
             auto size = parse_decimal(p.value);
             if (!size) return reply(replies::bad_parameter_value(p.text)), false;
-            if (*size > m_policy.message_size) {  // RFC 1870 6.1
+            if (*size > m_message_size) {  // RFC 1870 6.1
                 reject("MAIL", replies::size_exceeded_at_mail(), {});
                 return false;
             }
@@ -282,6 +285,10 @@ void SmtpSession::cmd_rcpt(std::string_view args) {
         ++m_rejected_recipients;
         return reject("RCPT", replies::address_literal_denied(path.address), path.address);
     }
+    if (!apply_policy_at_rcpt(path.address)) {
+        ++m_rejected_recipients;
+        return;
+    }
     if (m_queue_id.empty()) {
         m_queue_id = m_hooks.new_queue_id();
         m_arrival_us = m_hooks.now_us();
@@ -292,6 +299,48 @@ void SmtpSession::cmd_rcpt(std::string_view args) {
     m_recipients.push_back(path.address);
     set_state(State::Rcpt);
     reply(replies::recipient_ok());
+}
+
+std::string SmtpSession::rate_subject() const { return m_user.empty() ? m_client.ip : "user " + m_user; }
+
+bool SmtpSession::apply_policy_at_mail() {
+    if (!m_rule) return true;
+    const auto& c = m_rule->conf;
+    if (!m_rule->sender_allowed(m_sender_null ? std::string() : m_sender))
+        m_sender_refusal =
+            m_user.empty() ? replies::sender_access_denied(m_sender) : replies::sender_not_owned(m_sender, m_user);
+    if (!m_sender_refusal && c.messages.count && m_policy.limiter &&
+        !m_policy.limiter->take("m" + std::to_string(m_rule->index) + ":" + rate_subject(), 1, c.messages.count,
+                                c.messages.seconds, m_hooks.now_us())) {
+        metrics::rate_limited("messages");
+        reject("MAIL",
+               replies::sender_rate_exceeded(m_sender, std::to_string(c.messages.count) + " messages per " +
+                                                           period_words(c.messages.seconds) + " for " + rate_subject()),
+               {});
+        return false;
+    }
+    return true;
+}
+
+bool SmtpSession::apply_policy_at_rcpt(const std::string& recipient) {
+    if (!m_rule) return true;
+    // As Postfix with smtpd_delay_reject: a refused sender is said at each recipient, with it in the log.
+    if (m_sender_refusal) return reject("RCPT", *m_sender_refusal, recipient), false;
+    if (!m_rule->recipient_allowed(recipient))
+        return reject("RCPT", replies::recipient_access_denied(recipient), recipient), false;
+    const auto& c = m_rule->conf;
+    if (c.recipient_rate.count && m_policy.limiter &&
+        !m_policy.limiter->take("r" + std::to_string(m_rule->index) + ":" + rate_subject(), 1, c.recipient_rate.count,
+                                c.recipient_rate.seconds, m_hooks.now_us())) {
+        metrics::rate_limited("recipients");
+        reject("RCPT",
+               replies::recipient_rate_exceeded(recipient, std::to_string(c.recipient_rate.count) + " recipients per " +
+                                                               period_words(c.recipient_rate.seconds) + " for " +
+                                                               rate_subject()),
+               recipient);
+        return false;
+    }
+    return true;
 }
 
 void SmtpSession::cmd_data(std::string_view args) {
@@ -305,8 +354,7 @@ void SmtpSession::cmd_data(std::string_view args) {
     struct tm tm {};
     localtime_r(&now_s, &tm);
     std::strftime(stamp, sizeof stamp, "%Y%m%d%H%M%S", &tm);
-    m_reader =
-        std::make_unique<DataReader>(DataLimits{m_policy.message_size, m_policy.line_length, m_policy.reject_bare_lf});
+    m_reader = std::make_unique<DataReader>(DataLimits{m_message_size, m_policy.line_length, m_policy.reject_bare_lf});
     m_headers = std::make_unique<HeaderStage>(
         "Message-ID: <" + std::string(stamp) + "." + m_queue_id + "@" + m_policy.hostname + ">\r\n",
         "Date: " + date + "\r\n", k_header_hold_limit);
@@ -466,6 +514,8 @@ void SmtpSession::reset_transaction() {
     m_recipients.clear();
     m_rejected_recipients = 0;
     m_rewritten.reset();
+    m_rule = nullptr;
+    m_sender_refusal.reset();
     m_reader.reset();
     m_headers.reset();
     std::string().swap(m_chunk);

@@ -20,7 +20,9 @@
 #include "conf/config.hpp"
 #include "gateway/common/envelope.hpp"
 #include "gateway/common/message_headers.hpp"
+#include "gateway/smtpd/access_policy.hpp"
 #include "gateway/smtpd/data_reader.hpp"
+#include "gateway/smtpd/rate_limiter.hpp"
 #include "gateway/smtpd/replies.hpp"
 #include "gateway/smtpd/sender_rewrite.hpp"
 
@@ -48,6 +50,9 @@ struct SessionPolicy {
     bool reject_bare_lf = false;
     bool address_literals = false;                   // recipients at [address] are accepted
     std::shared_ptr<const SenderRewriter> rewriter;  // sender.rewrite and sender.header_from
+    std::string listener;                            // the listen address as written, for policy rules
+    std::shared_ptr<const AccessPolicy> access;      // policy:
+    RateLimiter* limiter = nullptr;                  // the server's, for policy rates
 };
 
 struct ClientInfo {
@@ -160,6 +165,9 @@ private:
     void set_state(State s);
     void reply(const Reply& r, bool client_error = true);
     void reject(const char* stage, const Reply& r, std::string_view recipient);
+    bool apply_policy_at_mail();                              // false: refused, replied
+    bool apply_policy_at_rcpt(const std::string& recipient);  // false: refused, replied
+    std::string rate_subject() const;
     void close_with(const Reply& r);
     std::string protocol() const;
     std::string stats() const;
@@ -196,7 +204,10 @@ private:
     std::string m_body;
     std::vector<std::string> m_recipients;
     unsigned m_rejected_recipients = 0;
-    std::optional<Rewritten> m_rewritten;  // the sender after sender.rewrite
+    std::optional<Rewritten> m_rewritten;   // the sender after sender.rewrite
+    const AccessRule* m_rule = nullptr;     // the policy rule of this transaction, if any
+    std::optional<Reply> m_sender_refusal;  // the sender is not allowed: said at each RCPT, as Postfix does
+    uint64_t m_message_size = 0;            // the rule's message_size, or limits.message_size
     int64_t m_arrival_us = 0;
     std::unique_ptr<DataReader> m_reader;
     std::unique_ptr<HeaderStage> m_headers;
