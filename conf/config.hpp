@@ -25,6 +25,8 @@ struct Mark {
 
 enum class ListenTls { None, StartTls, Implicit };
 enum class ListenAuth { None, Optional, Required };
+enum class TlsVersion { Tls10, Tls11, Tls12 };
+enum class TlsCiphers { Modern, Legacy };
 enum class BareNewline { Accept, Reject };
 enum class Security { None, Opportunistic, Mandatory, Implicit };
 enum class HeaderFrom { Keep, Rewrite };
@@ -43,6 +45,11 @@ struct Listen {
     ListenAuth auth = ListenAuth::None;
     BareNewline bare_newline = BareNewline::Accept;
     std::optional<std::vector<Cidr>> clients;  // who may relay through this listener; none: the global list
+    // Opt-in for devices that speak nothing newer: TLS 1.0/1.1 (RFC 8996 deprecates them) and CBC suites.
+    TlsVersion tls_min = TlsVersion::Tls12;
+    TlsVersion tls_max = TlsVersion::Tls12;
+    TlsCiphers tls_ciphers = TlsCiphers::Modern;
+    bool legacy_tls() const { return tls_min != TlsVersion::Tls12 || tls_ciphers != TlsCiphers::Modern; }
     Mark mark;
 };
 

@@ -237,6 +237,16 @@ void advise(const Config& c, std::vector<Diagnostic>& diags) {
                     path + ", or 640 with the gateway's group");
     };
     if (c.sasl) world_readable({}, "sasl.sasldb", c.sasl->sasldb);
+    for (size_t i = 0; i < c.listen.size(); ++i) {
+        const auto& l = c.listen[i];
+        if (!l.legacy_tls() || l.tls == ListenTls::None) continue;
+        std::string what = l.tls_min == TlsVersion::Tls10   ? "TLS 1.0 and 1.1 (deprecated by RFC 8996)"
+                           : l.tls_min == TlsVersion::Tls11 ? "TLS 1.1 (deprecated by RFC 8996)"
+                                                            : "CBC cipher suites";
+        warn(l.mark, "listen[" + std::to_string(i) + "] (" + l.address + ") accepts " + what +
+                         ": only for devices that speak nothing newer; keep it on its own port, and watch "
+                         "smtpgw_tls_legacy_sessions_total in /metrics for the clients that still need it");
+    }
     if (!c.metrics.listen.empty()) {
         auto ip = IpAddress::parse(c.metrics.endpoint.host);
         bool loopback = ip && (ip->v6 ? *ip == *IpAddress::parse("::1") : ip->bytes[0] == 127);
@@ -295,6 +305,8 @@ void validate(const Config& c, std::vector<Diagnostic>& diags) {
             error(l.mark, path + ".tls: " + to_string(l.tls) + " needs the tls: section (certificate and key)");
         if (l.auth != ListenAuth::None && !c.sasl)
             error(l.mark, path + ".auth: " + to_string(l.auth) + " needs the sasl: section (sasldb)");
+        if (l.legacy_tls() && l.tls == ListenTls::None)
+            error(l.mark, path + ": tls_protocols and tls_ciphers need tls: starttls or implicit");
     }
     for (size_t i = 0; i < c.routes.size(); ++i) {
         for (const auto& via : c.routes[i].via) {

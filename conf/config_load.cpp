@@ -22,6 +22,35 @@ const std::initializer_list<std::pair<const char*, Security>> k_security = {{"no
 
 namespace {
 
+// tls_protocols: [tls1.0, tls1.1, tls1.2] (a range without gaps) and tls_ciphers: modern | legacy.
+void load_tls_protocols(Walker& w, const Fields& f, const std::string& path, Listen& l) {
+    w.choice(f, "tls_ciphers", path, l.tls_ciphers, {{"modern", TlsCiphers::Modern}, {"legacy", TlsCiphers::Legacy}});
+    auto* n = Walker::find(f, "tls_protocols");
+    if (!n) return;
+    std::vector<std::string> names;
+    if (!w.strings(*n, path + ".tls_protocols", names)) return;
+    bool seen[3] = {false, false, false};
+    for (const auto& name : names) {
+        int v = name == "tls1.0" ? 0 : name == "tls1.1" ? 1 : name == "tls1.2" ? 2 : -1;
+        if (v < 0) {
+            w.error(*n, path + ".tls_protocols", "\"" + name + "\" is not one of tls1.0, tls1.1, tls1.2");
+            return;
+        }
+        seen[v] = true;
+    }
+    int low = 0, high = 2;
+    while (low < 3 && !seen[low])
+        low++;
+    while (high >= 0 && !seen[high])
+        high--;
+    if (low > high) return w.error(*n, path + ".tls_protocols", "needs at least one protocol");
+    for (int v = low; v <= high; v++)
+        if (!seen[v])
+            return w.error(*n, path + ".tls_protocols", "must be a range without gaps, e.g. [tls1.0, tls1.1, tls1.2]");
+    l.tls_min = TlsVersion(low);
+    l.tls_max = TlsVersion(high);
+}
+
 void load_listen(Walker& w, const YAML::Node& n, Config& c) {
     if (!n.IsSequence()) {
         w.error(n, "listen", "expected a list of listeners");
@@ -31,7 +60,8 @@ void load_listen(Walker& w, const YAML::Node& n, Config& c) {
     size_t index = 0;
     for (const auto& item : n) {
         std::string path = "listen[" + std::to_string(index++) + "]";
-        auto f = w.mapping(item, path, {"address", "tls", "auth", "bare_newline", "clients"});
+        auto f = w.mapping(item, path,
+                           {"address", "tls", "auth", "bare_newline", "clients", "tls_protocols", "tls_ciphers"});
         if (!f) continue;
         Listen l;
         l.mark = w.mark(item);
@@ -56,6 +86,7 @@ void load_listen(Walker& w, const YAML::Node& n, Config& c) {
             l.clients.emplace();
             load_networks(w, *clients, path + ".clients", *l.clients);
         }
+        load_tls_protocols(w, *f, path, l);
         c.listen.push_back(l);
     }
 }

@@ -208,6 +208,18 @@ int cmd_check_config(const Arguments& a) {
                                      .format()
                               << "\n";
     }
+    // A listener for old devices needs TLS 1.0/1.1 in this system's mbedTLS.
+    for (size_t i = 0; i < r.config->listen.size(); ++i) {
+        const auto& l = r.config->listen[i];
+        if (l.tls_min == conf::TlsVersion::Tls12 || tls::legacy_protocols_available()) continue;
+        std::cout << conf::Diagnostic{r.config->source, l.mark.line, l.mark.column, true,
+                                      "listen[" + std::to_string(i) +
+                                          "].tls_protocols: this system's mbedTLS was built without TLS 1.0 and "
+                                          "1.1, so no listener can offer them; remove tls1.0 and tls1.1"}
+                         .format()
+                  << "\n";
+        ok = false;
+    }
     // So is the certificate that signs OAuth 2.0 client assertions.
     for (const auto& u : r.config->upstreams) {
         if (!u.auth || !u.auth->oauth2 || u.auth->oauth2->certificate_file.empty()) continue;

@@ -137,14 +137,22 @@ std::shared_ptr<Context> client_context(const ClientOptions& options, std::strin
     return c;
 }
 
+bool legacy_protocols_available() {
+#if defined(MBEDTLS_SSL_PROTO_TLS1) && defined(MBEDTLS_SSL_PROTO_TLS1_1)
+    return true;
+#else
+    return false;
+#endif
+}
+
 std::shared_ptr<Context> server_context(const std::string& certificate_file, const std::string& key_file,
-                                        std::string& error) {
+                                        std::string& error, const ServerProfile& profile) {
     auto c = std::make_shared<Context>();
     if (!c->init(true, error)) return nullptr;
     if (!load_own(*c, certificate_file, key_file, error)) return nullptr;
     mbedtls_ssl_conf_authmode(&c->config.conf, MBEDTLS_SSL_VERIFY_NONE);
     // Forward secrecy and AEAD only (the TLS 1.2 part of Mozilla's "intermediate" profile); the
-    // server's order wins. mbedTLS keeps the pointer, so the list is static.
+    // server's order wins. mbedTLS keeps the pointer, so the lists are static.
     static const int k_suites[] = {MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
                                    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
                                    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
@@ -152,7 +160,36 @@ std::shared_ptr<Context> server_context(const std::string& certificate_file, con
                                    MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
                                    MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
                                    0};
-    mbedtls_ssl_conf_ciphersuites(&c->config.conf, k_suites);
+    // For old devices, after those: CBC with forward secrecy, then with RSA key exchange (what
+    // printers of the TLS 1.0 era often have alone). No 3DES, no RC4.
+    static const int k_legacy_suites[] = {MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                                          MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                                          MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                                          MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                                          MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                                          MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+                                          MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256,
+                                          MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256,
+                                          MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA384,
+                                          MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384,
+                                          MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA,
+                                          MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA,
+                                          MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA,
+                                          MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA,
+                                          MBEDTLS_TLS_RSA_WITH_AES_128_GCM_SHA256,
+                                          MBEDTLS_TLS_RSA_WITH_AES_256_GCM_SHA384,
+                                          MBEDTLS_TLS_RSA_WITH_AES_128_CBC_SHA256,
+                                          MBEDTLS_TLS_RSA_WITH_AES_256_CBC_SHA256,
+                                          MBEDTLS_TLS_RSA_WITH_AES_128_CBC_SHA,
+                                          MBEDTLS_TLS_RSA_WITH_AES_256_CBC_SHA,
+                                          0};
+    mbedtls_ssl_conf_ciphersuites(&c->config.conf, profile.legacy_ciphers ? k_legacy_suites : k_suites);
+    if (profile.min_minor < 3 && !legacy_protocols_available()) {
+        error = "this mbedTLS was built without TLS 1.0 and 1.1 (MBEDTLS_SSL_PROTO_TLS1, MBEDTLS_SSL_PROTO_TLS1_1)";
+        return nullptr;
+    }
+    mbedtls_ssl_conf_min_version(&c->config.conf, MBEDTLS_SSL_MAJOR_VERSION_3, profile.min_minor);
+    mbedtls_ssl_conf_max_version(&c->config.conf, MBEDTLS_SSL_MAJOR_VERSION_3, profile.max_minor);
     return c;
 }
 

@@ -28,10 +28,22 @@ struct ClientOptions {
     std::string key_file;
 };
 
+// What a server accepts. The default: TLS 1.2, forward secrecy and AEAD only. For devices that
+// speak nothing newer, a listener may opt in to TLS 1.0 and 1.1 (minor versions 1 and 2 of
+// protocol 3) and to CBC suites.
+struct ServerProfile {
+    int min_minor = 3;  // 1: TLS 1.0, 2: TLS 1.1, 3: TLS 1.2
+    int max_minor = 3;
+    bool legacy_ciphers = false;
+};
+
+// Whether this mbedTLS was built with TLS 1.0 and 1.1 (MBEDTLS_SSL_PROTO_TLS1, _TLS1_1).
+bool legacy_protocols_available();
+
 // nullptr with `error` set when a file cannot be loaded.
 std::shared_ptr<Context> client_context(const ClientOptions& options, std::string& error);
 std::shared_ptr<Context> server_context(const std::string& certificate_file, const std::string& key_file,
-                                        std::string& error);
+                                        std::string& error, const ServerProfile& profile = {});
 
 struct PeerCertificate {
     std::string subject;

@@ -34,6 +34,12 @@ void tls_session(const char* direction, const std::string& version) { mutable_co
 
 void auth_failure(const char* direction) { mutable_counters().auth_failures[direction]++; }
 void rate_limited(const char* limit) { mutable_counters().rate_limited[limit]++; }
+void tls_legacy_session(const std::string& version, const std::string& client) {
+    auto& m = mutable_counters().tls_legacy;
+    auto key = std::make_pair(version, client);
+    if (m.size() >= 1000 && !m.count(key)) key.second = "other";
+    m[key]++;
+}
 void rate_limit_keys(uint64_t keys, uint64_t untracked) {
     mutable_counters().rate_limit_keys = keys;
     mutable_counters().rate_limit_untracked = untracked;

@@ -15,6 +15,8 @@ void message_received();
 void message_rejected(const char* stage, const std::string& status);  // "RCPT", "5.7.1"
 void delivery(const std::string& route, const char* status, char dsn_class, double seconds_since_arrival);
 void tls_session(const char* direction, const std::string& version);  // "in" / "out", "TLSv1.2"
+// A client session on TLS 1.0 or 1.1, by client address (at most 1000 addresses; then "other").
+void tls_legacy_session(const std::string& version, const std::string& client);
 void auth_failure(const char* direction);
 void rate_limited(const char* limit);  // "messages", "recipients", "connections"
 void rate_limit_keys(uint64_t keys, uint64_t untracked);
@@ -35,6 +37,7 @@ struct Counters {
     std::map<std::pair<std::string, std::string>, uint64_t> rejected;                  // stage, status
     std::map<std::tuple<std::string, std::string, std::string>, uint64_t> deliveries;  // route, status, class
     std::map<std::pair<std::string, std::string>, uint64_t> tls;                       // direction, version
+    std::map<std::pair<std::string, std::string>, uint64_t> tls_legacy;                // version, client
     std::map<std::string, uint64_t> auth_failures;                                     // direction
     std::map<std::string, uint64_t> rate_limited;                                      // limit
     uint64_t rate_limit_keys = 0;       // addresses and users with a rate window running

@@ -84,6 +84,11 @@ std::string exposition(const QueueState& q) {
            "TLS sessions established, from clients (in) and to servers (out).");
     for (const auto& [k, v] : c.tls)
         sample("smtpgw_tls_sessions_total", {{"direction", k.first}, {"version", k.second}}, std::to_string(v));
+    header(out, "smtpgw_tls_legacy_sessions_total", "counter",
+           "Client TLS sessions on TLS 1.0 or 1.1, by version and client address: the devices that still need "
+           "tls_protocols.");
+    for (const auto& [k, v] : c.tls_legacy)
+        sample("smtpgw_tls_legacy_sessions_total", {{"version", k.first}, {"client", k.second}}, std::to_string(v));
     header(out, "smtpgw_auth_failures_total", "counter",
            "Failed SMTP AUTH: clients of the gateway (in), the gateway at upstreams (out).");
     for (const char* d : {"in", "out"}) {

@@ -67,8 +67,13 @@ std::shared_ptr<const ListenerSettings> Server::settings_for(const conf::Listen&
     s->policy.listener = l.address;
     s->policy.access = m_access;
     s->policy.limiter = &m_limiter;
-    s->tls = l.tls == conf::ListenTls::None ? nullptr : m_tls;
-    s->policy.starttls = l.tls == conf::ListenTls::StartTls && m_tls;
+    auto context = m_tls;
+    if (l.legacy_tls()) {
+        auto it = m_legacy_tls.find(l.address);
+        context = it == m_legacy_tls.end() ? nullptr : it->second;
+    }
+    s->tls = l.tls == conf::ListenTls::None ? nullptr : context;
+    s->policy.starttls = l.tls == conf::ListenTls::StartTls && context;
     s->policy.rewriter = m_rewriter;
     s->client_names = m_config->dns.client_names;
     if (m_config->sasl) {
@@ -88,6 +93,23 @@ std::shared_ptr<tls::Context> Server::load_tls(const conf::Config& c) const {
     return ctx;
 }
 
+std::map<std::string, std::shared_ptr<tls::Context>> Server::load_legacy_tls(const conf::Config& c) const {
+    std::map<std::string, std::shared_ptr<tls::Context>> out;
+    if (!c.tls) return out;
+    for (const auto& l : c.listen) {
+        if (!l.legacy_tls() || l.tls == conf::ListenTls::None) continue;
+        tls::ServerProfile profile;
+        profile.min_minor = int(l.tls_min) + 1;
+        profile.max_minor = int(l.tls_max) + 1;
+        profile.legacy_ciphers = l.tls_ciphers == conf::TlsCiphers::Legacy;
+        std::string error;
+        auto ctx = tls::server_context(c.tls->certificate, c.tls->key, error, profile);
+        if (!ctx) throw std::runtime_error("listener " + l.address + ": " + error);
+        out[l.address] = ctx;
+    }
+    return out;
+}
+
 void Server::check_files() const {
     check_sasldb(*m_config);
     if (!m_config->tls) return;
@@ -100,6 +122,7 @@ void Server::check_files() const {
 
 void Server::start() {
     m_tls = load_tls(*m_config);
+    m_legacy_tls = load_legacy_tls(*m_config);
     m_auth.start(m_loop);
     for (const auto& l : m_config->listen) {
         auto listener = std::make_unique<Listener>();
@@ -250,7 +273,9 @@ void Server::stop(std::function<void()> stopped) {
 void Server::reload(std::shared_ptr<const conf::Config> config) {
     // The certificate files are read again; if they no longer load, the old ones stay.
     try {
-        m_tls = load_tls(*config);
+        auto tls = load_tls(*config);
+        m_legacy_tls = load_legacy_tls(*config);
+        m_tls = tls;
     } catch (const std::exception& e) {
         log::error(log::Component::Master,
                    std::string("TLS certificate not reloaded, keeping the old one: ") + e.what());

@@ -84,6 +84,8 @@ private:
     void on_connection(Listener& l);
     std::shared_ptr<const ListenerSettings> settings_for(const conf::Listen& l);
     std::shared_ptr<tls::Context> load_tls(const conf::Config& c) const;  // throws with the reason
+    // Contexts for listeners with tls_protocols or tls_ciphers, by listen address; throws.
+    std::map<std::string, std::shared_ptr<tls::Context>> load_legacy_tls(const conf::Config& c) const;
 
     uv_loop_t* m_loop;
     std::shared_ptr<const conf::Config> m_config;
@@ -101,6 +103,7 @@ private:
     std::shared_ptr<const SenderRewriter> m_rewriter;
     dns::Resolver* m_resolver = nullptr;
     std::shared_ptr<tls::Context> m_tls;  // the certificate offered to clients
+    std::map<std::string, std::shared_ptr<tls::Context>> m_legacy_tls;
     AuthWorker m_auth;
     AuthLimits m_auth_limits;
     std::shared_ptr<const AccessPolicy> m_access;  // policy:, replaced on reload

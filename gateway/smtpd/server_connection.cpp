@@ -137,13 +137,27 @@ void ServerConnection::on_ciphertext(std::string_view bytes) {
         if (m_tls->has_output()) write_raw(m_tls->take_output());
         if (r == tls::Result::WantIo) return;
         if (r != tls::Result::Ok) {
+            // An old device is the usual cause: say which listener setting would take it.
+            std::string error = m_tls->error(), hint;
+            if (error.find("min/max boundaries") != std::string::npos &&
+                m_settings->listen.tls_min != conf::TlsVersion::Tls10)
+                hint =
+                    " (the client speaks an older TLS than this listener accepts; for a device that cannot be "
+                    "updated, a listener with tls_protocols: [tls1.0, tls1.1, tls1.2] takes it)";
+            else if (error.find("no ciphersuites in common") != std::string::npos &&
+                     m_settings->listen.tls_ciphers != conf::TlsCiphers::Legacy)
+                hint =
+                    " (the client offers only older cipher suites; for a device that cannot be updated, a "
+                    "listener with tls_ciphers: legacy takes it)";
             log::warning(log::Component::Smtpd,
-                         m_session->client().label() + ": TLS handshake failed: " + m_tls->error());
+                         m_session->client().label() + ": TLS handshake failed: " + error + hint);
             return close("TLS handshake failed");
         }
         m_tls_ready = true;
         auto info = m_tls->info();
         metrics::tls_session("in", info.version);
+        if (info.version == "TLSv1.0" || info.version == "TLSv1.1")
+            metrics::tls_legacy_session(info.version, m_session->client().ip);
         std::string description = info.version + " with cipher " + info.cipher;
         log::info(log::Component::Smtpd,
                   "Anonymous TLS connection established from " + m_session->client().label() + ": " + description);
