@@ -28,16 +28,20 @@ void init_library() {
     std::call_once(once, [] { sasl_server_init(nullptr, "smtpgw"); });
 }
 
-// Options Cyrus asks for, answered from ServerOptions: passwords come from the sasldb only.
+// Options Cyrus asks for, answered from ServerOptions: passwords come from the sasldb, or from
+// saslauthd when a socket is given.
 struct Options {
     std::string sasldb;
+    std::string saslauthd;
     std::string mech_list;
 
     static int get(void* ctx, const char*, const char* option, const char** result, unsigned* len) {
         auto* self = static_cast<Options*>(ctx);
         const char* value = nullptr;
         if (std::strcmp(option, "pwcheck_method") == 0)
-            value = "auxprop";
+            value = self->saslauthd.empty() ? "auxprop" : "saslauthd";
+        else if (std::strcmp(option, "saslauthd_path") == 0 && !self->saslauthd.empty())
+            value = self->saslauthd.c_str();
         else if (std::strcmp(option, "auxprop_plugin") == 0)
             value = "sasldb";
         else if (std::strcmp(option, "sasldb_path") == 0)
@@ -157,6 +161,7 @@ struct SaslServer::Conn {
     }
     int create(const ServerOptions& o) {
         options.sasldb = o.sasldb;
+        options.saslauthd = o.saslauthd;
         for (const auto& m : o.mechanisms)
             options.mech_list += (options.mech_list.empty() ? "" : " ") + m;
         callbacks = {{SASL_CB_GETOPT, callback(&Options::get), &options},
@@ -211,7 +216,12 @@ std::unique_ptr<SaslServer> SaslServer::start(const ServerOptions& options, cons
     init_library();
     // Cyrus answers "user not found" for a sasldb it cannot open; that is the server's trouble,
     // not the client's, so it is a temporary failure with the reason for the log.
-    if (::access(options.sasldb.c_str(), R_OK) != 0) {
+    if (!options.saslauthd.empty() && ::access(options.saslauthd.c_str(), W_OK) != 0) {
+        outcome = Outcome::TempFailure;
+        detail = "cannot reach saslauthd at sasl.saslauthd_socket " + options.saslauthd + ": " + std::strerror(errno);
+        return nullptr;
+    }
+    if (options.saslauthd.empty() && ::access(options.sasldb.c_str(), R_OK) != 0) {
         outcome = Outcome::TempFailure;
         detail = "cannot read sasl.sasldb " + options.sasldb + ": " + std::strerror(errno);
         return nullptr;

@@ -26,6 +26,7 @@ struct ServerOptions {
     std::string sasldb;                   // path of the Cyrus sasldb
     std::vector<std::string> mechanisms;  // offered, e.g. PLAIN LOGIN SCRAM-SHA-256
     std::string hostname;                 // the server's name (Cyrus's default realm)
+    std::string saslauthd;                // or: the saslauthd socket, which checks passwords instead
 };
 
 enum class Outcome { Continue, Success, Failure, TempFailure, Invalid };

@@ -79,6 +79,10 @@ struct ServerTls {
 };
 
 struct ServerSasl {
+    // Where passwords are checked: the sasldb, or Cyrus's saslauthd (PAM, LDAP, ...: whatever
+    // backend it runs with), which takes PLAIN and LOGIN only.
+    enum class Check { Sasldb, Saslauthd } pwcheck = Check::Sasldb;
+    std::string saslauthd_socket = "/var/run/saslauthd/mux";
     std::string sasldb;
     std::vector<std::string> mechanisms{"PLAIN", "LOGIN"};
     bool plaintext_without_tls = false;

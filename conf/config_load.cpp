@@ -131,13 +131,26 @@ void load_tls(Walker& w, const YAML::Node& n, Config& c) {
 }
 
 void load_sasl(Walker& w, const YAML::Node& n, Config& c) {
-    auto f = w.mapping(n, "sasl", {"sasldb", "mechanisms", "plaintext_without_tls"});
+    auto f = w.mapping(n, "sasl", {"sasldb", "pwcheck", "saslauthd_socket", "mechanisms", "plaintext_without_tls"});
     if (!f) return;
     ServerSasl s;
+    w.choice(*f, "pwcheck", "sasl", s.pwcheck,
+             {{"sasldb", ServerSasl::Check::Sasldb}, {"saslauthd", ServerSasl::Check::Saslauthd}});
     w.string(*f, "sasldb", "sasl", s.sasldb);
-    if (auto* m = Walker::find(*f, "mechanisms")) w.strings(*m, "sasl.mechanisms", s.mechanisms);
+    w.string(*f, "saslauthd_socket", "sasl", s.saslauthd_socket);
+    const YAML::Node* mechanisms = Walker::find(*f, "mechanisms");
+    if (mechanisms) w.strings(*mechanisms, "sasl.mechanisms", s.mechanisms);
     w.boolean(*f, "plaintext_without_tls", "sasl", s.plaintext_without_tls);
-    if (s.sasldb.empty()) w.error(n, "sasl.sasldb", "missing; the Cyrus sasldb file with the users");
+    if (s.pwcheck == ServerSasl::Check::Sasldb && s.sasldb.empty())
+        w.error(n, "sasl.sasldb", "missing; the Cyrus sasldb file with the users (or pwcheck: saslauthd)");
+    if (s.pwcheck == ServerSasl::Check::Saslauthd) {
+        for (const auto& m : s.mechanisms)
+            if (m != "PLAIN" && m != "LOGIN")
+                w.error(mechanisms ? *mechanisms : n, "sasl.mechanisms",
+                        m + " cannot work with pwcheck: saslauthd, which checks plain passwords: use PLAIN and LOGIN");
+        if (s.saslauthd_socket.empty() || s.saslauthd_socket.front() != '/')
+            w.error(n, "sasl.saslauthd_socket", "must be an absolute path, e.g. /var/run/saslauthd/mux");
+    }
     c.sasl = s;
 }
 

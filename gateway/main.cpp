@@ -193,7 +193,7 @@ int cmd_check_config(const Arguments& a) {
         ok = false;
     }
     // An account that may authenticate and then send as anyone is worth a word.
-    if (r.config->sasl) {
+    if (r.config->sasl && r.config->sasl->pwcheck == conf::ServerSasl::Check::Sasldb) {
         std::vector<auth::SasldbUser> users;
         std::string error;
         gateway::AccessPolicy policy(r.config->policy);
@@ -358,6 +358,12 @@ int cmd_user(const Arguments& a) {
     const auto& w = a.words;
     if (!config->sasl) {
         std::cerr << "smtpgw: " << config->source << " has no sasl: section (sasldb: PATH)\n";
+        return 1;
+    }
+    if (config->sasl->pwcheck == conf::ServerSasl::Check::Saslauthd) {
+        std::cerr << "smtpgw: " << config->source
+                  << " checks passwords with saslauthd (sasl.pwcheck): its accounts are in the directory or system "
+                     "saslauthd uses, not in a sasldb\n";
         return 1;
     }
     const std::string& db = config->sasl->sasldb;

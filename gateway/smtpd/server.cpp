@@ -35,7 +35,15 @@ constexpr uint64_t k_drain_ms = 10000;  // SIGTERM: time for messages in transfe
 void check_sasldb(const conf::Config& c) {
     bool auth = std::any_of(c.listen.begin(), c.listen.end(),
                             [](const conf::Listen& l) { return l.auth != conf::ListenAuth::None; });
-    if (!auth || !c.sasl || ::access(c.sasl->sasldb.c_str(), R_OK) == 0) return;
+    if (!auth || !c.sasl) return;
+    if (c.sasl->pwcheck == conf::ServerSasl::Check::Saslauthd) {
+        if (::access(c.sasl->saslauthd_socket.c_str(), W_OK) != 0)
+            log::warning(log::Component::Master, "sasl.saslauthd_socket " + c.sasl->saslauthd_socket + ": " +
+                                                     std::strerror(errno) +
+                                                     "; every AUTH gets 454 4.7.0 until saslauthd listens there");
+        return;
+    }
+    if (::access(c.sasl->sasldb.c_str(), R_OK) == 0) return;
     log::warning(log::Component::Master,
                  "sasl.sasldb " + c.sasl->sasldb + ": " + std::strerror(errno) +
                      "; every AUTH gets 454 4.7.0 until it can be read (smtpgw user add creates it)");
@@ -80,7 +88,9 @@ std::shared_ptr<const ListenerSettings> Server::settings_for(const conf::Listen&
         s->policy.auth = l.auth;
         s->policy.mechanisms = m_config->sasl->mechanisms;
         s->policy.auth_without_tls = m_config->sasl->plaintext_without_tls;
-        s->sasl = auth::ServerOptions{m_config->sasl->sasldb, m_config->sasl->mechanisms, m_config->hostname};
+        bool saslauthd = m_config->sasl->pwcheck == conf::ServerSasl::Check::Saslauthd;
+        s->sasl = auth::ServerOptions{m_config->sasl->sasldb, m_config->sasl->mechanisms, m_config->hostname,
+                                      saslauthd ? m_config->sasl->saslauthd_socket : ""};
     }
     return s;
 }

@@ -50,7 +50,7 @@ class Gateway:
             text += f"queue: {{ dir: {self.spool}, retry: [1h] }}\n"
         if "listen:" not in extra:
             text += f"listen: [{{ address: \"{listen}\" }}]\n"
-        if "user:" not in extra and os.geteuid() == 0:
+        if not re.search(r"(?m)^user:", extra) and os.geteuid() == 0:
             text += "user: root\n"  # a configuration file started as root must say whom to run as
         if "routes:" not in extra:
             # Unless a test says where mail goes, it goes nowhere: an upstream on a closed port, so

@@ -267,3 +267,91 @@ def free_tcp_port(address="127.0.0.1"):
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+class Slapd:
+    """OpenLDAP's slapd on 127.0.0.1:PORT with an mdb database for dc=example,dc=test, people
+    under ou=people (uid, userPassword), and an admin that may search them."""
+
+    SUFFIX = "dc=example,dc=test"
+    ADMIN, ADMIN_PASSWORD = "cn=admin,dc=example,dc=test", "directory-admin"
+
+    def __init__(self, people):
+        self.dir = tempfile.mkdtemp(prefix="smtpgw-slapd-")
+        self.port = free_tcp_port()
+        self.people = people  # uid -> password
+        self.proc = None
+
+    def start(self):
+        os.makedirs(os.path.join(self.dir, "data"))
+        conf = os.path.join(self.dir, "slapd.conf")
+        with open(conf, "w") as f:
+            f.write(f"""include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/inetorgperson.schema
+modulepath /usr/lib/ldap
+moduleload back_mdb
+pidfile {self.dir}/slapd.pid
+database mdb
+maxsize 10485760
+suffix "{self.SUFFIX}"
+rootdn "{self.ADMIN}"
+rootpw {self.ADMIN_PASSWORD}
+directory {self.dir}/data
+""")
+        # -d keeps slapd in the foreground, so the test owns the process.
+        self.proc = subprocess.Popen(["slapd", "-f", conf, "-h", f"ldap://127.0.0.1:{self.port}/", "-d", "0"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_for(lambda: port_open("127.0.0.1", self.port), timeout=15, what="slapd to listen")
+        entries = [f"dn: {self.SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: example\n",
+                   f"dn: ou=people,{self.SUFFIX}\nobjectClass: organizationalUnit\nou: people\n"]
+        for uid, password in self.people.items():
+            entries.append(f"dn: uid={uid},ou=people,{self.SUFFIX}\nobjectClass: inetOrgPerson\nuid: {uid}\n"
+                           f"cn: {uid}\nsn: {uid}\nuserPassword: {password}\n")
+        r = subprocess.run(["ldapadd", "-x", "-H", f"ldap://127.0.0.1:{self.port}/", "-D", self.ADMIN, "-w",
+                            self.ADMIN_PASSWORD], input="\n".join(entries), capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 0, r.stderr
+        return self
+
+    def cleanup(self):
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Saslauthd:
+    """Cyrus's saslauthd with its LDAP backend against `slapd`: it finds a user by uid and checks
+    the password by binding as that user. The socket is DIR/mux."""
+
+    def __init__(self, slapd):
+        self.slapd = slapd
+        self.dir = tempfile.mkdtemp(prefix="smtpgw-saslauthd-")
+        self.socket = os.path.join(self.dir, "mux")
+        self.proc = None
+
+    def start(self):
+        conf = os.path.join(self.dir, "saslauthd.conf")
+        with open(conf, "w") as f:
+            f.write(f"""ldap_servers: ldap://127.0.0.1:{self.slapd.port}/
+ldap_search_base: ou=people,{self.slapd.SUFFIX}
+ldap_filter: (uid=%u)
+ldap_bind_dn: {self.slapd.ADMIN}
+ldap_password: {self.slapd.ADMIN_PASSWORD}
+""")
+        # -d: in the foreground; -m: the directory of the socket "mux"; -n 1: one process. A
+        # session of its own: when it stops, saslauthd signals its whole process group.
+        self.proc = subprocess.Popen(["saslauthd", "-a", "ldap", "-O", conf, "-m", self.dir, "-d", "-n", "1"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_for(lambda: os.path.exists(self.socket), timeout=10, what="saslauthd's socket")
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

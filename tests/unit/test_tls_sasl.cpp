@@ -159,7 +159,7 @@ struct Sasldb {
 // Runs a whole exchange as the SMTP dialog would; returns the server's outcome.
 auth::Outcome exchange(const Sasldb& db, const std::string& mech, const std::string& user, const std::string& pass,
                        std::string* who = nullptr) {
-    auth::ServerOptions options{db.path, {mech}, "gw.example"};
+    auth::ServerOptions options{db.path, {mech}, "gw.example", ""};
     std::string initial, error;
     bool has_initial = false;
     auto client = auth::SaslClient::start(mech, "gw.example", {user, pass}, initial, has_initial, error);
