@@ -61,6 +61,8 @@ void usage(std::ostream& out) {
            "  queue show ID         show one queued message\n"
            "  queue flush [ID]      try one message, or every message, now\n"
            "  queue delete ID|--all remove messages from the queue (no bounce)\n"
+           "  queue hold ID|--all   keep messages from being tried until released\n"
+           "  queue release ID|--all  try held messages again\n"
            "  probe UPSTREAM        check an upstream from upstreams: as delivery would use it\n"
            "  probe HOST:PORT [--security none|opportunistic|mandatory|implicit] [--verify]\n"
            "        [--ca-file F] [--user U (--password-file F | --token-file F)] [--mechanisms M,...]\n"
@@ -126,6 +128,10 @@ const Shape k_shapes[] = {
     {{"queue", "flush", "ID"}, {}},
     {{"queue", "delete", "ID"}, {}},
     {{"queue", "delete", "--all"}, {}},
+    {{"queue", "hold", "ID"}, {}},
+    {{"queue", "hold", "--all"}, {}},
+    {{"queue", "release", "ID"}, {}},
+    {{"queue", "release", "--all"}, {}},
 };
 
 // Why the arguments fit no command, or empty when they fit one.
@@ -451,15 +457,16 @@ int cmd_queue(const Arguments& a) {
     const auto& w = a.words;
     if (w.size() == 2 && w[1] == "list") return gateway::queue_list(layout, a.json, std::cout);
     if (w.size() == 3 && w[1] == "show") return gateway::queue_show(layout, w[2], a.json, std::cout, std::cerr);
-    bool flush = w[1] == "flush", remove = w[1] == "delete";
-    if (flush || remove) {
+    const std::string& verb = w[1];
+    if (verb == "flush" || verb == "delete" || verb == "hold" || verb == "release") {
         std::string id = w.size() == 3 ? w[2] : "";
-        if (gateway::running_gateway(layout) == 0)
-            return flush ? gateway::offline_flush(layout, id, std::cout, std::cerr)
-                         : gateway::offline_delete(layout, id, std::cout, std::cerr);
+        if (gateway::running_gateway(layout) == 0) {
+            if (verb == "flush") return gateway::offline_flush(layout, id, std::cout, std::cerr);
+            if (verb == "delete") return gateway::offline_delete(layout, id, std::cout, std::cerr);
+            return gateway::offline_hold(layout, id, verb == "hold", std::cout, std::cerr);
+        }
         std::string answer, error;
-        if (!gateway::control_request(config->control_socket(),
-                                      (flush ? "flush" : "delete") + (id.empty() ? "" : " " + id), answer, error)) {
+        if (!gateway::control_request(config->control_socket(), verb + (id.empty() ? "" : " " + id), answer, error)) {
             std::cerr << "smtpgw: a gateway runs on " << layout.root << ", but " << error << "\n";
             return 1;
         }

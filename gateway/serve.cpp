@@ -115,6 +115,7 @@ std::string control_answer(QueueManager& queue, const std::function<std::string(
             return "error: " + printable(w[i]) + ": not a queue ID\n";
     if (w[0] == "flush" && w.size() <= 2) {
         std::string id = w.size() == 2 ? w[1] : "";
+        if (!id.empty() && queue.held(id)) return "error: " + id + " is on hold; smtpgw queue release " + id + "\n";
         if (!queue.flush(id)) return "error: " + id + not_found(queue);
         return id.empty() ? "ok: every message is being tried now\n" : "ok: " + id + " is being tried now\n";
     }
@@ -129,6 +130,25 @@ std::string control_answer(QueueManager& queue, const std::function<std::string(
             }
         }
         return out + "ok: " + std::to_string(ids.size()) + " message(s) deleted\n";
+    }
+    if ((w[0] == "hold" || w[0] == "release") && w.size() == 2) {
+        bool hold = w[0] == "hold";
+        std::vector<std::string> ids = w[1] == "--all" ? queue.ids() : std::vector<std::string>{w[1]};
+        std::string out;
+        size_t changed = 0;
+        for (const auto& id : ids) {
+            switch (hold ? queue.hold(id) : queue.unhold(id)) {
+            case QueueManager::Hold::Unknown: return "error: " + id + not_found(queue);
+            case QueueManager::Hold::Done: out += id + (hold ? ": placed on hold\n" : ": released\n"), changed++; break;
+            case QueueManager::Hold::Later:
+                out += id + ": placed on hold as soon as its delivery attempt ends\n", changed++;
+                break;
+            case QueueManager::Hold::Already:
+                if (w[1] != "--all") out += id + (hold ? ": already on hold\n" : ": not on hold\n");
+                break;
+            }
+        }
+        return out + "ok: " + std::to_string(changed) + " message(s) " + (hold ? "placed on hold" : "released") + "\n";
     }
     return "error: unknown request: " + printable(request) + "\n";
 }
@@ -169,16 +189,17 @@ int serve(const std::string& config_file) {
     std::unique_ptr<ControlServer> control;
     std::unique_ptr<metrics::HttpServer> scrape;
     Signals signals;
-    bool stopping = false;
+    bool stopping = false, listening = false;
     auto stop = [&] {
         if (stopping) return;
         stopping = true;
         log::info(Component::Master, "stopping: no new connections; deliveries in progress stay queued");
         signals.close();
         if (control) control->close();
-        if (scrape) scrape->close();
         if (queue) queue->stop();
+        // /readyz says "draining" while messages in transfer finish, so balancers look elsewhere.
         server.stop([&] {
+            if (scrape) scrape->close();
             if (resolver) resolver->close();
             spool.close();
         });
@@ -227,6 +248,12 @@ int serve(const std::string& config_file) {
                 q.destinations = queue->destinations();
                 if (int64_t oldest = queue->oldest_arrival_us())
                     q.oldest_age_seconds = double(wall_clock_us() - oldest) / 1e6;
+                if (stopping)
+                    q.not_ready = "draining: the gateway is stopping";
+                else if (!listening)
+                    q.not_ready = "starting";
+                else if (spool.storage_low(0))
+                    q.not_ready = "the spool's file system is nearly full: new mail gets 452 4.3.1";
                 return q;
             });
             scrape->start();
@@ -234,6 +261,7 @@ int serve(const std::string& config_file) {
         }
         if (auto problem = drop_privileges(*config); !problem.empty()) throw std::runtime_error(problem);
         server.check_files();
+        listening = true;
         log::info(Component::Master, std::string("smtpgw ") + SMTPGW_VERSION + " started, " +
                                          std::to_string(listed.size()) + " message(s) in the queue, spool " +
                                          config->queue.dir);

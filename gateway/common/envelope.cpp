@@ -105,6 +105,8 @@ bool apply(Envelope& e, std::string_view key, const std::string& v) {
         return number(v, e.next_attempt_us);
     else if (key == "delay_warned")
         e.delay_warned = v == "1";
+    else if (key == "held")
+        e.held = v == "1";
     else if (key == "rcpt")
         e.recipients.push_back(Recipient{v});
     else if (!r)
@@ -160,6 +162,7 @@ std::string serialize(const Envelope& e) {
     put(out, "attempts", std::to_string(e.attempts));
     put(out, "next_attempt", std::to_string(e.next_attempt_us));
     if (e.delay_warned) put(out, "delay_warned", "1");
+    if (e.held) put(out, "held", "1");
     for (const auto& r : e.recipients) {
         put(out, "rcpt", r.address);
         put(out, "rcpt.status", to_string(r.status));

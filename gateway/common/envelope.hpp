@@ -51,6 +51,7 @@ struct Envelope {
     unsigned attempts = 0;
     int64_t next_attempt_us = 0;
     bool delay_warned = false;  // the sender has been told the message is delayed
+    bool held = false;          // `queue hold`: never tried until released
     std::vector<Recipient> recipients;
 };
 

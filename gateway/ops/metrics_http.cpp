@@ -186,16 +186,27 @@ void HttpServer::start() {
                     bool head = c->in.rfind("HEAD ", 0) == 0;
                     std::string_view target(c->in);
                     target.remove_prefix(head ? 5 : 4);
-                    bool metrics_path = target.rfind("/metrics ", 0) == 0 || target.rfind("/metrics?", 0) == 0;
+                    auto is = [&](std::string_view path) {
+                        return target.substr(0, path.size()) == path && target.size() > path.size() &&
+                               (target[path.size()] == ' ' || target[path.size()] == '?');
+                    };
+                    bool metrics_path = is("/metrics");
                     if (!complete) {
                         status = "431 Request Header Fields Too Large";
                     } else if (!head && c->in.rfind("GET ", 0) != 0) {
                         status = "405 Method Not Allowed";
                     } else if (metrics_path) {
                         body = exposition(c->owner->m_queue());
+                    } else if (is("/healthz")) {
+                        type = "text/plain; charset=utf-8", body = "ok\n";
+                    } else if (is("/readyz")) {
+                        type = "text/plain; charset=utf-8";
+                        std::string why = c->owner->m_queue().not_ready;
+                        if (!why.empty()) status = "503 Service Unavailable";
+                        body = why.empty() ? "ready\n" : "not ready: " + why + "\n";
                     } else {
                         status = "404 Not Found";
-                        body = "smtpgw serves /metrics\n";
+                        body = "smtpgw serves /metrics, /healthz and /readyz\n";
                     }
                     c->out = "HTTP/1.1 " + status + "\r\nContent-Type: " + type +
                              "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" +

@@ -1,7 +1,9 @@
 // GET /metrics (`metrics.listen`): the counters of common/metrics.hpp and the queue's state in
-// the Prometheus text exposition format 0.0.4. The endpoint runs on the event loop and answers
-// from the counters directly; the queue is asked at each scrape. At most 64 connections, each
-// with 10 seconds and 8 KiB for its request; when all 64 are taken, the oldest waiting one goes.
+// the Prometheus text exposition format 0.0.4. Also, for load balancers and orchestrators,
+// GET /healthz (200 while the loop answers) and GET /readyz (200 when the gateway takes mail;
+// 503 with the reason while it starts, drains after SIGTERM, or its spool is full). The endpoint runs on the event loop
+// and answers from the counters directly; the queue is asked at each scrape. At most 64 connections, each with 10
+// seconds and 8 KiB for its request; when all 64 are taken, the oldest waiting one goes.
 #pragma once
 
 #include "conf/config.hpp"
@@ -19,6 +21,7 @@ struct QueueState {
     uint64_t messages = 0;
     double oldest_age_seconds = 0;
     uint64_t destinations = 0;
+    std::string not_ready;  // why /readyz says 503 (draining, spool full, not listening); empty: ready
 };
 
 std::string exposition(const QueueState& queue);  // the whole /metrics body

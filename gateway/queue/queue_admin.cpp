@@ -53,8 +53,9 @@ bool sync_dir(const std::string& dir) {
 // is written, then the file system synced, then each is renamed over the old one, then the
 // directory synced. A crash in between leaves temporary
 // files, which the next start moves aside; the envelopes in place stay whole.
-void write_envelopes(const SpoolLayout& layout, std::vector<Envelope>& envelopes, std::ostream& out, std::ostream& err,
-                     int& status) {
+// `done` says, after each ID, what became of it.
+void write_envelopes(const SpoolLayout& layout, std::vector<Envelope>& envelopes, const char* done, std::ostream& out,
+                     std::ostream& err, int& status) {
     constexpr size_t k_batch = 1000;
     for (size_t from = 0; from < envelopes.size(); from += k_batch) {
         size_t to = std::min(envelopes.size(), from + k_batch);
@@ -98,7 +99,7 @@ void write_envelopes(const SpoolLayout& layout, std::vector<Envelope>& envelopes
             return;
         }
         for (size_t i = from; i < to; ++i)
-            if (written[i - from]) out << envelopes[i].id << ": will be tried as soon as the gateway starts\n";
+            if (written[i - from]) out << envelopes[i].id << ": " << done << "\n";
     }
 }
 
@@ -124,7 +125,27 @@ int offline_flush(const SpoolLayout& layout, const std::string& id, std::ostream
     auto envelopes = chosen(layout, id, id.empty(), err, unknown);
     for (auto& e : envelopes)
         e.next_attempt_us = 0;
-    write_envelopes(layout, envelopes, out, err, status);
+    write_envelopes(layout, envelopes, "will be tried as soon as the gateway starts", out, err, status);
+    return unknown ? 1 : status;
+}
+
+int offline_hold(const SpoolLayout& layout, const std::string& id, bool hold, std::ostream& out, std::ostream& err) {
+    SpoolLock lock(layout);
+    if (!lock.held()) return err << "smtpgw: " << lock.error() << "\n", 1;
+    bool unknown = false;
+    int status = 0;
+    std::vector<Envelope> changed;
+    for (auto& e : chosen(layout, id, id == "--all", err, unknown)) {
+        if (e.held == hold) {
+            if (id != "--all") out << e.id << (hold ? ": already on hold\n" : ": not on hold\n");
+            continue;
+        }
+        e.held = hold;
+        if (!hold) e.next_attempt_us = 0;  // released: tried as soon as the gateway starts
+        changed.push_back(std::move(e));
+    }
+    write_envelopes(layout, changed, hold ? "placed on hold" : "released; tried as soon as the gateway starts", out,
+                    err, status);
     return unknown ? 1 : status;
 }
 

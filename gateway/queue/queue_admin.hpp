@@ -14,5 +14,7 @@ namespace gateway {
 int offline_flush(const SpoolLayout& layout, const std::string& id, std::ostream& out, std::ostream& err);
 // "--all" deletes every message.
 int offline_delete(const SpoolLayout& layout, const std::string& id, std::ostream& out, std::ostream& err);
+// `queue hold` (hold) and `queue release`; "--all" for every message.
+int offline_hold(const SpoolLayout& layout, const std::string& id, bool hold, std::ostream& out, std::ostream& err);
 
 }  // namespace gateway

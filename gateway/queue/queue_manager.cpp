@@ -58,7 +58,7 @@ void QueueManager::load(std::vector<Envelope> recovered) {
         if (m_messages.count(id)) continue;
         auto& m = m_messages[id];
         m.env = std::move(e);
-        schedule(m, std::max(m.env.next_attempt_us, now));
+        if (!m.env.held) schedule(m, std::max(m.env.next_attempt_us, now));
     }
     arm_timer();
 }
@@ -91,9 +91,9 @@ void QueueManager::add(const Envelope& e, std::shared_ptr<const std::string> con
 void QueueManager::take_up() {
     int64_t now = now_us();
     for (size_t n = 0; n < k_take_up_batch && !m_stopping && m_active < m_config->queue.active_limit; ++n) {
-        while (!m_incoming.empty()) {  // dropped meanwhile (`queue delete`)
+        while (!m_incoming.empty()) {  // dropped or held meanwhile (`queue delete`, `queue hold`)
             auto it = m_messages.find(m_incoming.front());
-            if (it != m_messages.end() && !it->second.active) break;
+            if (it != m_messages.end() && !it->second.active && !it->second.env.held) break;
             m_incoming.pop_front();
         }
         bool due = !m_schedule.empty() && m_schedule.begin()->first <= now;
@@ -109,7 +109,7 @@ void QueueManager::take_up() {
             m_schedule.erase(m_schedule.begin());
         }
         auto it = m_messages.find(id);
-        if (it != m_messages.end() && !it->second.active) activate(it->second);
+        if (it != m_messages.end() && !it->second.active && !it->second.env.held) activate(it->second);
     }
 }
 
@@ -133,7 +133,7 @@ bool QueueManager::flush(const std::string& id) {
     for (auto& [mid, m] : m_messages) {
         if (!id.empty() && mid != id) continue;
         found = true;
-        if (!m.active) schedule(m, now);
+        if (!m.active && !m.env.held) schedule(m, now);
     }
     for (auto& [key, q] : m_dests)
         q.dead_until = 0;  // a flush tries dead destinations again
@@ -150,6 +150,50 @@ QueueManager::Removal QueueManager::remove(const std::string& id) {
     if (m.active) return Removal::Later;  // finalize() takes it away when the attempt ends
     erase_now(m);
     return Removal::Removed;
+}
+
+QueueManager::Hold QueueManager::hold(const std::string& id) {
+    auto it = m_messages.find(id);
+    if (it == m_messages.end()) return Hold::Unknown;
+    Message& m = it->second;
+    if (m.env.held || m.holding) return Hold::Already;
+    log::info(log::Component::Qmgr, id + ": placed on hold by the administrator");
+    if (m.active) {
+        m.holding = true;  // persist() writes it when the attempt ends
+        return Hold::Later;
+    }
+    m_schedule.erase({m.env.next_attempt_us, id});
+    m.env.held = true;
+    m_spool.update(m.env, [id](bool ok) {
+        if (!ok) log::warning(log::Component::Qmgr, id + ": cannot write the envelope; the hold lasts until a restart");
+    });
+    return Hold::Done;
+}
+
+QueueManager::Hold QueueManager::unhold(const std::string& id) {
+    auto it = m_messages.find(id);
+    if (it == m_messages.end()) return Hold::Unknown;
+    Message& m = it->second;
+    if (m.holding) {
+        m.holding = false;
+        log::info(log::Component::Qmgr, id + ": released from hold");
+        return Hold::Done;
+    }
+    if (!m.env.held) return Hold::Already;
+    log::info(log::Component::Qmgr, id + ": released from hold");
+    m.env.held = false;
+    schedule(m, now_us());
+    m_spool.update(m.env, [id](bool ok) {
+        if (!ok)
+            log::warning(log::Component::Qmgr, id + ": cannot write the envelope; it is held again after a restart");
+    });
+    arm_timer();
+    return Hold::Done;
+}
+
+bool QueueManager::held(const std::string& id) const {
+    auto it = m_messages.find(id);
+    return it != m_messages.end() && (it->second.env.held || it->second.holding);
 }
 
 int64_t QueueManager::oldest_arrival_us() const {
@@ -745,13 +789,15 @@ void QueueManager::persist(const std::string& id, bool warned) {
     m.env.delay_warned = m.env.delay_warned || warned;
     int64_t next = now_us() + retry_delay_us(m.env.attempts);
     m.env.next_attempt_us = next;
+    m.env.held = m.env.held || m.holding;
+    m.holding = false;
     m_spool.update(m.env, [this, id, next](bool ok) {
         auto it = m_messages.find(id);
         if (it == m_messages.end()) return;
         if (!ok) log::warning(log::Component::Qmgr, id + ": cannot write the envelope; the last results are lost");
         it->second.active = false;
         release(it->second);
-        if (m_stopping) return;
+        if (m_stopping || it->second.env.held) return;
         it->second.env.next_attempt_us = 0;  // not in the schedule yet
         schedule(it->second, next);
         arm_timer();

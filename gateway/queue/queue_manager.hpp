@@ -61,6 +61,12 @@ public:
     // its attempt ends (Later).
     enum class Removal { Unknown, Removed, Later };
     Removal remove(const std::string& id);
+    // `smtpgw queue hold` and `release`: a held message is never tried (nor expires) until
+    // released; one being delivered is held when its attempt ends (Later).
+    enum class Hold { Unknown, Done, Later, Already };
+    Hold hold(const std::string& id);
+    Hold unhold(const std::string& id);
+    bool held(const std::string& id) const;
     std::vector<std::string> ids() const;
     int64_t oldest_arrival_us() const;  // 0 for an empty queue
     void reload(std::shared_ptr<const conf::Config> config);
@@ -86,6 +92,7 @@ private:
         Envelope env;
         bool active = false;    // jobs out, or results being written
         bool deleting = false;  // `queue delete` asked for it
+        bool holding = false;   // `queue hold` asked for it during an attempt
         bool counted = false;   // one of the active messages under queue.active_limit
         unsigned jobs = 0;
         int64_t activated_us = 0;

@@ -27,6 +27,7 @@ std::string to_json(const Envelope& e) {
     if (!e.orig_sender.empty()) o += ",\"orig_sender\":" + json_string(e.orig_sender);
     o += ",\"client\":" + json_string(e.client_name + "[" + e.client_ip + "]");
     o += ",\"message_id\":" + json_string(e.message_id);
+    o += ",\"held\":" + std::string(e.held ? "true" : "false");
     o += ",\"attempts\":" + std::to_string(e.attempts) +
          ",\"next_attempt\":" + json_string(format_time(e.next_attempt_us));
     o += ",\"recipients\":[";
@@ -43,9 +44,13 @@ std::string to_json(const Envelope& e) {
 // Every value printed as printable(): it came from a client, a server or the DNS.
 void to_text(const Envelope& e, std::ostream& out) {
     auto p = [](const std::string& v) { return printable(v, 4096); };
-    out << e.id << "  " << format_time(e.arrival_us) << "  " << e.size << "  <" << p(e.sender) << ">";
+    out << e.id << (e.held ? "!" : "") << "  " << format_time(e.arrival_us) << "  " << e.size << "  <" << p(e.sender)
+        << ">";
     if (!e.orig_sender.empty()) out << " (was <" << p(e.orig_sender) << ">)";
-    out << "\n    attempts=" << e.attempts << " next=" << format_time(e.next_attempt_us) << "\n";
+    out << "\n    attempts=" << e.attempts
+        << (e.held ? std::string(" held (smtpgw queue release " + e.id + ")")
+                   : " next=" + format_time(e.next_attempt_us))
+        << "\n";
     for (const auto& r : e.recipients) {
         out << "    <" << p(r.address) << "> " << to_string(r.status);
         if (!r.dsn.empty()) out << " dsn=" << p(r.dsn);
