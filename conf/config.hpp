@@ -237,6 +237,16 @@ struct Control {
     std::string socket;  // empty: <queue.dir>/control.sock
 };
 
+// Copies and alerts for the administrator (Postfix's notify_classes).
+struct Notify {
+    std::string postmaster;  // where they go
+    bool bounce = true;      // a copy of each non-delivery notice; and bounces nobody else would get
+    bool delay = false;      // a copy of each delay warning
+    bool resource = true;    // the spool's file system nearly full; the oldest message older than queue_age
+    Seconds queue_age{4 * 3600};
+    Mark mark;
+};
+
 struct Doctor {
     std::vector<std::string> dnsbl;
 };
@@ -248,6 +258,7 @@ struct Config {
     std::vector<Listen> listen = default_listen();  // 127.0.0.1:2525
     std::vector<Cidr> clients = default_clients();  // 127.0.0.0/8 and ::1
     std::vector<PolicyRule> policy;
+    std::optional<Notify> notify;
 
     std::optional<ServerTls> tls;
     std::optional<ServerSasl> sasl;

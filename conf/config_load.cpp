@@ -305,6 +305,33 @@ void load_small_sections(Walker& w, const Fields& top, Config& c) {
                 w.error(f->at("socket").value, "control.socket", why);
         }
     }
+    if (auto* n = Walker::find(top, "notify")) {
+        if (auto f = w.mapping(*n, "notify", {"postmaster", "classes", "queue_age"})) {
+            Notify no;
+            no.mark = w.mark(*n);
+            w.string(*f, "postmaster", "notify", no.postmaster);
+            w.duration(*f, "queue_age", "notify", no.queue_age);
+            if (auto* cl = Walker::find(*f, "classes")) {
+                std::vector<std::string> classes;
+                w.strings(*cl, "notify.classes", classes);
+                no.bounce = no.delay = no.resource = false;
+                for (const auto& k : classes) {
+                    if (k == "bounce")
+                        no.bounce = true;
+                    else if (k == "delay")
+                        no.delay = true;
+                    else if (k == "resource")
+                        no.resource = true;
+                    else
+                        w.error(*cl, "notify.classes", "\"" + k + "\" is not one of bounce, delay, resource");
+                }
+            }
+            if (no.postmaster.empty() || no.postmaster.find('@') == std::string::npos)
+                w.error(*n, "notify.postmaster", "missing; the address that gets the copies and alerts");
+            if (no.queue_age.count() == 0) w.error(*n, "notify.queue_age", "must be more than 0s");
+            c.notify = no;
+        }
+    }
     if (auto* n = Walker::find(top, "doctor")) {
         if (auto f = w.mapping(*n, "doctor", {"dnsbl"})) {
             if (auto* d = Walker::find(*f, "dnsbl")) w.strings(*d, "doctor.dnsbl", c.doctor.dnsbl);
@@ -314,10 +341,9 @@ void load_small_sections(Walker& w, const Fields& top, Config& c) {
 
 void load_document(Walker& w, const YAML::Node& root, Config& c) {
     if (root.IsNull()) return;  // an empty file: all defaults
-    auto top =
-        w.mapping(root, "",
-                  {"hostname", "listen", "clients", "policy", "tls", "sasl", "sender", "routes", "upstreams", "limits",
-                   "direct", "delivery", "dns", "queue", "log", "control", "metrics", "doctor", "user"});
+    auto top = w.mapping(root, "", {"hostname", "listen",    "clients", "policy", "tls",      "sasl",  "sender",
+                                    "routes",   "upstreams", "limits",  "direct", "delivery", "dns",   "queue",
+                                    "log",      "control",   "metrics", "doctor", "user",     "notify"});
     if (!top) return;
     if (auto* n = Walker::find(*top, "hostname")) {
         std::string why;

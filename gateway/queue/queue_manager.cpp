@@ -4,6 +4,7 @@
 #include "gateway/common/log.hpp"
 #include "gateway/common/message_headers.hpp"
 #include "gateway/common/metrics.hpp"
+#include "gateway/common/text.hpp"
 #include "gateway/smtp/secrets.hpp"
 
 #include <algorithm>
@@ -24,6 +25,20 @@ constexpr int64_t k_second = 1000000;
 
 bool open(RcptStatus s) { return s == RcptStatus::Pending || s == RcptStatus::Deferred; }
 
+// "2 h 5 min", "35 s", "3 d 4 h": a wait in the two largest units.
+std::string format_duration(int64_t seconds) {
+    const std::pair<const char*, int64_t> units[] = {{"d", 86400}, {"h", 3600}, {"min", 60}, {"s", 1}};
+    std::string out;
+    int parts = 0;
+    for (auto [name, length] : units) {
+        if (seconds < length && !(length == 1 && out.empty())) continue;
+        out += (out.empty() ? "" : " ") + std::to_string(seconds / length) + " " + name;
+        seconds %= length;
+        if (++parts == 2 || seconds == 0) break;
+    }
+    return out;
+}
+
 }  // namespace
 
 QueueManager::QueueManager(uv_loop_t* loop, std::shared_ptr<const conf::Config> config, Spool& spool, dns::Client& dns,
@@ -43,12 +58,20 @@ QueueManager::QueueManager(uv_loop_t* loop, std::shared_ptr<const conf::Config> 
     m_wake_timer = new uv_timer_t;
     uv_timer_init(loop, m_wake_timer);
     m_wake_timer->data = this;
+    m_alert_timer = new uv_timer_t;
+    uv_timer_init(loop, m_alert_timer);
+    m_alert_timer->data = this;
     m_tls.preload(*m_config);
 }
 
 QueueManager::~QueueManager() { stop(); }
 
-void QueueManager::start() { arm_timer(); }
+void QueueManager::start() {
+    arm_timer();
+    // notify: resource alerts are looked for a few times per queue_age, at least once a minute.
+    uv_timer_start(
+        m_alert_timer, [](uv_timer_t* t) { static_cast<QueueManager*>(t->data)->check_resources(); }, 1000, 1000);
+}
 
 void QueueManager::load(std::vector<Envelope> recovered) {
     if (m_stopping) return;
@@ -244,7 +267,7 @@ void QueueManager::stop() {
     stop_secret_commands();
     m_sessions.clear();
     m_dests.clear();
-    for (uv_timer_t** t : {&m_timer, &m_prune_timer, &m_wake_timer}) {
+    for (uv_timer_t** t : {&m_timer, &m_prune_timer, &m_wake_timer, &m_alert_timer}) {
         if (!*t) continue;
         uv_close(reinterpret_cast<uv_handle_t*>(*t), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
         *t = nullptr;
@@ -771,6 +794,8 @@ void QueueManager::finalize(Message& m) {
     if (!m.env.sender.empty()) {  // the null sender is never bounced (RFC 5321 4.5.5)
         if (!m.bounced.empty()) kinds.push_back(NoticeKind::Failed);
         if (warn) kinds.push_back(NoticeKind::Delayed);
+    } else if (!m.bounced.empty() && postmaster_copy(m, NoticeKind::Failed)) {
+        kinds.push_back(NoticeKind::Failed);  // a bounce nobody else gets: to the postmaster alone
     }
     std::string id = m.env.id;
     send_notices(id, kinds, [this, id](bool warned) { persist(id, warned); });
@@ -838,6 +863,11 @@ void QueueManager::queue_notice(const std::string& id, NoticeKind kind, std::str
     auto it = m_messages.find(id);
     if (it == m_messages.end()) return done(false);
     const Message& m = it->second;
+    std::vector<std::string> recipients;
+    if (!m.env.sender.empty()) recipients.push_back(m.env.sender);
+    bool copy = postmaster_copy(m, kind) && m.env.sender != m_config->notify->postmaster;
+    if (copy) recipients.push_back(m_config->notify->postmaster);
+    if (recipients.empty()) return done(false);
     int64_t now = now_us();
     NoticeInput in;
     in.kind = kind;
@@ -865,12 +895,15 @@ void QueueManager::queue_notice(const std::string& id, NoticeKind kind, std::str
     e.protocol = "local";
     e.body = "8BITMIME";
     e.message_id = notice_message_id(in);
-    e.recipients.emplace_back(m.env.sender);
+    for (const auto& r : recipients)
+        e.recipients.emplace_back(r);
     // RFC 6531 3.5: a sender with a UTF-8 address gets the notice with SMTPUTF8.
     e.smtputf8 = std::any_of(m.env.sender.begin(), m.env.sender.end(), [](char c) { return c & 0x80; });
     auto txn = m_spool.begin(notice_id);
     m_spool.write(txn, std::move(content), [] {});
-    std::string what = kind == NoticeKind::Failed ? "sender non-delivery notification" : "sender delay notification";
+    std::string what = std::string(m.env.sender.empty() ? "postmaster" : "sender") +
+                       (kind == NoticeKind::Failed ? " non-delivery notification" : " delay notification");
+    if (copy && !m.env.sender.empty()) what += " (copy to <" + m_config->notify->postmaster + ">)";
     m_spool.commit(txn, std::move(e), [this, id, what, done = std::move(done)](CommitResult r, const Envelope& stored) {
         if (r != CommitResult::Stored) {
             log::warning(log::Component::Bounce, id + ": cannot queue the " + what);
@@ -879,6 +912,97 @@ void QueueManager::queue_notice(const std::string& id, NoticeKind kind, std::str
         log::info(log::Component::Bounce, id + ": " + what + ": " + stored.id);
         if (!m_stopping) add(stored);
         done(true);
+    });
+}
+
+// --- notify: copies and alerts for the administrator ------------------------------------------------
+
+bool QueueManager::postmaster_copy(const Message& m, NoticeKind kind) const {
+    const auto& n = m_config->notify;
+    // Never about a notice or alert of the gateway's own: a copy that bounced would bounce again.
+    if (!n || m.env.protocol == "local") return false;
+    return kind == NoticeKind::Failed ? n->bounce : n->delay;
+}
+
+void QueueManager::check_resources() {
+    const auto& n = m_config->notify;
+    if (!n || !n->resource || m_stopping) return;
+    int64_t now = now_us(),
+            interval = std::clamp<int64_t>(int64_t(n->queue_age.count()) * k_second / 4, k_second, 60 * k_second);
+    if (now - m_resources_checked_us < interval) return;
+    m_resources_checked_us = now;
+    const int64_t k_again = 24 * 3600 * k_second;  // while a condition lasts, the alert comes again daily
+    const Message* oldest = nullptr;
+    for (const auto& [id, m] : m_messages)
+        if (!m.env.held && m.env.protocol != "local" && (!oldest || m.env.arrival_us < oldest->env.arrival_us))
+            oldest = &m;
+    bool old = oldest && now - oldest->env.arrival_us > int64_t(n->queue_age.count()) * k_second;
+    if (!old) {
+        m_age_alerted_us = 0;
+    } else if (m_age_alerted_us == 0 || now - m_age_alerted_us > k_again) {
+        m_age_alerted_us = now;
+        const Envelope& e = oldest->env;
+        std::string waited = format_duration((now - e.arrival_us) / k_second);
+        std::string body = "The oldest message in the queue of " + m_config->hostname + " has waited " + waited +
+                           " (notify.queue_age is " + format_duration(n->queue_age.count()) + "):\n\n  " + e.id +
+                           " from <" + e.sender + ">\n";
+        for (const auto& r : e.recipients)
+            if (open(r.status))
+                body += "    to <" + r.address + ">" + (r.reason.empty() ? "" : ": " + printable(r.reason, 600)) + "\n";
+        body += "\n" + std::to_string(m_messages.size()) +
+                " message(s) are queued. `smtpgw queue list` shows each with the reason it waits; once the cause is "
+                "fixed, `smtpgw queue flush` tries them all at once.\n";
+        send_alert("the oldest queued message has waited " + waited, body);
+    }
+    if (!m_spool.storage_low(0)) {
+        m_space_alerted_us = 0;
+    } else if (m_space_alerted_us == 0 || now - m_space_alerted_us > k_again) {
+        m_space_alerted_us = now;
+        send_alert("the spool is nearly full",
+                   "The file system of the spool " + m_config->queue.dir + " on " + m_config->hostname +
+                       " is nearly full: new mail gets 452 4.3.1 Insufficient system storage until there is room "
+                       "again. Free space on it (or move the spool to a larger file system), and look for the reason "
+                       "mail piles up: `smtpgw queue list`.\n");
+    }
+}
+
+void QueueManager::send_alert(const std::string& subject, const std::string& body) {
+    const auto& n = *m_config->notify;
+    std::string id = m_new_id();
+    std::time_t now_s = std::time_t(now_us() / k_second);
+    const std::string& host = m_config->hostname;
+    std::string content = "Received: by " + host + " (smtpgw) id " + id + "; " + rfc5322_date(now_s) + "\r\n" +
+                          "From: Mail Delivery System <MAILER-DAEMON@" + host + ">\r\nTo: <" + n.postmaster +
+                          ">\r\nSubject: smtpgw on " + host + ": " + subject + "\r\nDate: " + rfc5322_date(now_s) +
+                          "\r\nMessage-ID: <" + id + ".alert@" + host +
+                          ">\r\nAuto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\n"
+                          "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n";
+    for (size_t pos = 0; pos < body.size();) {  // CRLF line ends
+        size_t nl = body.find('\n', pos);
+        if (nl == std::string::npos) nl = body.size();
+        content += body.substr(pos, nl - pos) + "\r\n";
+        pos = nl + 1;
+    }
+    Envelope e;
+    e.id = id;
+    e.arrival_us = now_us();
+    e.size = content.size();
+    e.client_name = "localhost";
+    e.client_ip = "127.0.0.1";
+    e.helo = host;
+    e.protocol = "local";
+    e.body = "8BITMIME";
+    e.message_id = "<" + id + ".alert@" + host + ">";
+    e.recipients.emplace_back(n.postmaster);
+    auto txn = m_spool.begin(id);
+    m_spool.write(txn, std::move(content), [] {});
+    m_spool.commit(txn, std::move(e), [this, subject](CommitResult r, const Envelope& stored) {
+        if (r != CommitResult::Stored) {
+            log::warning(log::Component::Qmgr, "cannot queue the alert to notify.postmaster: " + subject);
+            return;
+        }
+        log::warning(log::Component::Qmgr, "alert to notify.postmaster: " + subject + ": " + stored.id);
+        if (!m_stopping) add(stored);
     });
 }
 

@@ -144,6 +144,9 @@ private:
     void send_notices(const std::string& id, std::vector<NoticeKind> kinds, std::function<void(bool warned)> then);
     void queue_notice(const std::string& id, NoticeKind kind, std::string headers, std::function<void(bool)> done);
     void persist(const std::string& id, bool warned);
+    bool postmaster_copy(const Message& m, NoticeKind kind) const;  // notify: does the postmaster get one?
+    void check_resources();                                         // notify: resource alerts
+    void send_alert(const std::string& subject, const std::string& body);
     void log_delivery(const Message& m, const RecipientResult& r, const Delays& d) const;
     int64_t retry_delay_us(unsigned attempts) const;
 
@@ -156,7 +159,11 @@ private:
     std::function<std::string()> m_new_id;
     uv_timer_t* m_timer = nullptr;
     uv_timer_t* m_prune_timer = nullptr;
-    uv_timer_t* m_wake_timer = nullptr;                   // destinations held back for a moment
+    uv_timer_t* m_wake_timer = nullptr;   // destinations held back for a moment
+    uv_timer_t* m_alert_timer = nullptr;  // notify: resource checks
+    int64_t m_resources_checked_us = 0;
+    int64_t m_age_alerted_us = 0;    // the oldest-message alert went then; 0: the queue is young again
+    int64_t m_space_alerted_us = 0;  // the spool-space alert went then; 0: there is room again
     std::set<std::pair<int64_t, std::string>> m_wakeups;  // (when, destination key)
     bool m_stopping = false;
 
