@@ -71,7 +71,8 @@ void usage(std::ostream& out) {
            "  user delete USER      remove USER from sasl.sasldb\n"
            "  user list             list the users in sasl.sasldb\n"
            "  reload                check the configuration, then have the running gateway apply it\n"
-           "  doctor [--ip ADDR]    deliverability preflight: hostname, reverse DNS, SPF, blocklists,\n"
+           "  doctor [--ip ADDR] [--json]\n"
+           "                        deliverability preflight: hostname, reverse DNS, SPF, blocklists,\n"
            "                        sender addresses, upstreams\n"
            "  version               print versions\n"
            "Without -c, the embedded default configuration is used.\n";
@@ -116,7 +117,7 @@ const Shape k_shapes[] = {
     {{"version"}, {}},
     {{"help"}, {}},
     {{"reload"}, {}},
-    {{"doctor"}, {"--ip"}},
+    {{"doctor"}, {"--ip", "--json"}},
     {{"probe", "TARGET"},
      {"--security", "--verify", "--ca-file", "--user", "--password-file", "--token-file", "--mechanisms"}},
     {{"user", "list"}, {}},
@@ -424,7 +425,7 @@ int cmd_doctor(const Arguments& a) {
             return 2;
         }
     }
-    return gateway::run_doctor(*config, ip, std::cout);
+    return gateway::run_doctor(*config, ip, std::cout, a.json);
 }
 
 // Checks the file, then has the running gateway read it again, through its control socket:

@@ -2,6 +2,7 @@
 
 #include "conf/config_checks.hpp"
 #include "gateway/common/address.hpp"
+#include "gateway/common/json.hpp"
 #include "gateway/dns/dns.hpp"
 #include "gateway/dns/spf.hpp"
 #include "gateway/ops/probe.hpp"
@@ -121,21 +122,35 @@ private:
 
 enum class Level { Pass, Warn, Fail };
 
+// Lines as the checks come, or (json) one object at the end:
+// {"hostname":..,"address":..,"checks":[{"level":"PASS","check":"hostname","text":".."}],"fail":0,"warn":1,"pass":5}
 class Report {
 public:
-    explicit Report(std::ostream& out) : m_out(out) {}
+    Report(std::ostream& out, bool json) : m_out(out), m_json(json) {}
+    void begin(const std::string& hostname, const std::string& address, const std::string& line) {
+        if (!m_json) return void(m_out << line << "\n");
+        m_head = "{\"hostname\":" + json_string(hostname) + ",\"address\":" + json_string(address);
+    }
     void add(Level level, const std::string& check, const std::string& text) {
         static const char* const names[] = {"PASS", "WARN", "FAIL"};
-        m_out << names[int(level)] << "  " << check << ": " << text << "\n";
         m_counts[int(level)]++;
+        if (!m_json) return void(m_out << names[int(level)] << "  " << check << ": " << text << "\n");
+        m_checks += std::string(m_checks.empty() ? "" : ",") + "{\"level\":\"" + names[int(level)] +
+                    "\",\"check\":" + json_string(check) + ",\"text\":" + json_string(text) + "}";
     }
     int finish() {
-        m_out << "-- " << m_counts[2] << " FAIL, " << m_counts[1] << " WARN, " << m_counts[0] << " PASS\n";
+        if (m_json)
+            m_out << m_head << ",\"checks\":[" << m_checks << "],\"fail\":" << m_counts[2]
+                  << ",\"warn\":" << m_counts[1] << ",\"pass\":" << m_counts[0] << "}\n";
+        else
+            m_out << "-- " << m_counts[2] << " FAIL, " << m_counts[1] << " WARN, " << m_counts[0] << " PASS\n";
         return m_counts[2] ? 1 : 0;
     }
 
 private:
     std::ostream& m_out;
+    bool m_json;
+    std::string m_head, m_checks;
     int m_counts[3] = {0, 0, 0};
 };
 
@@ -184,8 +199,8 @@ bool uses_direct(const conf::Config& c) {
 
 }  // namespace
 
-int run_doctor(const conf::Config& c, std::optional<conf::IpAddress> ip, std::ostream& out) {
-    Report report(out);
+int run_doctor(const conf::Config& c, std::optional<conf::IpAddress> ip, std::ostream& out, bool json) {
+    Report report(out, json);
     SyncDns dns(c.dns);
     bool direct = uses_direct(c);
     // Without direct delivery the upstreams send to the Internet: findings about this address are
@@ -195,10 +210,11 @@ int run_doctor(const conf::Config& c, std::optional<conf::IpAddress> ip, std::os
 
     bool from_option = ip.has_value();
     if (!ip) ip = outgoing_address();
-    out << "smtpgw doctor: " << c.hostname << ", sending from "
-        << (ip ? ip->to_string() + (from_option ? "" : " (this machine's outgoing address; --ip to give another)")
-               : std::string("an unknown address"))
-        << "\n";
+    report.begin(
+        c.hostname, ip ? ip->to_string() : "",
+        "smtpgw doctor: " + c.hostname + ", sending from " +
+            (ip ? ip->to_string() + (from_option ? "" : " (this machine's outgoing address; --ip to give another)")
+                : std::string("an unknown address")));
 
     // hostname
     auto a = dns.a(c.hostname), aaaa = dns.aaaa(c.hostname);

@@ -20,6 +20,7 @@ namespace gateway {
 
 // `ip`: the public address the gateway sends from; without it, the machine's own outgoing
 // address. Returns 0 when nothing FAILed, 1 otherwise.
-int run_doctor(const conf::Config& config, std::optional<conf::IpAddress> ip, std::ostream& out);
+// `json`: one JSON object instead of lines (the console and monitoring read it).
+int run_doctor(const conf::Config& config, std::optional<conf::IpAddress> ip, std::ostream& out, bool json = false);
 
 }  // namespace gateway

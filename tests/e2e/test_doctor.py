@@ -11,6 +11,7 @@ rightly fails a sender or hostname in a reserved top-level domain. All addresses
   127.0.3.9          PTR stranger.doc.example.com, which does not resolve back
   upstreams          live: Postfix at 127.0.3.2:2525; dead: 127.0.3.3:2525
 """
+import json
 import os
 import subprocess
 import unittest
@@ -90,6 +91,19 @@ class DoctorTest(unittest.TestCase):
                          "https://bl.doc.example.com/); request removal at the list's site")
         self.assertEqual(lines[-1], "-- 1 FAIL, 0 WARN, 7 PASS")
         self.assertEqual(rc, 1)
+
+    def test_json_has_the_same_findings(self):
+        text = config(self.dns.port, ["scans@good.doc.example.com"])
+        rc, lines = self.doctor(text)
+        gw = Gateway(text, hostname="gw.doc.example.com")
+        self.addCleanup(gw.cleanup)
+        out = gw.run("doctor", "--ip", "127.0.3.1", "--json")
+        self.assertEqual(out.returncode, rc)
+        report = json.loads(out.stdout)
+        self.assertEqual((report["hostname"], report["address"]), ("gw.doc.example.com", "127.0.3.1"))
+        self.assertEqual((report["fail"], report["warn"], report["pass"]), (1, 0, 7))
+        # Each line of the text report is one check of the JSON, in the same order.
+        self.assertEqual([f"{c['level']}  {c['check']}: {c['text']}" for c in report["checks"]], lines[1:-1])
 
     def test_each_problem_is_named_with_its_fix(self):
         rc, lines = self.doctor(config(self.dns.port, ["x@bad.doc.example.com", "y@loose.doc.example.com", "z@nullmx.doc.example.com",
