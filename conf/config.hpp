@@ -247,6 +247,13 @@ struct Notify {
     Mark mark;
 };
 
+// The browser console (off without listen) and its accounts (smtpgw admin add|delete|list).
+struct Admin {
+    std::string listen;  // IP:PORT as written; empty: no console
+    HostPort endpoint;
+    std::string accounts = "/etc/smtpgw/admins";
+};
+
 struct Doctor {
     std::vector<std::string> dnsbl;
 };
@@ -259,6 +266,7 @@ struct Config {
     std::vector<Cidr> clients = default_clients();  // 127.0.0.0/8 and ::1
     std::vector<PolicyRule> policy;
     std::optional<Notify> notify;
+    Admin admin;
 
     std::optional<ServerTls> tls;
     std::optional<ServerSasl> sasl;

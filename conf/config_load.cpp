@@ -305,6 +305,27 @@ void load_small_sections(Walker& w, const Fields& top, Config& c) {
                 w.error(f->at("socket").value, "control.socket", why);
         }
     }
+    if (auto* n = Walker::find(top, "admin")) {
+        if (auto f = w.mapping(*n, "admin", {"listen", "accounts"})) {
+            w.string(*f, "accounts", "admin", c.admin.accounts);
+            if (c.admin.accounts.empty()) w.error(*n, "admin.accounts", "must not be empty");
+            w.string(*f, "listen", "admin", c.admin.listen);
+            if (!c.admin.listen.empty()) {
+                auto hp = parse_listen_address(c.admin.listen);
+                auto ip = hp ? IpAddress::parse(hp->host) : std::nullopt;
+                if (!hp)
+                    w.error(f->at("listen").value, "admin.listen",
+                            "\"" + c.admin.listen + "\" is not IP:PORT, e.g. 127.0.0.1:8025");
+                else if (!ip || !(ip->v6 ? *ip == *IpAddress::parse("::1") : ip->bytes[0] == 127))
+                    w.error(f->at("listen").value, "admin.listen",
+                            c.admin.listen +
+                                " can be reached from other hosts, and the console speaks plain HTTP: listen on "
+                                "127.0.0.1 and reach it through an SSH tunnel (ssh -L 8025:127.0.0.1:8025 HOST)");
+                else
+                    c.admin.endpoint = *hp;
+            }
+        }
+    }
     if (auto* n = Walker::find(top, "notify")) {
         if (auto f = w.mapping(*n, "notify", {"postmaster", "classes", "queue_age"})) {
             Notify no;
@@ -341,9 +362,9 @@ void load_small_sections(Walker& w, const Fields& top, Config& c) {
 
 void load_document(Walker& w, const YAML::Node& root, Config& c) {
     if (root.IsNull()) return;  // an empty file: all defaults
-    auto top = w.mapping(root, "", {"hostname", "listen",    "clients", "policy", "tls",      "sasl",  "sender",
-                                    "routes",   "upstreams", "limits",  "direct", "delivery", "dns",   "queue",
-                                    "log",      "control",   "metrics", "doctor", "user",     "notify"});
+    auto top = w.mapping(root, "", {"hostname", "listen",    "clients", "policy", "tls",      "sasl",   "sender",
+                                    "routes",   "upstreams", "limits",  "direct", "delivery", "dns",    "queue",
+                                    "log",      "control",   "metrics", "doctor", "user",     "notify", "admin"});
     if (!top) return;
     if (auto* n = Walker::find(*top, "hostname")) {
         std::string why;

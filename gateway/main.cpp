@@ -7,6 +7,7 @@
 #include "gateway/common/log.hpp"
 #include "gateway/common/queue_id.hpp"
 #include "gateway/dns/dns.hpp"
+#include "gateway/ops/admin_accounts.hpp"
 #include "gateway/ops/control.hpp"
 #include "gateway/ops/doctor.hpp"
 #include "gateway/ops/privileges.hpp"
@@ -18,6 +19,7 @@
 #include "gateway/smtp/tls_contexts.hpp"
 #include "gateway/smtpd/access_policy.hpp"
 #include "tls/client_assertion.hpp"
+#include "tls/password_hash.hpp"
 #include "tls/tls_engine.hpp"
 #include "tls/tls_library.hpp"
 
@@ -71,6 +73,9 @@ void usage(std::ostream& out) {
            "  user delete USER      remove USER from sasl.sasldb\n"
            "  user list             list the users in sasl.sasldb\n"
            "  reload                check the configuration, then have the running gateway apply it\n"
+           "  admin add NAME        set NAME's console password in admin.accounts (read as for user add)\n"
+           "  admin delete NAME     remove NAME from admin.accounts\n"
+           "  admin list            list the console accounts\n"
            "  doctor [--ip ADDR] [--json]\n"
            "                        deliverability preflight: hostname, reverse DNS, SPF, blocklists,\n"
            "                        sender addresses, upstreams\n"
@@ -118,6 +123,9 @@ const Shape k_shapes[] = {
     {{"help"}, {}},
     {{"reload"}, {}},
     {{"doctor"}, {"--ip", "--json"}},
+    {{"admin", "add", "USER"}, {}},
+    {{"admin", "delete", "USER"}, {}},
+    {{"admin", "list"}, {}},
     {{"probe", "TARGET"},
      {"--security", "--verify", "--ca-file", "--user", "--password-file", "--token-file", "--mechanisms"}},
     {{"user", "list"}, {}},
@@ -359,6 +367,69 @@ std::optional<std::string> read_password(std::string& error) {
     return std::nullopt;
 }
 
+// The group of `user:` may read a file the gateway reads as that account.
+void give_to_gateway(const conf::Config& config, const std::string& path) {
+    if (geteuid() != 0 || config.user.empty() || config.user == "root") return;
+    if (struct passwd* pw = getpwnam(config.user.c_str())) {
+        if (chown(path.c_str(), 0, pw->pw_gid) != 0 || chmod(path.c_str(), 0640) != 0)
+            std::cerr << "smtpgw: warning: cannot give " << path << " to the group of " << config.user << ": "
+                      << std::strerror(errno) << "\n";
+    }
+}
+
+int cmd_admin(const Arguments& a) {
+    auto config = load_or_report(a);
+    if (!config) return 1;
+    const auto& w = a.words;
+    const std::string& path = config->admin.accounts;
+    std::map<std::string, std::string> accounts;
+    std::string error;
+    if (!gateway::read_admin_accounts(path, accounts, error)) {
+        std::cerr << "smtpgw: " << error << "\n";
+        return 1;
+    }
+    if (w.size() == 2 && w[1] == "list") {
+        for (const auto& [name, hash] : accounts)
+            std::cout << name << "\n";
+        return 0;
+    }
+    if (w.size() == 3 && !gateway::valid_admin_name(w[2])) {
+        std::cerr << "smtpgw: \"" << w[2] << "\" is not an account name (letters, digits, . _ @ -)\n";
+        return 2;
+    }
+    if (w.size() == 3 && w[1] == "add") {
+        auto password = read_password(error);
+        if (password && password->size() < 10) error = "the password is too short: 10 characters at least";
+        std::string hash = password && password->size() >= 10 ? tls::hash_password(*password) : "";
+        if (hash.empty()) {
+            std::cerr << "smtpgw: " << (error.empty() ? "cannot hash the password" : error) << "\n";
+            return 1;
+        }
+        accounts[w[2]] = hash;
+        if (!gateway::write_admin_accounts(path, accounts, error)) {
+            std::cerr << "smtpgw: " << error << "\n";
+            return 1;
+        }
+        give_to_gateway(*config, path);
+        std::cout << "admin " << w[2] << " set in " << path << "\n";
+        return 0;
+    }
+    if (w.size() == 3 && w[1] == "delete") {
+        if (!accounts.erase(w[2])) {
+            std::cerr << "smtpgw: no admin " << w[2] << " in " << path << "\n";
+            return 1;
+        }
+        if (!gateway::write_admin_accounts(path, accounts, error)) {
+            std::cerr << "smtpgw: " << error << "\n";
+            return 1;
+        }
+        std::cout << "admin " << w[2] << " deleted from " << path << "\n";
+        return 0;
+    }
+    usage(std::cerr);
+    return 2;
+}
+
 int cmd_user(const Arguments& a) {
     auto config = load_or_report(a);
     if (!config) return 1;
@@ -392,13 +463,7 @@ int cmd_user(const Arguments& a) {
             return 1;
         }
         // The gateway reads the sasldb at each AUTH as the account it runs as.
-        if (geteuid() == 0 && !config->user.empty() && config->user != "root") {
-            if (struct passwd* pw = getpwnam(config->user.c_str())) {
-                if (chown(db.c_str(), 0, pw->pw_gid) != 0 || chmod(db.c_str(), 0640) != 0)
-                    std::cerr << "smtpgw: warning: cannot give " << db << " to the group of " << config->user << ": "
-                              << std::strerror(errno) << "\n";
-            }
-        }
+        give_to_gateway(*config, db);
         std::cout << "user " << w[2] << " set in " << db << "\n";
         return 0;
     }
@@ -502,6 +567,7 @@ int main(int argc, char** argv) {
         if (command == "queue") return cmd_queue(*args);
         if (command == "reload") return cmd_reload(*args);
         if (command == "doctor") return cmd_doctor(*args);
+        if (command == "admin") return cmd_admin(*args);
         if (command == "probe") return cmd_probe(*args);
         if (command == "user") return cmd_user(*args);
         if (command == "help") {

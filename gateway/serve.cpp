@@ -5,6 +5,7 @@
 #include "gateway/common/queue_id.hpp"
 #include "gateway/common/text.hpp"
 #include "gateway/dns/dns.hpp"
+#include "gateway/ops/console.hpp"
 #include "gateway/ops/control.hpp"
 #include "gateway/ops/metrics_http.hpp"
 #include "gateway/ops/privileges.hpp"
@@ -188,6 +189,7 @@ int serve(const std::string& config_file) {
     std::unique_ptr<QueueManager> queue;
     std::unique_ptr<ControlServer> control;
     std::unique_ptr<metrics::HttpServer> scrape;
+    std::unique_ptr<Console> console;
     Signals signals;
     bool stopping = false, listening = false;
     auto stop = [&] {
@@ -196,6 +198,7 @@ int serve(const std::string& config_file) {
         log::info(Component::Master, "stopping: no new connections; deliveries in progress stay queued");
         signals.close();
         if (control) control->close();
+        if (console) console->close();
         if (queue) queue->stop();
         // /readyz says "draining" while messages in transfer finish, so balancers look elsewhere.
         server.stop([&] {
@@ -216,6 +219,7 @@ int serve(const std::string& config_file) {
         auto next = std::make_shared<const conf::Config>(std::move(*r.config));
         server.reload(next);
         queue->reload(next);
+        if (console) console->reload(next);
         log::info(Component::Master, "configuration reloaded from " + next->source);
         return "ok: configuration reloaded from " + next->source + "\n";
     };
@@ -259,6 +263,10 @@ int serve(const std::string& config_file) {
             scrape->start();
             log::info(Component::Master, "metrics on http://" + config->metrics.listen + "/metrics");
         }
+        if (!config->admin.listen.empty()) {
+            console = std::make_unique<Console>(&loop, config, *queue);
+            console->start();
+        }
         if (auto problem = drop_privileges(*config); !problem.empty()) throw std::runtime_error(problem);
         server.check_files();
         listening = true;
@@ -274,6 +282,7 @@ int serve(const std::string& config_file) {
         log::error(Component::Master, e.what());
         if (control) control->close();
         if (scrape) scrape->close();
+        if (console) console->close();
         if (queue) queue->stop();
         if (resolver) resolver->close();
         server.stop([&] { spool.close(); });

@@ -252,6 +252,7 @@ const char* component_name(Component c) {
     case Component::Smtp: return "smtp";
     case Component::Bounce: return "bounce";
     case Component::Control: return "control";
+    case Component::Console: return "console";
     }
     return "?";
 }

@@ -15,7 +15,7 @@
 
 namespace gateway::log {
 
-enum class Component { Master, Smtpd, Cleanup, Qmgr, Smtp, Bounce, Control };
+enum class Component { Master, Smtpd, Cleanup, Qmgr, Smtp, Bounce, Control, Console };
 
 const char* component_name(Component c);
 

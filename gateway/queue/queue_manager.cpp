@@ -219,6 +219,17 @@ bool QueueManager::held(const std::string& id) const {
     return it != m_messages.end() && (it->second.env.held || it->second.holding);
 }
 
+std::vector<const Envelope*> QueueManager::messages() const {
+    std::vector<const Envelope*> out;
+    out.reserve(m_messages.size());
+    for (const auto& [id, m] : m_messages)
+        out.push_back(&m.env);
+    std::sort(out.begin(), out.end(), [](const Envelope* a, const Envelope* b) {
+        return a->arrival_us != b->arrival_us ? a->arrival_us < b->arrival_us : a->id < b->id;
+    });
+    return out;
+}
+
 int64_t QueueManager::oldest_arrival_us() const {
     int64_t oldest = 0;
     for (const auto& [id, m] : m_messages)

@@ -67,6 +67,8 @@ public:
     Hold hold(const std::string& id);
     Hold unhold(const std::string& id);
     bool held(const std::string& id) const;
+    // The messages, oldest first (the console's Email Queue).
+    std::vector<const Envelope*> messages() const;
     std::vector<std::string> ids() const;
     int64_t oldest_arrival_us() const;  // 0 for an empty queue
     void reload(std::shared_ptr<const conf::Config> config);

@@ -19,9 +19,7 @@ std::string format_time(int64_t us) {
     return buf;
 }
 
-namespace {
-
-std::string to_json(const Envelope& e) {
+std::string envelope_json(const Envelope& e) {
     std::string o = "{\"id\":" + json_string(e.id) + ",\"arrival\":" + json_string(format_time(e.arrival_us)) +
                     ",\"size\":" + std::to_string(e.size) + ",\"sender\":" + json_string(e.sender);
     if (!e.orig_sender.empty()) o += ",\"orig_sender\":" + json_string(e.orig_sender);
@@ -40,6 +38,8 @@ std::string to_json(const Envelope& e) {
     }
     return o + "]}";
 }
+
+namespace {
 
 // Every value printed as printable(): it came from a client, a server or the DNS.
 void to_text(const Envelope& e, std::ostream& out) {
@@ -73,7 +73,7 @@ int queue_list(const SpoolLayout& layout, bool json, std::ostream& out) {
     if (json) {
         out << "[";
         for (size_t i = 0; i < messages.size(); ++i)
-            out << (i ? ",\n" : "\n") << to_json(messages[i]);
+            out << (i ? ",\n" : "\n") << envelope_json(messages[i]);
         out << "\n]\n";
         return 0;
     }
@@ -91,7 +91,7 @@ int queue_show(const SpoolLayout& layout, const std::string& id, bool json, std:
     for (const auto& e : sorted_messages(layout)) {
         if (e.id != id) continue;
         if (json) {
-            out << to_json(e) << "\n";
+            out << envelope_json(e) << "\n";
             return 0;
         }
         to_text(e, out);

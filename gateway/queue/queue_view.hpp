@@ -15,4 +15,7 @@ int queue_show(const SpoolLayout& layout, const std::string& id, bool json, std:
 // "2026-11-27 18:11:30" in local time; "-" for 0.
 std::string format_time(int64_t us);
 
+// One message as `queue list --json` shows it.
+std::string envelope_json(const Envelope& e);
+
 }  // namespace gateway

@@ -2,6 +2,7 @@
 // in-process Cyrus SASL server with a temporary sasldb.
 #include "auth/sasl_client.hpp"
 #include "auth/sasl_server.hpp"
+#include "tls/password_hash.hpp"
 #include "tls/tls_engine.hpp"
 
 #include <catch2/catch.hpp>
@@ -213,4 +214,19 @@ TEST_CASE("SASL helpers", "[sasl]") {
     CHECK(has);
     CHECK(initial == std::string("user=a@b\x01"
                                  "auth=Bearer t\x01\x01"));
+}
+
+TEST_CASE("console passwords are salted PBKDF2 hashes", "[tls]") {
+    std::string a = tls::hash_password("correct horse", 1000), b = tls::hash_password("correct horse", 1000);
+    CHECK(a.rfind("pbkdf2-sha256$1000$", 0) == 0);
+    CHECK(a != b);  // another salt each time
+    CHECK(tls::verify_password("correct horse", a));
+    CHECK(tls::verify_password("correct horse", b));
+    CHECK_FALSE(tls::verify_password("correct horsE", a));
+    CHECK_FALSE(tls::verify_password("", a));
+    for (const char* bad : {"", "pbkdf2-sha256$", "pbkdf2-sha256$0$AAAA$AAAA", "pbkdf2-sha256$99999999$x$y",
+                            "md5$1$x$y", "pbkdf2-sha256$1000$!!$!!"})
+        CHECK_FALSE(tls::verify_password("correct horse", bad));
+    CHECK(tls::random_bytes(32).size() == 32);
+    CHECK(tls::random_bytes(16) != tls::random_bytes(16));
 }

@@ -1,0 +1,381 @@
+#include "gateway/ops/console.hpp"
+
+#include "gateway/common/json.hpp"
+#include "gateway/common/log.hpp"
+#include "gateway/common/queue_id.hpp"
+#include "gateway/common/text.hpp"
+#include "gateway/ops/admin_accounts.hpp"
+#include "gateway/queue/queue_view.hpp"
+#include "gateway/smtp/https_post.hpp"
+#include "tls/password_hash.hpp"
+
+#include <algorithm>
+
+namespace gateway {
+
+namespace {
+
+constexpr uint64_t k_idle_ms = 30 * 60 * 1000;
+constexpr uint64_t k_session_ms = 12 * 3600 * 1000;
+constexpr size_t k_max_sessions = 1000;
+constexpr uint64_t k_lockout_window_ms = 10 * 60 * 1000;
+constexpr size_t k_max_failures = 5;
+constexpr size_t k_page_rows = 500;
+const char* const k_cookie = "smtpgw_session";
+
+std::string hex(const std::string& bytes) {
+    static const char digits[] = "0123456789abcdef";
+    std::string out;
+    for (unsigned char c : bytes) {
+        out += digits[c >> 4];
+        out += digits[c & 15];
+    }
+    return out;
+}
+
+bool contains(const std::string& text, const char* what) { return text.find(what) != std::string::npos; }
+
+bool matches(const Envelope& e, const std::string& q) {
+    if (q.empty()) return true;
+    auto has = [&](const std::string& s) {
+        return std::search(s.begin(), s.end(), q.begin(), q.end(), [](char a, char b) {
+                   return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
+               }) != s.end();
+    };
+    if (has(e.id) || has(e.sender) || has(e.orig_sender)) return true;
+    return std::any_of(e.recipients.begin(), e.recipients.end(),
+                       [&](const Recipient& r) { return has(r.address) || has(r.reason); });
+}
+
+// The last reason of the first recipient still waiting.
+const Recipient* waiting(const Envelope& e) {
+    for (const auto& r : e.recipients)
+        if (r.status == RcptStatus::Deferred || r.status == RcptStatus::Pending) return &r;
+    return nullptr;
+}
+
+const char* const k_style = R"(body{font-family:sans-serif;margin:0;color:#222}
+header{background:#234;color:#fff;padding:.5em 1em;display:flex;gap:1em;align-items:center}
+header a{color:#fff}header form{margin-left:auto}main{padding:1em}
+table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ccc;padding:.3em;text-align:left;vertical-align:top}
+.info b{display:block}.note{background:#ffd;padding:.5em;border:1px solid #cc8}.held{color:#a50}
+td form{display:inline}.reason{color:#555;font-size:90%}
+)";
+
+}  // namespace
+
+std::string html_escape(const std::string& s) {
+    std::string out;
+    for (char c : printable(s, 4096)) {
+        switch (c) {
+        case '&': out += "&amp;"; break;
+        case '<': out += "&lt;"; break;
+        case '>': out += "&gt;"; break;
+        case '"': out += "&quot;"; break;
+        case '\'': out += "&#39;"; break;
+        default: out += c;
+        }
+    }
+    return out;
+}
+
+WaitInfo classify_wait(const std::string& dsn, const std::string& reason) {
+    if (reason.empty()) return {"waiting", "not tried yet; it goes at its next attempt"};
+    if (contains(reason, "timed out") || contains(reason, "Connection timed out"))
+        return {"connection timed out",
+                "nothing answered: check the firewall between the gateway and the server, and the host and port"};
+    if (contains(reason, "Connection refused"))
+        return {"connection refused", "nothing listens there: check the port, and that the server runs"};
+    if (contains(reason, "Host or domain name not found") || contains(reason, "Name service error") ||
+        contains(reason, "lookup"))
+        return {"lookup error", "the DNS has no usable answer for the name: check the domain and dns.servers"};
+    if (contains(reason, "TLS") || contains(reason, "STARTTLS") || contains(reason, "certificate"))
+        return {"TLS incompatibility", "the two sides do not agree on TLS: the reason names the setting to change"};
+    if (contains(reason, "SASL") || contains(reason, "AUTH") || contains(reason, "authenticat") ||
+        contains(reason, "OAuth"))
+        return {"AUTH incompatibility", "the credentials or the mechanism do not fit: the reason names what to change"};
+    if (dsn.rfind("5.7", 0) == 0 || dsn.rfind("4.7", 0) == 0 || contains(reason, "denied") ||
+        contains(reason, "not permitted"))
+        return {"permission denied", "the server refuses this gateway or this sender: the reason says which"};
+    return {"greylisted / temporary", "the server asked to try again later, and the gateway does"};
+}
+
+Console::Console(uv_loop_t* loop, std::shared_ptr<const conf::Config> config, QueueManager& queue)
+    : m_loop(loop), m_config(std::move(config)), m_queue(queue) {}
+
+void Console::start() {
+    m_server =
+        std::make_unique<WebServer>(m_loop, m_config->admin.endpoint,
+                                    [this](const WebRequest& r, WebRespond respond) { handle(r, std::move(respond)); });
+    m_server->start();
+    log::info(log::Component::Console, "console on http://" + m_config->admin.listen + "/");
+}
+
+void Console::close() {
+    if (m_server) m_server->close();
+    m_server.reset();
+}
+
+void Console::log_access(const WebRequest& r, const std::string& user, int status) const {
+    log::info(log::Component::Console, (user.empty() ? std::string("-") : user) + " from " + r.client + ": " +
+                                           r.method + " " + printable(r.path, 200) + " " + std::to_string(status));
+}
+
+Console::Session* Console::session_of(const WebRequest& r) {
+    auto c = r.cookies.find(k_cookie);
+    if (c == r.cookies.end()) return nullptr;
+    auto it = m_sessions.find(c->second);
+    if (it == m_sessions.end()) return nullptr;
+    uint64_t now = uv_now(m_loop);
+    if (now - it->second.used_ms > k_idle_ms || now - it->second.created_ms > k_session_ms) {
+        m_sessions.erase(it);
+        return nullptr;
+    }
+    it->second.used_ms = now;
+    return &it->second;
+}
+
+bool Console::locked_out(const std::string& client) {
+    auto it = m_failed_logins.find(client);
+    if (it == m_failed_logins.end()) return false;
+    uint64_t now = uv_now(m_loop);
+    while (!it->second.empty() && now - it->second.front() > k_lockout_window_ms)
+        it->second.pop_front();
+    if (it->second.empty()) {
+        m_failed_logins.erase(it);
+        return false;
+    }
+    return it->second.size() >= k_max_failures;
+}
+
+std::string Console::page(const std::string& title, const Session* s, const std::string& main) const {
+    std::string nav;
+    if (s)
+        nav = "<nav><a href=\"/queue\">Email Queue</a></nav><form method=\"post\" action=\"/logout\">" +
+              html_escape(s->user) + " <input type=\"hidden\" name=\"csrf\" value=\"" + s->csrf +
+              "\"><button>Sign out</button></form>";
+    return "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>" + html_escape(title) +
+           " - smtpgw</title><link rel=\"stylesheet\" href=\"/style.css\"></head><body><header><b>smtpgw</b> " +
+           html_escape(m_config->hostname) + nav + "</header><main><h1>" + html_escape(title) + "</h1>" + main +
+           "</main></body></html>\n";
+}
+
+void Console::handle(const WebRequest& r, WebRespond respond) {
+    // Every answer: no framing, no script, nothing from elsewhere, nothing cached.
+    auto send = [this, r, respond = std::move(respond)](WebResponse w, const std::string& user) {
+        w.headers.emplace_back("Content-Security-Policy",
+                               "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'");
+        w.headers.emplace_back("X-Frame-Options", "DENY");
+        w.headers.emplace_back("X-Content-Type-Options", "nosniff");
+        w.headers.emplace_back("Referrer-Policy", "no-referrer");
+        w.headers.emplace_back("Cache-Control", "no-store");
+        log_access(r, user, w.status);
+        respond(std::move(w));
+    };
+    auto redirect = [](const std::string& to) { return WebResponse{303, "text/plain", "", {{"Location", to}}}; };
+    if (r.body_too_large) return send({413, "text/plain; charset=utf-8", "request too large\n", {}}, "");
+    if (r.path == "/style.css" && r.method == "GET") return send({200, "text/css", k_style, {}}, "");
+    if (r.path == "/login") {
+        if (r.method == "POST") return sign_in(r, [send](WebResponse w) { send(std::move(w), ""); });
+        std::string form =
+            "<form method=\"post\" action=\"/login\"><p><label>Name <input name=\"name\" "
+            "autocomplete=\"username\" required></label></p><p><label>Password <input name=\"password\" "
+            "type=\"password\" autocomplete=\"current-password\" required></label></p>"
+            "<p><button>Sign in</button></p></form>";
+        return send({200, "text/html; charset=utf-8", page("Sign in", nullptr, form), {}}, "");
+    }
+    Session* s = session_of(r);
+    bool api = r.path.rfind("/api/", 0) == 0;
+    if (!s) {
+        if (api) return send({401, "application/json", "{\"error\":\"sign in first\"}\n", {}}, "");
+        return send(redirect("/login"), "");
+    }
+    // A POST must carry the session's token: another site cannot make the browser send it.
+    if (r.method == "POST") {
+        auto t = r.form.find("csrf");
+        if (t == r.form.end() || t->second != s->csrf)
+            return send({403, "text/plain; charset=utf-8", "the form is out of date: reload the page\n", {}}, s->user);
+    } else if (r.method != "GET" && r.method != "HEAD") {
+        return send({405, "text/plain; charset=utf-8", "method not allowed\n", {{"Allow", "GET, POST"}}}, s->user);
+    }
+    std::string user = s->user;
+    if (r.path == "/logout" && r.method == "POST") {
+        log::info(log::Component::Console, user + " from " + r.client + ": signed out");
+        m_sessions.erase(r.cookies.at(k_cookie));
+        auto w = redirect("/login");
+        w.headers.emplace_back("Set-Cookie", std::string(k_cookie) + "=; Max-Age=0; Path=/; HttpOnly; SameSite=Strict");
+        return send(std::move(w), user);
+    }
+    if (r.path == "/" && r.method == "GET") return send(redirect("/queue"), user);
+    if (r.path == "/queue" && r.method == "GET") return send(queue_page(r, *s), user);
+    if (r.path == "/queue/action" && r.method == "POST") return send(queue_action(r, *s), user);
+    if (r.path == "/api/queue" && r.method == "GET") return send(api_queue(r), user);
+    send({404, "text/plain; charset=utf-8", "no such page\n", {}}, user);
+}
+
+void Console::sign_in(const WebRequest& r, WebRespond respond) {
+    std::string client = r.client;
+    auto failed = [this](const std::string& note) {
+        return WebResponse{
+            401,
+            "text/html; charset=utf-8",
+            page("Sign in", nullptr,
+                 "<p class=\"note\">" + html_escape(note) + "</p><p><a href=\"/login\">Try again</a></p>"),
+            {}};
+    };
+    if (locked_out(client)) {
+        log::warning(log::Component::Console, "sign-in from " + client + " refused: too many failures");
+        auto w = failed("Too many failed sign-ins from this address: wait ten minutes.");
+        w.status = 429;
+        return respond(std::move(w));
+    }
+    auto name = r.form.find("name"), password = r.form.find("password");
+    if (name == r.form.end() || password == r.form.end() || !valid_admin_name(name->second))
+        return respond(failed("Give a name and a password."));
+    // The file is read and the hash checked on libuv's thread pool: it takes tens of milliseconds.
+    struct Work {
+        uv_work_t req;
+        Console* self;
+        std::string path, name, password, client;
+        bool ok = false;
+        std::string error;
+        WebRespond respond;
+        std::function<WebResponse(const std::string&)> failed;
+    };
+    auto* w = new Work{{},    this, m_config->admin.accounts, name->second, password->second, client,
+                       false, {},   std::move(respond),       failed};
+    w->req.data = w;
+    uv_queue_work(
+        m_loop, &w->req,
+        [](uv_work_t* req) {
+            auto* w = static_cast<Work*>(req->data);
+            std::map<std::string, std::string> accounts;
+            if (!read_admin_accounts(w->path, accounts, w->error)) return;
+            auto it = accounts.find(w->name);
+            // An unknown name costs the same time as a wrong password.
+            static const std::string decoy = tls::hash_password("decoy password");
+            w->ok =
+                tls::verify_password(w->password, it == accounts.end() ? decoy : it->second) && it != accounts.end();
+        },
+        [](uv_work_t* req, int) {
+            std::unique_ptr<Work> w(static_cast<Work*>(req->data));
+            Console* self = w->self;
+            if (!w->error.empty()) log::error(log::Component::Console, "admin.accounts: " + w->error);
+            if (!w->ok) {
+                self->m_failed_logins[w->client].push_back(uv_now(self->m_loop));
+                log::warning(log::Component::Console, "failed sign-in as " + w->name + " from " + w->client);
+                return w->respond(w->failed("Wrong name or password."));
+            }
+            self->m_failed_logins.erase(w->client);
+            if (self->m_sessions.size() >= k_max_sessions) {  // the least recently used goes
+                auto oldest = std::min_element(self->m_sessions.begin(), self->m_sessions.end(),
+                                               [](auto& a, auto& b) { return a.second.used_ms < b.second.used_ms; });
+                self->m_sessions.erase(oldest);
+            }
+            std::string token = hex(tls::random_bytes(32)), csrf = hex(tls::random_bytes(32));
+            if (token.size() != 64 || csrf.size() != 64)
+                return w->respond({500, "text/plain; charset=utf-8", "no random numbers\n", {}});
+            uint64_t now = uv_now(self->m_loop);
+            self->m_sessions[token] = Session{w->name, csrf, now, now};
+            log::info(log::Component::Console, w->name + " from " + w->client + ": signed in");
+            w->respond({303,
+                        "text/plain",
+                        "",
+                        {{"Location", "/queue"},
+                         {"Set-Cookie", std::string(k_cookie) + "=" + token + "; Path=/; HttpOnly; SameSite=Strict"}}});
+        });
+}
+
+WebResponse Console::queue_page(const WebRequest& r, const Session& s) {
+    std::string q = r.query.count("q") ? r.query.at("q") : "";
+    std::string main;
+    if (auto note = r.query.find("note"); note != r.query.end())
+        main += "<p class=\"note\">" + html_escape(note->second) + "</p>";
+    main += "<form method=\"get\" action=\"/queue\"><input name=\"q\" value=\"" + html_escape(q) +
+            "\" placeholder=\"queue ID, sender, recipient or reason\"> <button>Search</button></form>";
+    auto all = m_queue.messages();
+    size_t shown = 0, total = 0;
+    std::string rows;
+    for (const Envelope* e : all) {
+        if (!matches(*e, q)) continue;
+        if (++total > k_page_rows) continue;
+        shown++;
+        const Recipient* w = waiting(*e);
+        WaitInfo info = classify_wait(w ? w->dsn : "", w ? w->reason : "");
+        std::string recipients;
+        for (const auto& rc : e->recipients)
+            recipients += html_escape(rc.address) + " <small>(" + to_string(rc.status) + ")</small><br>";
+        std::string sender = html_escape(e->sender.empty() ? "<>" : e->sender);
+        if (!e->orig_sender.empty()) sender = html_escape(e->orig_sender) + " &rarr; " + sender;
+        auto button = [&](const char* action, const char* label) {
+            return "<form method=\"post\" action=\"/queue/action\"><input type=\"hidden\" name=\"csrf\" value=\"" +
+                   s.csrf + "\"><input type=\"hidden\" name=\"id\" value=\"" + e->id +
+                   "\"><input type=\"hidden\" name=\"action\" value=\"" + action + "\"><button>" + label +
+                   "</button></form>";
+        };
+        std::string actions =
+            e->held ? button("release", "Release") : button("retry", "Retry now") + button("hold", "Hold");
+        actions += button("delete", "Delete");
+        rows += "<tr id=\"m-" + e->id + "\"><td>" + e->id + (e->held ? " <span class=\"held\">held</span>" : "") +
+                "</td><td>" + format_time(e->arrival_us) + "</td><td>" + sender + "</td><td>" + recipients +
+                "</td><td>" + std::to_string(e->attempts) + "</td><td>" +
+                (e->held ? std::string("-") : format_time(e->next_attempt_us)) + "</td><td class=\"info\"><b>" +
+                html_escape(info.category) + "</b>" + html_escape(info.fix) +
+                (w && !w->reason.empty() ? "<div class=\"reason\">" + html_escape(w->reason) + "</div>" : "") +
+                "</td><td>" + actions + "</td></tr>";
+    }
+    main += "<p>" + std::to_string(total) + " of " + std::to_string(all.size()) + " message(s)" +
+            (total > shown ? ", the first " + std::to_string(shown) + " shown" : "") + ".</p>";
+    main +=
+        "<table><thead><tr><th>Queue ID</th><th>Arrival</th><th>Sender</th><th>Recipients</th><th>Attempts</th>"
+        "<th>Next attempt</th><th>Info</th><th></th></tr></thead><tbody>" +
+        rows + "</tbody></table>";
+    return {200, "text/html; charset=utf-8", page("Email Queue", &s, main), {}};
+}
+
+WebResponse Console::queue_action(const WebRequest& r, const Session& s) {
+    auto field = [&](const char* name) { return r.form.count(name) ? r.form.at(name) : std::string(); };
+    std::string id = field("id"), action = field("action"), note;
+    if (!QueueIdGenerator::is_valid(id)) return {400, "text/plain; charset=utf-8", "not a queue ID\n", {}};
+    bool known = true;
+    if (action == "retry") {
+        if (m_queue.held(id))
+            note = id + " is on hold: release it first";
+        else
+            known = m_queue.flush(id), note = id + " is being tried now";
+    } else if (action == "delete") {
+        auto result = m_queue.remove(id);
+        known = result != QueueManager::Removal::Unknown;
+        note = id +
+               (result == QueueManager::Removal::Later ? " is deleted when its delivery attempt ends" : " is deleted");
+    } else if (action == "hold" || action == "release") {
+        auto result = action == "hold" ? m_queue.hold(id) : m_queue.unhold(id);
+        known = result != QueueManager::Hold::Unknown;
+        note = id + (action == "hold" ? " is on hold" : " is released");
+    } else {
+        return {400, "text/plain; charset=utf-8", "no such action\n", {}};
+    }
+    if (!known) note = id + " is not in the queue (delivered or deleted meanwhile)";
+    log::info(log::Component::Console, s.user + " from " + r.client + ": " + action + " " + id);
+    return {303, "text/plain", "", {{"Location", "/queue?note=" + form_escape(note)}}};
+}
+
+WebResponse Console::api_queue(const WebRequest& r) {
+    std::string q = r.query.count("q") ? r.query.at("q") : "";
+    std::string out = "[";
+    bool first = true;
+    for (const Envelope* e : m_queue.messages()) {
+        if (!matches(*e, q)) continue;
+        const Recipient* w = waiting(*e);
+        WaitInfo info = classify_wait(w ? w->dsn : "", w ? w->reason : "");
+        std::string j = envelope_json(*e);
+        j.pop_back();  // the closing brace: the Info goes with it
+        out += (first ? "" : ",") + j + ",\"info\":{\"category\":" + json_string(info.category) +
+               ",\"fix\":" + json_string(info.fix) + "}}";
+        first = false;
+    }
+    return {200, "application/json", out + "]\n", {}};
+}
+
+}  // namespace gateway
