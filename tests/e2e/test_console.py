@@ -5,6 +5,7 @@ headers, sessions that end."""
 import http.client
 import json
 import re
+import socket
 import subprocess
 import unittest
 import urllib.parse
@@ -173,6 +174,29 @@ admin: {{ listen: "127.0.0.1:{cls.port}", accounts: {cls.gw.dir}/admins }}
         self.assertEqual(other.sign_in(name="mallory").status, 401)
         self.assertEqual(other.sign_in().status, 303)
         self.assertNotIn(PASSWORD, "\n".join(self.gw.log_lines()))
+
+
+    def test_requests_are_bounded(self):
+        # A body over 64 KiB is refused; the connection is not kept busy with it.
+        b = Browser(self.port, source="127.0.0.79")
+        r = b.request("POST", "/login", {"name": "alice", "password": "x" * 100000})
+        self.assertEqual(r.status, 413)
+        # At most 8 connections from one address: the 9th is closed at once.
+        held = []
+        for _ in range(8):
+            s = socket.create_connection(("127.0.0.1", self.port), source_address=("127.0.0.80", 0), timeout=5)
+            held.append(s)
+        self.addCleanup(lambda: [s.close() for s in held])
+        extra = socket.create_connection(("127.0.0.1", self.port), source_address=("127.0.0.80", 0), timeout=5)
+        self.addCleanup(extra.close)
+        try:
+            extra.sendall(b"GET /login HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = extra.recv(100)
+        except ConnectionResetError:
+            answer = b""
+        self.assertEqual(answer, b"")
+        # Others are served meanwhile.
+        self.assertEqual(Browser(self.port, source="127.0.0.81").request("GET", "/login").status, 200)
 
 
 class ConsoleConfigTest(unittest.TestCase):

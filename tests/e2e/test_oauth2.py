@@ -240,6 +240,16 @@ queue: {{ dir: {{spool}}, retry: [1h] }}
         self.assertNotIn(token.split(".")[1], out + r.stderr)
         self.assertNotIn(SECRET, out + r.stderr)
 
+    def test_an_endpoint_that_floods_is_cut_off(self):
+        self.endpoint.apps["app-1"] = App(secret=SECRET)
+        self.endpoint.flood = True  # a megabyte of answer
+        self.start({"exo": self.oauth2()})
+        q = self.send("a@exo.test")
+        line = self.line(q, "a@exo.test", "deferred")
+        self.assertIn(f"OAuth 2.0 token request failed: the answer from {self.endpoint.url()} is longer than 64 KiB",
+                      line)
+        self.assertEqual(self.tokens_offered(), [])
+
     def test_endpoint_that_never_answers_does_not_hold_other_mail(self):
         # A listener that accepts and says nothing: the fetch waits off the loop, other upstreams
         # deliver meanwhile, and the gateway stops at once.

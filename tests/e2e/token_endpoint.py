@@ -56,6 +56,7 @@ class TokenEndpoint:
         self.tenants = {"contoso.onmicrosoft.com": "11111111-2222-3333-4444-555555555555"}
         self.apps = {}  # client_id -> App
         self.lifetime = lifetime
+        self.flood = False  # answer with far more than any token endpoint sends
         self.requests = []  # (tenant, form) per request
         self.issued = {}  # token -> expiry (time.time())
         self.lock = threading.Lock()
@@ -67,6 +68,8 @@ class TokenEndpoint:
                 form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
                 status, body = endpoint.answer(self.path, form)
                 data = json.dumps(body).encode()
+                if endpoint.flood:
+                    data = b'{"access_token":"' + b"x" * (1 << 20) + b'"}' 
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=utf-8")
                 self.send_header("Content-Length", str(len(data)))
