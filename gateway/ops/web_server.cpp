@@ -200,6 +200,8 @@ void WebServer::close() {
     m_suspended.clear();
     MHD_run(m_daemon);
     m_alive.reset();
+    uv_poll_stop(m_poll);  // before MHD closes the descriptor it watches
+    uv_timer_stop(m_timer);
     MHD_stop_daemon(m_daemon);
     m_daemon = nullptr;
     uv_close(reinterpret_cast<uv_handle_t*>(m_poll), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
