@@ -5,6 +5,7 @@
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
+#include <mbedtls/md.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/x509_crt.h>
 
@@ -38,6 +39,13 @@ struct Certificates {
     ~Certificates() { mbedtls_x509_crt_free(&crt); }
     Certificates(const Certificates&) = delete;
     Certificates& operator=(const Certificates&) = delete;
+};
+struct MdContext {
+    mbedtls_md_context_t ctx;
+    MdContext() { mbedtls_md_init(&ctx); }
+    ~MdContext() { mbedtls_md_free(&ctx); }
+    MdContext(const MdContext&) = delete;
+    MdContext& operator=(const MdContext&) = delete;
 };
 struct PrivateKey {
     mbedtls_pk_context pk;

@@ -37,13 +37,7 @@ bool unb64(const std::string& text, std::string& out) {
 }
 
 bool pbkdf2(const std::string& password, const std::string& salt, unsigned iterations, std::string& out) {
-    struct Md {
-        mbedtls_md_context_t ctx;
-        Md() { mbedtls_md_init(&ctx); }
-        ~Md() { mbedtls_md_free(&ctx); }
-        Md(const Md&) = delete;
-        Md& operator=(const Md&) = delete;
-    } md;
+    MdContext md;
     if (mbedtls_md_setup(&md.ctx, mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), 1) != 0) return false;
     out.assign(k_hash, '\0');
     return mbedtls_pkcs5_pbkdf2_hmac(&md.ctx, reinterpret_cast<const unsigned char*>(password.data()), password.size(),
