@@ -831,11 +831,24 @@ void QueueManager::persist(const std::string& id, bool warned) {
         auto it = m_messages.find(id);
         if (it == m_messages.end()) return;
         if (!ok) log::warning(log::Component::Qmgr, id + ": cannot write the envelope; the last results are lost");
-        it->second.active = false;
-        release(it->second);
-        if (m_stopping || it->second.env.held) return;
-        it->second.env.next_attempt_us = 0;  // not in the schedule yet
-        schedule(it->second, next);
+        Message& msg = it->second;
+        msg.active = false;
+        release(msg);
+        if (m_stopping) return;
+        // `queue delete` or `queue hold` may have come while the envelope was being written.
+        if (msg.deleting) return erase_now(msg);
+        if (msg.holding) {
+            msg.holding = false;
+            msg.env.held = true;
+            m_spool.update(msg.env, [id](bool written) {
+                if (!written)
+                    log::warning(log::Component::Qmgr,
+                                 id + ": cannot write the envelope; the hold lasts until a restart");
+            });
+        }
+        if (msg.env.held) return;
+        msg.env.next_attempt_us = 0;  // not in the schedule yet
+        schedule(msg, next);
         arm_timer();
     });
 }
