@@ -252,6 +252,9 @@ struct Admin {
     std::string listen;  // IP:PORT as written; empty: no console
     HostPort endpoint;
     std::string accounts = "/etc/smtpgw/admins";
+    // HTTPS with the tls: certificate; on by default when listen is beyond loopback, where plain
+    // HTTP is refused.
+    bool https = false;
 };
 
 struct Doctor {

@@ -306,23 +306,40 @@ void load_small_sections(Walker& w, const Fields& top, Config& c) {
         }
     }
     if (auto* n = Walker::find(top, "admin")) {
-        if (auto f = w.mapping(*n, "admin", {"listen", "accounts"})) {
+        if (auto f = w.mapping(*n, "admin", {"listen", "accounts", "https"})) {
             w.string(*f, "accounts", "admin", c.admin.accounts);
             if (c.admin.accounts.empty()) w.error(*n, "admin.accounts", "must not be empty");
             w.string(*f, "listen", "admin", c.admin.listen);
+            std::optional<bool> https;
+            if (f->count("https")) {
+                bool b = false;
+                w.boolean(*f, "https", "admin", b);
+                https = b;
+            }
             if (!c.admin.listen.empty()) {
                 auto hp = parse_listen_address(c.admin.listen);
                 auto ip = hp ? IpAddress::parse(hp->host) : std::nullopt;
-                if (!hp)
+                bool loopback = ip && (ip->v6 ? *ip == *IpAddress::parse("::1") : ip->bytes[0] == 127);
+                c.admin.https = https.value_or(!loopback);
+                auto& at = f->at(f->count("https") ? "https" : "listen").value;
+                if (!hp) {
                     w.error(f->at("listen").value, "admin.listen",
                             "\"" + c.admin.listen + "\" is not IP:PORT, e.g. 127.0.0.1:8025");
-                else if (!ip || !(ip->v6 ? *ip == *IpAddress::parse("::1") : ip->bytes[0] == 127))
-                    w.error(f->at("listen").value, "admin.listen",
+                } else if (!loopback && !c.admin.https) {
+                    w.error(at, "admin.https",
                             c.admin.listen +
-                                " can be reached from other hosts, and the console speaks plain HTTP: listen on "
-                                "127.0.0.1 and reach it through an SSH tunnel (ssh -L 8025:127.0.0.1:8025 HOST)");
-                else
+                                " can be reached from other hosts: the console does not speak plain "
+                                "HTTP there (passwords and session cookies would cross the network in "
+                                "clear); remove https: false to serve HTTPS with the tls: certificate");
+                } else if (c.admin.https && !c.tls) {
+                    w.error(at, "admin.listen",
+                            c.admin.listen + (loopback ? " with https: true" : " can be reached from other hosts, so") +
+                                " the console speaks HTTPS with the tls: certificate: give tls: { certificate, key }, "
+                                "or listen on 127.0.0.1 and reach it through an SSH tunnel "
+                                "(ssh -L 8025:127.0.0.1:8025 HOST)");
+                } else {
                     c.admin.endpoint = *hp;
+                }
             }
         }
     }

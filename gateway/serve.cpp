@@ -198,11 +198,12 @@ int serve(const std::string& config_file) {
         log::info(Component::Master, "stopping: no new connections; deliveries in progress stay queued");
         signals.close();
         if (control) control->close();
-        if (console) console->close();
+        if (console) console->drain();
         if (queue) queue->stop();
         // /readyz says "draining" while messages in transfer finish, so balancers look elsewhere.
         server.stop([&] {
             if (scrape) scrape->close();
+            if (console) console->close();
             if (resolver) resolver->close();
             spool.close();
         });
@@ -245,6 +246,13 @@ int serve(const std::string& config_file) {
         control = std::make_unique<ControlServer>(
             &loop, config->control_socket(), [&](const std::string& r) { return control_answer(*queue, reload, r); });
         control->start();
+        // Why /readyz says 503; empty: ready.
+        auto not_ready = [&]() -> std::string {
+            if (stopping) return "draining: the gateway is stopping";
+            if (!listening) return "starting";
+            if (spool.storage_low(0)) return "the spool's file system is nearly full: new mail gets 452 4.3.1";
+            return "";
+        };
         if (!config->metrics.listen.empty()) {
             scrape = std::make_unique<metrics::HttpServer>(&loop, config->metrics.endpoint, [&] {
                 metrics::QueueState q;
@@ -252,12 +260,7 @@ int serve(const std::string& config_file) {
                 q.destinations = queue->destinations();
                 if (int64_t oldest = queue->oldest_arrival_us())
                     q.oldest_age_seconds = double(wall_clock_us() - oldest) / 1e6;
-                if (stopping)
-                    q.not_ready = "draining: the gateway is stopping";
-                else if (!listening)
-                    q.not_ready = "starting";
-                else if (spool.storage_low(0))
-                    q.not_ready = "the spool's file system is nearly full: new mail gets 452 4.3.1";
+                q.not_ready = not_ready();
                 return q;
             });
             scrape->start();
@@ -265,6 +268,7 @@ int serve(const std::string& config_file) {
         }
         if (!config->admin.listen.empty()) {
             console = std::make_unique<Console>(&loop, config, *queue);
+            console->set_readiness(not_ready);
             console->start();
         }
         if (auto problem = drop_privileges(*config); !problem.empty()) throw std::runtime_error(problem);

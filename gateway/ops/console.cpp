@@ -59,10 +59,25 @@ header{background:#234;color:#fff;padding:.5em 1em;display:flex;gap:1em;align-it
 header a{color:#fff}header form{margin-left:auto}main{padding:1em}
 table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ccc;padding:.3em;text-align:left;vertical-align:top}
 .info b{display:block}.note{background:#ffd;padding:.5em;border:1px solid #cc8}.held{color:#a50}
-td form{display:inline}.reason{color:#555;font-size:90%}
+td form,.actions form{display:inline}.reason{color:#555;font-size:90%}
+nav a{margin-right:.8em}.dead{color:#b00}.healthy{color:#070}svg.chart{max-width:760px;width:100%;display:block}
+pre.log,pre.headers,pre.probe{background:#f4f4f4;padding:.5em;overflow-x:auto;white-space:pre-wrap;word-break:break-all}
+table.fields{width:auto}table.fields th{padding-right:1em}tr.FAIL b{color:#b00}tr.WARN b{color:#a50}tr.PASS b{color:#070}
+.pages a{margin-right:1em}
 )";
 
 }  // namespace
+
+std::string queue_actions(const Envelope& e, const std::string& csrf) {
+    auto button = [&](const char* action, const char* label) {
+        return "<form method=\"post\" action=\"/queue/action\"><input type=\"hidden\" name=\"csrf\" value=\"" + csrf +
+               "\"><input type=\"hidden\" name=\"id\" value=\"" + e.id +
+               "\"><input type=\"hidden\" name=\"action\" value=\"" + action + "\"><button>" + label +
+               "</button></form>";
+    };
+    std::string actions = e.held ? button("release", "Release") : button("retry", "Retry now") + button("hold", "Hold");
+    return actions + button("delete", "Delete");
+}
 
 std::string html_escape(const std::string& s) {
     std::string out;
@@ -75,6 +90,21 @@ std::string html_escape(const std::string& s) {
         case '\'': out += "&#39;"; break;
         default: out += c;
         }
+    }
+    return out;
+}
+
+std::string html_escape_lines(const std::string& s) {
+    std::string out;
+    size_t pos = 0;
+    while (pos < s.size()) {
+        size_t nl = s.find('\n', pos);
+        if (nl == std::string::npos) nl = s.size();
+        std::string line = s.substr(pos, nl - pos);
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        std::replace(line.begin(), line.end(), '\t', ' ');  // a folded header's tab
+        out += html_escape(line) + (nl < s.size() ? "\n" : "");
+        pos = nl + 1;
     }
     return out;
 }
@@ -104,16 +134,23 @@ Console::Console(uv_loop_t* loop, std::shared_ptr<const conf::Config> config, Qu
     : m_loop(loop), m_config(std::move(config)), m_queue(queue) {}
 
 void Console::start() {
+    sample_activity();
     m_server =
         std::make_unique<WebServer>(m_loop, m_config->admin.endpoint,
                                     [this](const WebRequest& r, WebRespond respond) { handle(r, std::move(respond)); });
+    if (m_config->admin.https && m_config->tls) m_server->use_tls(m_config->tls->certificate, m_config->tls->key);
     m_server->start();
-    log::info(log::Component::Console, "console on http://" + m_config->admin.listen + "/");
+    log::info(log::Component::Console, std::string("console on ") + (m_config->admin.https ? "https://" : "http://") +
+                                           m_config->admin.listen + "/");
 }
 
 void Console::close() {
     if (m_server) m_server->close();
     m_server.reset();
+    if (m_activity_timer)
+        uv_close(reinterpret_cast<uv_handle_t*>(m_activity_timer),
+                 [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+    m_activity_timer = nullptr;
 }
 
 void Console::log_access(const WebRequest& r, const std::string& user, int status) const {
@@ -148,16 +185,20 @@ bool Console::locked_out(const std::string& client) {
     return it->second.size() >= k_max_failures;
 }
 
-std::string Console::page(const std::string& title, const Session* s, const std::string& main) const {
+std::string Console::page(const std::string& title, const Session* s, const std::string& main,
+                          const std::string& head) const {
     std::string nav;
     if (s)
-        nav = "<nav><a href=\"/queue\">Email Queue</a></nav><form method=\"post\" action=\"/logout\">" +
-              html_escape(s->user) + " <input type=\"hidden\" name=\"csrf\" value=\"" + s->csrf +
-              "\"><button>Sign out</button></form>";
+        nav =
+            "<nav><a href=\"/overview\">Overview</a><a href=\"/queue\">Email Queue</a><a href=\"/log\">Email "
+            "Log</a><a href=\"/upstreams\">Upstreams</a><a href=\"/doctor\">Doctor</a></nav><form method=\"post\" "
+            "action=\"/logout\">" +
+            html_escape(s->user) + " <input type=\"hidden\" name=\"csrf\" value=\"" + s->csrf +
+            "\"><button>Sign out</button></form>";
     return "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>" + html_escape(title) +
-           " - smtpgw</title><link rel=\"stylesheet\" href=\"/style.css\"></head><body><header><b>smtpgw</b> " +
-           html_escape(m_config->hostname) + nav + "</header><main><h1>" + html_escape(title) + "</h1>" + main +
-           "</main></body></html>\n";
+           " - smtpgw</title><link rel=\"stylesheet\" href=\"/style.css\">" + head +
+           "</head><body><header><b>smtpgw</b> " + html_escape(m_config->hostname) + nav + "</header><main><h1>" +
+           html_escape(title) + "</h1>" + main + "</main></body></html>\n";
 }
 
 void Console::handle(const WebRequest& r, WebRespond respond) {
@@ -170,12 +211,25 @@ void Console::handle(const WebRequest& r, WebRespond respond) {
         w.headers.emplace_back("X-Content-Type-Options", "nosniff");
         w.headers.emplace_back("Referrer-Policy", "no-referrer");
         w.headers.emplace_back("Cache-Control", "no-store");
-        log_access(r, user, w.status);
+        if (m_config->admin.https) w.headers.emplace_back("Strict-Transport-Security", "max-age=31536000");
+        if (r.path != "/healthz" && r.path != "/readyz") log_access(r, user, w.status);
         respond(std::move(w));
     };
     auto redirect = [](const std::string& to) { return WebResponse{303, "text/plain", "", {{"Location", to}}}; };
     if (r.body_too_large) return send({413, "text/plain; charset=utf-8", "request too large\n", {}}, "");
     if (r.path == "/style.css" && r.method == "GET") return send({200, "text/css", k_style, {}}, "");
+    // For load balancers and orchestrators, without sign-in, as on the metrics listener.
+    if (r.path == "/healthz" && (r.method == "GET" || r.method == "HEAD"))
+        return send({200, "text/plain; charset=utf-8", "ok\n", {}}, "");
+    if (r.path == "/readyz" && (r.method == "GET" || r.method == "HEAD")) {
+        std::string why = m_not_ready ? m_not_ready() : "";
+        return send({why.empty() ? 200 : 503,
+                     "text/plain; charset=utf-8",
+                     why.empty() ? "ready\n" : "not ready: " + why + "\n",
+                     {}},
+                    "");
+    }
+    if (m_draining) return send({503, "text/plain; charset=utf-8", "the gateway is stopping\n", {}}, "");
     if (r.path == "/login") {
         if (r.method == "POST") return sign_in(r, [send](WebResponse w) { send(std::move(w), ""); });
         std::string form =
@@ -207,10 +261,50 @@ void Console::handle(const WebRequest& r, WebRespond respond) {
         w.headers.emplace_back("Set-Cookie", std::string(k_cookie) + "=; Max-Age=0; Path=/; HttpOnly; SameSite=Strict");
         return send(std::move(w), user);
     }
-    if (r.path == "/" && r.method == "GET") return send(redirect("/queue"), user);
-    if (r.path == "/queue" && r.method == "GET") return send(queue_page(r, *s), user);
-    if (r.path == "/queue/action" && r.method == "POST") return send(queue_action(r, *s), user);
-    if (r.path == "/api/queue" && r.method == "GET") return send(api_queue(r), user);
+    auto later = [send, user](WebResponse w) { send(std::move(w), user); };
+    bool get = r.method == "GET" || r.method == "HEAD", post = r.method == "POST";
+    if (r.path == "/" && get) return send(redirect("/overview"), user);
+    if (r.path == "/overview" && get) return send(overview_page(*s), user);
+    if (r.path == "/api/overview" && get) return send(api_overview(), user);
+    if (r.path == "/queue" && get) return send(queue_page(r, *s), user);
+    if (r.path == "/queue/action" && post) return send(queue_action(r, *s), user);
+    if (r.path == "/api/queue" && get) return send(api_queue(r), user);
+    if ((r.path == "/message" || r.path == "/api/message") && get) return message_page(r, *s, later, api);
+    if ((r.path == "/log" || r.path == "/api/log") && get) return log_page(r, *s, later, api);
+    if (r.path == "/doctor" && get) return send(doctor_page(*s), user);
+    if ((r.path == "/doctor" || r.path == "/api/doctor") && post)
+        return run_report("doctor", {"doctor", "--json"}, user, [this, later, api, redirect] {
+            if (!api) return later(redirect("/doctor"));
+            later({200, "application/json", report_json(m_reports.at("doctor")) + "\n", {}});
+        });
+    if (r.path == "/api/doctor" && get) {
+        auto it = m_reports.find("doctor");
+        return send({200, "application/json", (it == m_reports.end() ? "null" : report_json(it->second)) + "\n", {}},
+                    user);
+    }
+    if (r.path == "/upstreams" && get) return send(upstreams_page(*s), user);
+    if ((r.path == "/upstreams/probe" || r.path == "/api/probe") && post) {
+        std::string name = r.form.count("name") ? r.form.at("name") : "";
+        bool known = std::any_of(m_config->upstreams.begin(), m_config->upstreams.end(),
+                                 [&](const conf::Upstream& u) { return u.name == name; });
+        if (!known) return send({404, "text/plain; charset=utf-8", "no such upstream\n", {}}, user);
+        std::string what = "probe " + name;
+        return run_report(what, {"probe", name}, user, [this, later, api, what, name, redirect] {
+            if (!api) return later(redirect("/upstreams#probe-" + form_escape(name)));
+            later({200, "application/json", report_json(m_reports.at(what)) + "\n", {}});
+        });
+    }
+    if (r.path == "/api/upstreams" && get) {
+        std::string out = "[";
+        for (const auto& u : m_config->upstreams) {
+            auto it = m_reports.find("probe " + u.name);
+            out += std::string(out.size() > 1 ? "," : "") + "{\"name\":" + json_string(u.name) +
+                   ",\"host\":" + json_string(u.host) + ",\"port\":" + std::to_string(u.port) +
+                   ",\"security\":" + json_string(conf::to_string(u.security)) +
+                   ",\"probe\":" + (it == m_reports.end() ? "null" : report_json(it->second)) + "}";
+        }
+        return send({200, "application/json", out + "]\n", {}}, user);
+    }
     send({404, "text/plain; charset=utf-8", "no such page\n", {}}, user);
 }
 
@@ -282,8 +376,9 @@ void Console::sign_in(const WebRequest& r, WebRespond respond) {
             w->respond({303,
                         "text/plain",
                         "",
-                        {{"Location", "/queue"},
-                         {"Set-Cookie", std::string(k_cookie) + "=" + token + "; Path=/; HttpOnly; SameSite=Strict"}}});
+                        {{"Location", "/overview"},
+                         {"Set-Cookie", std::string(k_cookie) + "=" + token + "; Path=/; HttpOnly; SameSite=Strict" +
+                                            (self->m_config->admin.https ? "; Secure" : "")}}});
         });
 }
 
@@ -308,20 +403,12 @@ WebResponse Console::queue_page(const WebRequest& r, const Session& s) {
             recipients += html_escape(rc.address) + " <small>(" + to_string(rc.status) + ")</small><br>";
         std::string sender = html_escape(e->sender.empty() ? "<>" : e->sender);
         if (!e->orig_sender.empty()) sender = html_escape(e->orig_sender) + " &rarr; " + sender;
-        auto button = [&](const char* action, const char* label) {
-            return "<form method=\"post\" action=\"/queue/action\"><input type=\"hidden\" name=\"csrf\" value=\"" +
-                   s.csrf + "\"><input type=\"hidden\" name=\"id\" value=\"" + e->id +
-                   "\"><input type=\"hidden\" name=\"action\" value=\"" + action + "\"><button>" + label +
-                   "</button></form>";
-        };
-        std::string actions =
-            e->held ? button("release", "Release") : button("retry", "Retry now") + button("hold", "Hold");
-        actions += button("delete", "Delete");
-        rows += "<tr id=\"m-" + e->id + "\"><td>" + e->id + (e->held ? " <span class=\"held\">held</span>" : "") +
-                "</td><td>" + format_time(e->arrival_us) + "</td><td>" + sender + "</td><td>" + recipients +
-                "</td><td>" + std::to_string(e->attempts) + "</td><td>" +
-                (e->held ? std::string("-") : format_time(e->next_attempt_us)) + "</td><td class=\"info\"><b>" +
-                html_escape(info.category) + "</b>" + html_escape(info.fix) +
+        std::string actions = queue_actions(*e, s.csrf);
+        rows += "<tr id=\"m-" + e->id + "\"><td><a href=\"/message?id=" + e->id + "\">" + e->id + "</a>" +
+                (e->held ? " <span class=\"held\">held</span>" : "") + "</td><td>" + format_time(e->arrival_us) +
+                "</td><td>" + sender + "</td><td>" + recipients + "</td><td>" + std::to_string(e->attempts) +
+                "</td><td>" + (e->held ? std::string("-") : format_time(e->next_attempt_us)) +
+                "</td><td class=\"info\"><b>" + html_escape(info.category) + "</b>" + html_escape(info.fix) +
                 (w && !w->reason.empty() ? "<div class=\"reason\">" + html_escape(w->reason) + "</div>" : "") +
                 "</td><td>" + actions + "</td></tr>";
     }

@@ -4,7 +4,12 @@
 
 #include <microhttpd.h>
 
+#include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iterator>
 #include <optional>
 #include <stdexcept>
 
@@ -19,6 +24,21 @@ void put_lower(std::map<std::string, std::string>& m, const char* key, const cha
     for (char& ch : k)
         ch = char(std::tolower(static_cast<unsigned char>(ch)));
     m.emplace(std::move(k), value ? value : "");
+}
+
+// A PEM file, at most 1 MiB.
+bool read_pem(const std::string& path, std::string& out, std::string& error) {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) {
+        error = "cannot read " + path + ": " + std::strerror(errno);
+        return false;
+    }
+    out.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+    if (out.size() > 1024 * 1024 || out.find("-----BEGIN ") == std::string::npos) {
+        error = path + " is not a PEM file";
+        return false;
+    }
+    return true;
 }
 
 }  // namespace
@@ -154,17 +174,35 @@ WebServer::WebServer(uv_loop_t* loop, conf::HostPort endpoint, WebHandler handle
 
 WebServer::~WebServer() { close(); }
 
+void WebServer::use_tls(std::string certificate_file, std::string key_file) {
+    m_cert_file = std::move(certificate_file);
+    m_key_file = std::move(key_file);
+}
+
 void WebServer::start() {
     auto addr = to_sockaddr(m_endpoint);
     std::string where = m_endpoint.host + ":" + std::to_string(m_endpoint.port);
     if (!addr) throw std::runtime_error(where + ": not an address to listen on");
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
     if (addr->ss_family == AF_INET6) flags |= MHD_USE_IPv6;
+    MHD_OptionItem tls[3] = {{MHD_OPTION_END, 0, nullptr}, {MHD_OPTION_END, 0, nullptr}, {MHD_OPTION_END, 0, nullptr}};
+    if (!m_cert_file.empty()) {
+        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+            throw std::runtime_error(where + ": this libmicrohttpd was built without TLS");
+        std::string error;
+        if (!read_pem(m_cert_file, m_cert_pem, error) || !read_pem(m_key_file, m_key_pem, error))
+            throw std::runtime_error(where + ": " + error);
+        flags |= MHD_USE_TLS;
+        tls[0] = {MHD_OPTION_HTTPS_MEM_CERT, 0, m_cert_pem.data()};
+        tls[1] = {MHD_OPTION_HTTPS_MEM_KEY, 0, m_key_pem.data()};
+    }
     m_daemon = MHD_start_daemon(flags, m_endpoint.port, nullptr, nullptr, &Glue::request, this, MHD_OPTION_SOCK_ADDR,
                                 reinterpret_cast<sockaddr*>(&*addr), MHD_OPTION_CONNECTION_LIMIT, 64u,
                                 MHD_OPTION_PER_IP_CONNECTION_LIMIT, 8u, MHD_OPTION_CONNECTION_TIMEOUT, 30u,
                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, size_t(32 * 1024), MHD_OPTION_NOTIFY_COMPLETED,
-                                &Glue::completed, this, MHD_OPTION_END);
+                                &Glue::completed, this, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
+    // The key is MHD's (GnuTLS's) now: no copy of it stays here.
+    std::fill(m_key_pem.begin(), m_key_pem.end(), '\0');
     if (!m_daemon) throw std::runtime_error(where + ": cannot listen (the address is taken or not this machine's)");
     const MHD_DaemonInfo* info = MHD_get_daemon_info(m_daemon, MHD_DAEMON_INFO_EPOLL_FD);
     m_poll = new uv_poll_t;

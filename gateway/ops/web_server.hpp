@@ -53,6 +53,8 @@ public:
     ~WebServer();
     WebServer(const WebServer&) = delete;
     WebServer& operator=(const WebServer&) = delete;
+    // HTTPS with this certificate (chain) and key, PEM files read at start() (MHD uses GnuTLS).
+    void use_tls(std::string certificate_file, std::string key_file);
     void start();  // throws with the reason
     void close();  // requests waiting for an answer get 503
 
@@ -65,6 +67,8 @@ private:
     uv_loop_t* m_loop;
     conf::HostPort m_endpoint;
     WebHandler m_handler;
+    std::string m_cert_file, m_key_file;
+    std::string m_cert_pem, m_key_pem;  // MHD's while it runs
     MHD_Daemon* m_daemon = nullptr;
     uv_poll_t* m_poll = nullptr;
     uv_timer_t* m_timer = nullptr;

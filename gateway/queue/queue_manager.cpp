@@ -237,6 +237,25 @@ int64_t QueueManager::oldest_arrival_us() const {
     return oldest;
 }
 
+std::vector<QueueManager::DestinationState> QueueManager::destination_states() const {
+    std::vector<DestinationState> out;
+    int64_t now = now_us();
+    for (const auto& [key, q] : m_dests) {
+        DestinationState d;
+        d.key = key;
+        d.sessions = q.sessions;
+        d.window = q.window;
+        d.limit = concurrency_limit(q);
+        d.jobs = q.jobs.size();
+        d.dead_until_us = q.dead_until > now ? q.dead_until : 0;
+        d.dsn = q.dead.dsn;
+        d.reason = q.dead.reason;
+        out.push_back(std::move(d));
+    }
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.key < b.key; });
+    return out;
+}
+
 std::vector<std::string> QueueManager::ids() const {
     std::vector<std::string> out;
     for (const auto& [id, m] : m_messages)

@@ -74,6 +74,17 @@ public:
     void reload(std::shared_ptr<const conf::Config> config);
     void stop();  // deliveries in flight are abandoned; their messages stay queued as they were
 
+    // Each destination in use, for the console: its sessions, its concurrency window, jobs
+    // waiting, and whether it is dead (failed recently; mail for it waits until dead_until_us).
+    struct DestinationState {
+        std::string key;  // "upstream:NAME" or "direct:DOMAIN"
+        unsigned sessions = 0, window = 0, limit = 0;
+        size_t jobs = 0;
+        int64_t dead_until_us = 0;  // wall clock; 0: healthy
+        std::string dsn, reason;    // the last failure, while dead
+    };
+    std::vector<DestinationState> destination_states() const;
+
     size_t size() const { return m_messages.size(); }
     size_t destinations() const { return m_dests.size(); }  // in use: mail queued, connections, or a recent failure
 

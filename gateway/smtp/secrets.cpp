@@ -1,5 +1,6 @@
 #include "gateway/smtp/secrets.hpp"
 
+#include "gateway/common/child_process.hpp"
 #include "gateway/smtp/oauth2.hpp"
 
 #include <fcntl.h>
@@ -17,7 +18,6 @@ namespace {
 
 constexpr size_t k_max_secret = 64 * 1024;
 constexpr uint64_t k_command_timeout_ms = 30000;
-constexpr uint64_t k_output_grace_ms = 200;  // after the shell's exit, for the rest of its output
 
 std::string trimmed(std::string s) {
     while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ' || s.back() == '\t'))
@@ -75,127 +75,32 @@ void read_file(uv_loop_t* loop, const std::string& path, SecretDone done) {
         });
 }
 
-// Runs "/bin/sh -c COMMAND" in a process group of its own and takes what it prints. The result
-// comes at the latest k_command_timeout_ms after the start, and soon after the shell exits even
-// when something it started still holds its output open; whatever is left of the group is
-// killed then.
-struct Command {
-    uv_process_t process{};
-    uv_pipe_t out{};
-    uv_timer_t timer{};
-    std::string command;
-    std::string output;
-    int64_t status = -1;
-    int open_handles = 3;
-    bool timed_out = false;
-    bool exited = false;
-    bool eof = false;
-    bool finished = false;
-    bool cancelled = false;
-    SecretDone done;
-
-    static std::set<Command*>& running() {  // loop thread only
-        static std::set<Command*> all;
-        return all;
-    }
-
-    static void closed(uv_handle_t* h) {
-        auto* c = static_cast<Command*>(h->data);
-        if (--c->open_handles == 0) delete c;
-    }
-    // Nothing the command started outlives its result. The shell was made a group leader; the
-    // group may be empty by now (ESRCH).
-    void kill_group() { uv_kill(-process.pid, SIGKILL); }
-    void on_exit(int64_t exit_status) {
-        exited = true;
-        status = exit_status;
-        if (finished) return uv_close(reinterpret_cast<uv_handle_t*>(&process), closed);
-        if (eof) return finish();
-        // A child of the shell may still hold the pipe: what was printed arrives at once.
-        uv_timer_start(
-            &timer, [](uv_timer_t* t) { static_cast<Command*>(t->data)->finish(); }, k_output_grace_ms, 0);
-    }
-    void on_eof() {
-        eof = true;
-        if (exited) finish();
-    }
-    void on_timeout() {
-        timed_out = !exited;
-        finish();
-    }
-    void finish() {
-        if (finished) return;
-        finished = true;
-        running().erase(this);
-        kill_group();
-        auto d = std::move(done);
-        if (cancelled)
-            d(false, {}, "auth.token_command was stopped: the gateway is stopping");
-        else if (timed_out)
-            d(false, {}, "auth.token_command did not finish within 30 s: " + command);
-        else if (status != 0)
-            d(false, {}, "auth.token_command exited with status " + std::to_string(status) + ": " + command);
-        else if (trimmed(output).empty())
-            d(false, {}, "auth.token_command printed nothing: " + command);
-        else
-            d(true, trimmed(output), {});
-        uv_close(reinterpret_cast<uv_handle_t*>(&out), closed);
-        uv_close(reinterpret_cast<uv_handle_t*>(&timer), closed);
-        if (exited) uv_close(reinterpret_cast<uv_handle_t*>(&process), closed);  // else once it has exited
-    }
-};
-
+// Runs "/bin/sh -c COMMAND" (common/child_process.hpp) and takes what it prints.
 void run_command(uv_loop_t* loop, const std::string& command, SecretDone done) {
-    auto* c = new Command;
-    c->command = command;
-    c->done = std::move(done);
-    c->process.data = c->out.data = c->timer.data = c;
-    uv_pipe_init(loop, &c->out, 0);
-    uv_timer_init(loop, &c->timer);
-    uv_stdio_container_t stdio[3];
-    stdio[0].flags = UV_IGNORE;
-    stdio[1].flags = static_cast<uv_stdio_flags>(UV_CREATE_PIPE | UV_WRITABLE_PIPE);
-    stdio[1].data.stream = reinterpret_cast<uv_stream_t*>(&c->out);
-    stdio[2].flags = UV_IGNORE;
-    std::string shell = "/bin/sh", dash_c = "-c";
-    char* args[] = {shell.data(), dash_c.data(), c->command.data(), nullptr};
-    uv_process_options_t options{};
-    options.file = "/bin/sh";
-    options.args = args;
-    options.stdio = stdio;
-    options.stdio_count = 3;
-    options.flags = UV_PROCESS_DETACHED;  // setsid(): the shell leads a process group of its own
-    options.exit_cb = [](uv_process_t* p, int64_t status, int) { static_cast<Command*>(p->data)->on_exit(status); };
-    int r = uv_spawn(loop, &c->process, &options);
-    if (r != 0) {
-        auto d = std::move(c->done);
-        c->open_handles = 2;
-        uv_close(reinterpret_cast<uv_handle_t*>(&c->out), Command::closed);
-        uv_close(reinterpret_cast<uv_handle_t*>(&c->timer), Command::closed);
-        return d(false, {}, std::string("cannot run auth.token_command: ") + uv_strerror(r));
-    }
-    Command::running().insert(c);
-    uv_read_start(
-        reinterpret_cast<uv_stream_t*>(&c->out),
-        [](uv_handle_t*, size_t size, uv_buf_t* buf) { *buf = uv_buf_init(new char[size], unsigned(size)); },
-        [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-            auto* c = static_cast<Command*>(s->data);
-            if (n > 0 && c->output.size() < k_max_secret) c->output.append(buf->base, size_t(n));
-            delete[] buf->base;
-            if (n < 0) c->on_eof();
-        });
-    uv_timer_start(
-        &c->timer, [](uv_timer_t* t) { static_cast<Command*>(t->data)->on_timeout(); }, k_command_timeout_ms, 0);
+    ChildOptions o;
+    o.argv = {"/bin/sh", "-c", command};
+    o.timeout_ms = k_command_timeout_ms;
+    o.max_output = k_max_secret;
+    run_child(loop, std::move(o), [command, done = std::move(done)](const ChildResult& r) {
+        if (!r.started)
+            done(false, {}, "cannot run auth.token_command: " + r.error);
+        else if (r.cancelled)
+            done(false, {}, "auth.token_command was stopped: the gateway is stopping");
+        else if (r.timed_out)
+            done(false, {}, "auth.token_command did not finish within 30 s: " + command);
+        else if (r.status != 0)
+            done(false, {}, "auth.token_command exited with status " + std::to_string(r.status) + ": " + command);
+        else if (trimmed(r.output).empty())
+            done(false, {}, "auth.token_command printed nothing: " + command);
+        else
+            done(true, trimmed(r.output), {});
+    });
 }
 
 }  // namespace
 
 void stop_secret_commands() {
-    auto all = Command::running();
-    for (Command* c : all) {
-        c->cancelled = true;
-        c->finish();
-    }
+    stop_children();
     oauth2::stop();
 }
 

@@ -4,9 +4,13 @@ the defences: escaping of what strangers wrote, CSRF tokens, locked-out guessing
 headers, sessions that end."""
 import http.client
 import json
+import os
 import re
+import shutil
 import socket
+import ssl
 import subprocess
+import tempfile
 import unittest
 import urllib.parse
 
@@ -83,12 +87,58 @@ admin: {{ listen: "127.0.0.1:{cls.port}", accounts: {cls.gw.dir}/admins }}
         self.assertEqual(r.returncode, 0, r.stdout)
         return queued_id(r.stdout)
 
+    def test_every_page_has_its_json(self):
+        qid = self.send("api@example.org")
+        self.gw.wait_log(rf"{qid}: to=<api@example\.org>, .*status=deferred")
+        b = Browser(self.port)
+        b.sign_in()
+        overview = json.loads(b.request("GET", "/api/overview").text)
+        self.assertGreaterEqual(sum(m["received"] for m in overview["minutes"]), 1)
+        self.assertGreaterEqual(sum(m["deferred"] for m in overview["minutes"]), 1)
+        hold = {d["destination"]: d for d in overview["destinations"]}["upstream:hold"]
+        self.assertTrue(hold["dead"])
+        self.assertEqual(hold["reason"], "connect to 127.0.0.1[127.0.0.1]:9: Connection refused")
+        message = json.loads(b.request("GET", "/api/message?id=" + qid).text)
+        self.assertTrue(message["queued"])
+        self.assertEqual(message["envelope"]["recipients"][0]["address"], "api@example.org")
+        self.assertIn("Subject: " + HOSTILE, message["headers"])
+        self.assertTrue(any(re.search(rf"{qid}: to=<api@example\.org>, .*status=deferred", l) for l in message["log"]))
+        self.assertTrue(any(f"{qid}: client=" in l for l in message["log"]))
+        log = json.loads(b.request("GET", f"/api/log?q={qid}&status=deferred").text)
+        self.assertEqual(len(log["lines"]), 1)
+        with open(self.gw.log_path) as f:
+            self.assertIn(log["lines"][0] + "\n", f.read())
+        self.assertEqual(json.loads(b.request("GET", f"/api/log?q={qid}&status=sent").text)["lines"], [])
+        upstreams = json.loads(b.request("GET", "/api/upstreams").text)
+        self.assertEqual(sorted(u["name"] for u in upstreams), ["hold", "scripted"])
+        self.assertEqual(b.request("GET", "/api/log?status=delivered").status, 400)
+        self.assertEqual(b.request("GET", "/api/log?page=x").status, 400)
+        self.assertEqual(b.request("GET", "/api/message?id=../../etc/passwd").status, 400)
+        gone = json.loads(b.request("GET", "/api/message?id=ABCDEF123456").text)
+        self.assertEqual((gone["queued"], gone["log"]), (False, []))
+        # Running the doctor or a probe is an action: it needs the session's token.
+        self.assertEqual(b.request("POST", "/api/doctor", {}).status, 403)
+        self.assertEqual(b.request("POST", "/api/probe", {"name": "hold"}).status, 403)
+        csrf = b.csrf()
+        self.assertEqual(b.request("POST", "/api/probe", {"name": "nonesuch", "csrf": csrf}).status, 404)
+        probe = json.loads(b.request("POST", "/api/probe", {"name": "hold", "csrf": csrf}).text)
+        self.assertFalse(probe["ok"])
+        self.assertIn("Connection refused", probe["output"])
+        upstreams = {u["name"]: u for u in json.loads(b.request("GET", "/api/upstreams").text)}
+        self.assertEqual(upstreams["hold"]["probe"]["by"], "alice")
+        self.assertIsNone(upstreams["scripted"]["probe"])
+
     def test_pages_need_a_session(self):
         b = Browser(self.port)
         r = b.request("GET", "/queue")
         self.assertEqual((r.status, r.headers["Location"]), (303, "/login"))
         r = b.request("GET", "/api/queue")
         self.assertEqual(r.status, 401)
+        for path in ("/api/overview", "/api/log?q=x", "/api/message?id=ABCDEF123456", "/api/doctor", "/api/upstreams"):
+            self.assertEqual(b.request("GET", path).status, 401, path)
+        for path in ("/overview", "/log", "/message?id=ABCDEF123456", "/doctor", "/upstreams"):
+            self.assertEqual(b.request("GET", path).headers["Location"], "/login", path)
+        self.assertEqual(b.request("POST", "/api/doctor", {}).status, 401)
         r = b.request("POST", "/queue/action", {"id": "ABCDEF123456", "action": "delete"})
         self.assertEqual(r.status, 303)  # to the sign-in page; nothing done
 
@@ -97,7 +147,7 @@ admin: {{ listen: "127.0.0.1:{cls.port}", accounts: {cls.gw.dir}/admins }}
         self.gw.wait_log(rf"{qid}: to=<someone@example\.org>, .*status=deferred")
         b = Browser(self.port)
         r = b.sign_in()
-        self.assertEqual((r.status, r.headers["Location"]), (303, "/queue"))
+        self.assertEqual((r.status, r.headers["Location"]), (303, "/overview"))
         cookie = r.headers["Set-Cookie"]
         self.assertRegex(cookie, r"^smtpgw_session=[0-9a-f]{64}; Path=/; HttpOnly; SameSite=Strict$")
         self.gw.wait_log(r"console\[\d+\]: alice from 127\.0\.0\.1: signed in")
@@ -200,13 +250,64 @@ admin: {{ listen: "127.0.0.1:{cls.port}", accounts: {cls.gw.dir}/admins }}
 
 
 class ConsoleConfigTest(unittest.TestCase):
-    def test_beyond_loopback_is_refused(self):
+    def test_plain_http_beyond_loopback_is_refused(self):
         gw = Gateway('admin: { listen: "0.0.0.0:8025" }\n')
         self.addCleanup(gw.cleanup)
         r = gw.run("check-config")
         self.assertEqual(r.returncode, 1)
-        self.assertIn("admin.listen: 0.0.0.0:8025 can be reached from other hosts, and the console speaks plain "
-                      "HTTP: listen on 127.0.0.1", r.stdout)
+        self.assertIn("admin.listen: 0.0.0.0:8025 can be reached from other hosts, so the console speaks HTTPS with "
+                      "the tls: certificate: give tls: { certificate, key }, or listen on 127.0.0.1", r.stdout)
+        gw.write_config('admin: { listen: "0.0.0.0:8025", https: false }\n')
+        r = gw.run("check-config")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("admin.https: 0.0.0.0:8025 can be reached from other hosts: the console does not speak plain "
+                      "HTTP there", r.stdout)
+
+
+class ConsoleHttpsTest(unittest.TestCase):
+    """HTTPS with the tls: certificate (from tools/make-certs' throwaway CA): on by default beyond
+    loopback, asked for here with https: true since tests listen on loopback only."""
+
+    def test_https_with_the_tls_certificate(self):
+        certs = tempfile.mkdtemp(prefix="smtpgw-certs-")
+        self.addCleanup(shutil.rmtree, certs, True)
+        subprocess.run([os.path.join(os.path.dirname(__file__), "../tools/make-certs"), certs, "gw.test"], check=True)
+        port = free_tcp_port()
+        gw = Gateway()
+        self.addCleanup(gw.cleanup)
+        gw.write_config(f"""tls: {{ certificate: {certs}/gw.test.pem, key: {certs}/gw.test.key }}
+admin: {{ listen: "127.0.0.1:{port}", https: true, accounts: {gw.dir}/admins }}
+""")
+        r = subprocess.run([BIN, "admin", "add", "alice", "-c", gw.config_path], input=PASSWORD + "\n",
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        gw.start()
+        gw.wait_log(rf"console\[\d+\]: console on https://127\.0\.0\.1:{port}/")
+        context = ssl.create_default_context(cafile=f"{certs}/ca.pem")
+        context.check_hostname = False  # the certificate names gw.test; the test reaches 127.0.0.1
+        c = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=15)
+        c.request("POST", "/login", body=urllib.parse.urlencode({"name": "alice", "password": PASSWORD}),
+                  headers={"Content-Type": "application/x-www-form-urlencoded"})
+        r = c.getresponse()
+        r.read()
+        self.assertEqual(r.status, 303)
+        self.assertRegex(r.headers["Set-Cookie"], r"^smtpgw_session=[0-9a-f]{64}; Path=/; HttpOnly; SameSite=Strict; "
+                                                  r"Secure$")
+        self.assertEqual(r.headers["Strict-Transport-Security"], "max-age=31536000")
+        self.assertEqual(c.sock.getpeercert()["subject"][-1][0][1], "gw.test")
+        c.close()
+        # Plain HTTP gets no page: only a TLS handshake is answered.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /login HTTP/1.1\r\nHost: x\r\n\r\n")
+            try:
+                answer = s.recv(4096)
+            except ConnectionResetError:
+                answer = b""
+            self.assertNotIn(b"HTTP/1.1 200", answer)
+        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", f"{certs}/ca.pem",
+                            "--resolve", f"gw.test:{port}:127.0.0.1", f"https://gw.test:{port}/healthz"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.stdout, "200")
 
 
 if __name__ == "__main__":

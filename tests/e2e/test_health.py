@@ -19,14 +19,17 @@ def get(port, path):
 
 class HealthTest(unittest.TestCase):
     def test_ready_until_draining(self):
-        port = free_tcp_port()
-        gw = Gateway(f'metrics: {{ listen: "127.0.0.1:{port}" }}\n')
+        port, admin = free_tcp_port(), free_tcp_port()
+        gw = Gateway(f'metrics: {{ listen: "127.0.0.1:{port}" }}\nadmin: {{ listen: "127.0.0.1:{admin}" }}\n')
         self.addCleanup(gw.cleanup)
         gw.start()
         self.assertEqual(get(port, "/healthz"), (200, "ok\n"))
         self.assertEqual(get(port, "/readyz"), (200, "ready\n"))
         self.assertEqual(get(port, "/readyz?verbose")[0], 200)
         self.assertEqual(get(port, "/ready")[0], 404)
+        # The console's listener answers both without a sign-in.
+        self.assertEqual(get(admin, "/healthz"), (200, "ok\n"))
+        self.assertEqual(get(admin, "/readyz"), (200, "ready\n"))
         # A message in transfer keeps the gateway draining after SIGTERM (up to 10 s).
         c = gw.connect()
         c.reply()
@@ -39,6 +42,9 @@ class HealthTest(unittest.TestCase):
         gw.wait_log(r"stopping: no new connections")
         self.assertEqual(get(port, "/readyz"), (503, "not ready: draining: the gateway is stopping\n"))
         self.assertEqual(get(port, "/healthz"), (200, "ok\n"))
+        self.assertEqual(get(admin, "/readyz"), (503, "not ready: draining: the gateway is stopping\n"))
+        self.assertEqual(get(admin, "/healthz"), (200, "ok\n"))
+        self.assertEqual(get(admin, "/login"), (503, "the gateway is stopping\n"))
         c.send("last line\r\n.\r\n")
         self.assertTrue(c.reply().startswith("250 2.0.0 Ok: queued as "))
         wait_for(lambda: gw.proc.poll() is not None, timeout=15, what="the gateway to stop")
