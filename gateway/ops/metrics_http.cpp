@@ -1,11 +1,9 @@
 #include "gateway/ops/metrics_http.hpp"
 
 #include "gateway/common/metrics.hpp"
-#include "gateway/common/net.hpp"
 
 #include <cstdio>
 #include <stdexcept>
-#include <string_view>
 
 namespace gateway::metrics {
 
@@ -117,145 +115,39 @@ std::string exposition(const QueueState& q) {
 
 // --- the HTTP endpoint ------------------------------------------------------------------------
 
-namespace {
-constexpr size_t k_max_connections = 64;          // scrapers are few
-constexpr uint64_t k_request_timeout_ms = 10000;  // to send the request line and headers
-}  // namespace
-
-struct HttpServer::Conn {
-    uv_tcp_t tcp{};
-    HttpServer* owner = nullptr;
-    std::string in, out;
-    uv_write_t write{};
-    bool answered = false;
-    uint64_t since_ms = 0;
-
-    void close() {
-        owner->m_conns.erase(this);
-        uv_close(reinterpret_cast<uv_handle_t*>(&tcp), [](uv_handle_t* h) { delete static_cast<Conn*>(h->data); });
-    }
-};
-
 HttpServer::HttpServer(uv_loop_t* loop, conf::HostPort endpoint, std::function<QueueState()> queue)
-    : m_loop(loop), m_endpoint(std::move(endpoint)), m_queue(std::move(queue)) {}
+    : m_queue(std::move(queue)) {
+    // Scrapers are few; each has ten seconds for its request.
+    WebLimits limits;
+    limits.connections = 64;
+    limits.per_client = 0;
+    limits.timeout_seconds = 10;
+    m_web = std::make_unique<WebServer>(
+        loop, std::move(endpoint), [this](const WebRequest& r, WebRespond respond) { respond(answer(r)); }, limits);
+}
 
 HttpServer::~HttpServer() = default;
 
+WebResponse HttpServer::answer(const WebRequest& r) const {
+    const char* text = "text/plain; charset=utf-8";
+    if (r.method != "GET" && r.method != "HEAD") return {405, text, "method not allowed\n", {{"Allow", "GET, HEAD"}}};
+    if (r.path == "/metrics") return {200, "text/plain; version=0.0.4; charset=utf-8", exposition(m_queue()), {}};
+    if (r.path == "/healthz") return {200, text, "ok\n", {}};
+    if (r.path == "/readyz") {
+        std::string why = m_queue().not_ready;
+        return {why.empty() ? 200 : 503, text, why.empty() ? "ready\n" : "not ready: " + why + "\n", {}};
+    }
+    return {404, text, "smtpgw serves /metrics, /healthz and /readyz\n", {}};
+}
+
 void HttpServer::start() {
-    auto addr = to_sockaddr(m_endpoint);
-    if (!addr) throw std::runtime_error("metrics.listen " + m_endpoint.host + " is not usable");
-    m_tcp = new uv_tcp_t;
-    uv_tcp_init(m_loop, m_tcp);
-    m_tcp->data = this;
-    int r = uv_tcp_bind(m_tcp, reinterpret_cast<const sockaddr*>(&*addr), 0);
-    if (r == 0)
-        r = uv_listen(reinterpret_cast<uv_stream_t*>(m_tcp), 64, [](uv_stream_t* server, int status) {
-            if (status != 0) return;
-            auto* self = static_cast<HttpServer*>(server->data);
-            // Full: the connection waiting longest for its request goes, so that idle
-            // connections cannot keep a scraper out.
-            if (self->m_conns.size() >= k_max_connections) self->close_oldest();
-            bool full = self->m_conns.size() >= k_max_connections;  // all of them being answered
-            auto* c = new Conn;
-            c->owner = self;
-            c->since_ms = uv_now(self->m_loop);
-            uv_tcp_init(self->m_loop, &c->tcp);
-            c->tcp.data = c;
-            if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&c->tcp)) != 0 || full) {
-                uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp),
-                         [](uv_handle_t* h) { delete static_cast<Conn*>(h->data); });
-                return;
-            }
-            self->m_conns.insert(c);
-            uv_read_start(
-                reinterpret_cast<uv_stream_t*>(&c->tcp),
-                [](uv_handle_t*, size_t, uv_buf_t* buf) {
-                    static char storage[4096];
-                    *buf = uv_buf_init(storage, sizeof storage);
-                },
-                [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
-                    auto* c = static_cast<Conn*>(s->data);
-                    if (c->answered) return;
-                    if (n < 0) return c->close();
-                    c->in.append(buf->base, size_t(n));
-                    bool complete = c->in.find("\r\n\r\n") != std::string::npos;
-                    if (!complete && c->in.size() < 8192) return;
-                    c->answered = true;
-                    uv_read_stop(s);
-                    std::string status = "200 OK", type = "text/plain; version=0.0.4; charset=utf-8", body;
-                    bool head = c->in.rfind("HEAD ", 0) == 0;
-                    std::string_view target(c->in);
-                    target.remove_prefix(head ? 5 : 4);
-                    auto is = [&](std::string_view path) {
-                        return target.substr(0, path.size()) == path && target.size() > path.size() &&
-                               (target[path.size()] == ' ' || target[path.size()] == '?');
-                    };
-                    bool metrics_path = is("/metrics");
-                    if (!complete) {
-                        status = "431 Request Header Fields Too Large";
-                    } else if (!head && c->in.rfind("GET ", 0) != 0) {
-                        status = "405 Method Not Allowed";
-                    } else if (metrics_path) {
-                        body = exposition(c->owner->m_queue());
-                    } else if (is("/healthz")) {
-                        type = "text/plain; charset=utf-8", body = "ok\n";
-                    } else if (is("/readyz")) {
-                        type = "text/plain; charset=utf-8";
-                        std::string why = c->owner->m_queue().not_ready;
-                        if (!why.empty()) status = "503 Service Unavailable";
-                        body = why.empty() ? "ready\n" : "not ready: " + why + "\n";
-                    } else {
-                        status = "404 Not Found";
-                        body = "smtpgw serves /metrics, /healthz and /readyz\n";
-                    }
-                    c->out = "HTTP/1.1 " + status + "\r\nContent-Type: " + type +
-                             "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" +
-                             (head ? std::string() : body);
-                    uv_buf_t out = uv_buf_init(c->out.data(), unsigned(c->out.size()));
-                    c->write.data = c;
-                    uv_write(&c->write, s, &out, 1, [](uv_write_t* w, int) { static_cast<Conn*>(w->data)->close(); });
-                });
-        });
-    if (r != 0) {
-        uv_close(reinterpret_cast<uv_handle_t*>(m_tcp), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
-        m_tcp = nullptr;
-        throw std::runtime_error("metrics.listen " + m_endpoint.host + ":" + std::to_string(m_endpoint.port) + ": " +
-                                 uv_strerror(r));
-    }
-    m_sweep = new uv_timer_t;
-    uv_timer_init(m_loop, m_sweep);
-    m_sweep->data = this;
-    uv_timer_start(
-        m_sweep, [](uv_timer_t* t) { static_cast<HttpServer*>(t->data)->close_idle(); }, 1000, 1000);
-}
-
-void HttpServer::close_idle() {
-    uint64_t now = uv_now(m_loop);
-    auto conns = m_conns;
-    for (Conn* c : conns)
-        if (!c->answered && now - c->since_ms >= k_request_timeout_ms) c->close();
-}
-
-void HttpServer::close_oldest() {
-    Conn* oldest = nullptr;
-    for (Conn* c : m_conns)
-        if (!c->answered && (!oldest || c->since_ms < oldest->since_ms)) oldest = c;
-    if (oldest) oldest->close();
-}
-
-void HttpServer::close() {
-    auto conns = m_conns;
-    for (Conn* c : conns)
-        c->close();
-    if (m_sweep) {
-        uv_close(reinterpret_cast<uv_handle_t*>(m_sweep),
-                 [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-        m_sweep = nullptr;
-    }
-    if (m_tcp) {
-        uv_close(reinterpret_cast<uv_handle_t*>(m_tcp), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
-        m_tcp = nullptr;
+    try {
+        m_web->start();
+    } catch (const std::exception& e) {
+        throw std::runtime_error(std::string("metrics.listen ") + e.what());
     }
 }
+
+void HttpServer::close() { m_web->close(); }
 
 }  // namespace gateway::metrics

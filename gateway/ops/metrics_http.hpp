@@ -1,18 +1,20 @@
 // GET /metrics (`metrics.listen`): the counters of common/metrics.hpp and the queue's state in
 // the Prometheus text exposition format 0.0.4. Also, for load balancers and orchestrators,
 // GET /healthz (200 while the loop answers) and GET /readyz (200 when the gateway takes mail;
-// 503 with the reason while it starts, drains after SIGTERM, or its spool is full). The endpoint runs on the event loop
-// and answers from the counters directly; the queue is asked at each scrape. At most 64 connections, each with 10
-// seconds and 8 KiB for its request; when all 64 are taken, the oldest waiting one goes.
+// 503 with the reason while it starts, drains after SIGTERM, or its spool is full). Served by
+// web_server.hpp (libmicrohttpd on the event loop) from the counters directly; the queue is
+// asked at each scrape. At most 64 connections, each with 10 seconds for its request; when all
+// 64 are taken, the oldest one without a request goes.
 #pragma once
 
 #include "conf/config.hpp"
+#include "gateway/ops/web_server.hpp"
 
 #include <uv.h>
 
 #include <cstdint>
 #include <functional>
-#include <set>
+#include <memory>
 #include <string>
 
 namespace gateway::metrics {
@@ -36,15 +38,9 @@ public:
     void close();
 
 private:
-    struct Conn;
-    void close_idle();    // connections that sent no whole request in time
-    void close_oldest();  // the connection waiting longest for its request
-    uv_loop_t* m_loop;
-    conf::HostPort m_endpoint;
+    WebResponse answer(const WebRequest& r) const;
     std::function<QueueState()> m_queue;
-    uv_tcp_t* m_tcp = nullptr;
-    uv_timer_t* m_sweep = nullptr;
-    std::set<Conn*> m_conns;
+    std::unique_ptr<WebServer> m_web;
 };
 
 }  // namespace gateway::metrics

@@ -3,6 +3,7 @@
 #include "gateway/common/net.hpp"
 
 #include <microhttpd.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cctype>
@@ -85,6 +86,13 @@ struct WebServer::Pending {
     std::optional<WebResponse> answer;
 };
 
+struct WebServer::Tracked {
+    MHD_Connection* connection = nullptr;
+    uint64_t number = 0;
+    bool busy = false;     // a request is under way
+    bool evicted = false;  // shut down; MHD closes it next
+};
+
 struct WebServer::Glue {
     static MHD_Result queue(MHD_Connection* c, const WebResponse& r) {
         MHD_Response* response =
@@ -112,6 +120,8 @@ struct WebServer::Glue {
         auto* self = static_cast<WebServer*>(cls);
         auto* p = static_cast<Pending*>(*state);
         if (!p) {  // the head has come; the body, if any, follows
+            if (auto* info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT))
+                if (auto* t = static_cast<Tracked*>(info->socket_context)) t->busy = true;
             p = new Pending;
             p->server = self;
             p->connection = c;
@@ -159,18 +169,47 @@ struct WebServer::Glue {
         return MHD_YES;
     }
 
-    static void completed(void* cls, MHD_Connection*, void** state, MHD_RequestTerminationCode) {
+    static void completed(void* cls, MHD_Connection* c, void** state, MHD_RequestTerminationCode) {
         auto* self = static_cast<WebServer*>(cls);
+        if (auto* info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT))
+            if (auto* t = static_cast<Tracked*>(info->socket_context)) t->busy = false;
         auto* p = static_cast<Pending*>(*state);
         if (!p) return;
         self->m_suspended.erase(p);
         delete p;
         *state = nullptr;
     }
+
+    static void connection(void* cls, MHD_Connection* c, void** context, MHD_ConnectionNotificationCode code) {
+        auto* self = static_cast<WebServer*>(cls);
+        if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+            auto* t = new Tracked{c, self->m_next_connection++};
+            *context = t;
+            self->m_connections[t->number] = t;
+            // Full: one place is kept free by closing the oldest idle connection.
+            if (self->m_connections.size() >= self->m_limits.connections) self->evict_idle();
+        } else if (auto* t = static_cast<Tracked*>(*context)) {
+            self->m_connections.erase(t->number);
+            delete t;
+            *context = nullptr;
+            // A place is free: MHD watches its listening socket again only in its next run.
+            self->m_run_again = true;
+        }
+    }
 };
 
-WebServer::WebServer(uv_loop_t* loop, conf::HostPort endpoint, WebHandler handler)
-    : m_loop(loop), m_endpoint(std::move(endpoint)), m_handler(std::move(handler)) {}
+void WebServer::evict_idle() {
+    for (auto& [number, t] : m_connections) {
+        if (t->busy || t->evicted) continue;
+        t->evicted = true;
+        if (auto* info = MHD_get_connection_info(t->connection, MHD_CONNECTION_INFO_CONNECTION_FD))
+            ::shutdown(info->connect_fd, SHUT_RDWR);  // MHD sees the end and closes it
+        return;
+    }
+}
+
+WebServer::WebServer(uv_loop_t* loop, conf::HostPort endpoint, WebHandler handler, WebLimits limits)
+    : m_loop(loop), m_endpoint(std::move(endpoint)), m_handler(std::move(handler)), m_limits(limits) {}
 
 WebServer::~WebServer() { close(); }
 
@@ -197,10 +236,11 @@ void WebServer::start() {
         tls[1] = {MHD_OPTION_HTTPS_MEM_KEY, 0, m_key_pem.data()};
     }
     m_daemon = MHD_start_daemon(flags, m_endpoint.port, nullptr, nullptr, &Glue::request, this, MHD_OPTION_SOCK_ADDR,
-                                reinterpret_cast<sockaddr*>(&*addr), MHD_OPTION_CONNECTION_LIMIT, 64u,
-                                MHD_OPTION_PER_IP_CONNECTION_LIMIT, 8u, MHD_OPTION_CONNECTION_TIMEOUT, 30u,
-                                MHD_OPTION_CONNECTION_MEMORY_LIMIT, size_t(32 * 1024), MHD_OPTION_NOTIFY_COMPLETED,
-                                &Glue::completed, this, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
+                                reinterpret_cast<sockaddr*>(&*addr), MHD_OPTION_CONNECTION_LIMIT, m_limits.connections,
+                                MHD_OPTION_PER_IP_CONNECTION_LIMIT, m_limits.per_client, MHD_OPTION_CONNECTION_TIMEOUT,
+                                m_limits.timeout_seconds, MHD_OPTION_CONNECTION_MEMORY_LIMIT, size_t(32 * 1024),
+                                MHD_OPTION_NOTIFY_COMPLETED, &Glue::completed, this, MHD_OPTION_NOTIFY_CONNECTION,
+                                &Glue::connection, this, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
     // The key is MHD's (GnuTLS's) now: no copy of it stays here.
     std::fill(m_key_pem.begin(), m_key_pem.end(), '\0');
     if (!m_daemon) throw std::runtime_error(where + ": cannot listen (the address is taken or not this machine's)");
@@ -217,9 +257,13 @@ void WebServer::start() {
 
 void WebServer::run() {
     if (!m_daemon) return;
+    m_run_again = false;
     MHD_run(m_daemon);
     MHD_UNSIGNED_LONG_LONG ms = 0;
-    if (MHD_get_timeout(m_daemon, &ms) == MHD_YES)
+    if (m_run_again)
+        uv_timer_start(
+            m_timer, [](uv_timer_t* t) { static_cast<WebServer*>(t->data)->run(); }, 0, 0);
+    else if (MHD_get_timeout(m_daemon, &ms) == MHD_YES)
         uv_timer_start(
             m_timer, [](uv_timer_t* t) { static_cast<WebServer*>(t->data)->run(); }, uint64_t(ms), 0);
     else

@@ -1,12 +1,14 @@
-// HTTP on the event loop, for the admin console: GNU libmicrohttpd driven by libuv. MHD runs
+// HTTP on the event loop, for the admin console and /metrics: GNU libmicrohttpd driven by libuv. MHD runs
 // without threads of its own (MHD_USE_EPOLL): its epoll descriptor is watched with a uv_poll and
 // MHD_run() is called from the loop, so every handler runs on the loop like the rest of the
 // gateway, with the queue and the counters at hand and no locks. (civetweb, the other library
 // Debian has, always runs worker threads of its own.) A handler may answer later: the
 // connection is suspended meanwhile (a doctor or probe run as a child process).
 //
-// Bounds: 64 connections at once (8 per client address), 30 s of inactivity, 32 KiB of memory
-// per connection for the request head, 64 KiB of request body.
+// Bounds (WebLimits): 64 connections at once (the console: 8 per client address), 30 s of
+// inactivity, 32 KiB of memory per connection for the request head, 64 KiB of request body. When
+// all places are taken, the connection that has waited longest without sending a request is
+// closed, so that idle connections cannot keep a browser or a scraper out.
 #pragma once
 
 #include "conf/config.hpp"
@@ -45,11 +47,17 @@ struct WebResponse {
 };
 
 using WebRespond = std::function<void(WebResponse)>;
+
+struct WebLimits {
+    unsigned connections = 64;
+    unsigned per_client = 8;  // 0: no limit per address
+    unsigned timeout_seconds = 30;
+};
 using WebHandler = std::function<void(const WebRequest&, WebRespond)>;
 
 class WebServer {
 public:
-    WebServer(uv_loop_t* loop, conf::HostPort endpoint, WebHandler handler);
+    WebServer(uv_loop_t* loop, conf::HostPort endpoint, WebHandler handler, WebLimits limits = {});
     ~WebServer();
     WebServer(const WebServer&) = delete;
     WebServer& operator=(const WebServer&) = delete;
@@ -60,13 +68,19 @@ public:
 
 private:
     struct Pending;  // one request, from its head to its answer
+    struct Tracked;  // one connection, from its accept to its close
     struct Glue;     // the callbacks MHD calls
     friend struct Glue;
-    void run();  // MHD's work for now, then the timer for its next
+    void run();         // MHD's work for now, then the timer for its next
+    void evict_idle();  // the oldest connection without a request goes
 
     uv_loop_t* m_loop;
     conf::HostPort m_endpoint;
     WebHandler m_handler;
+    WebLimits m_limits;
+    std::map<uint64_t, Tracked*> m_connections;  // by arrival
+    uint64_t m_next_connection = 0;
+    bool m_run_again = false;
     std::string m_cert_file, m_key_file;
     std::string m_cert_pem, m_key_pem;  // MHD's while it runs
     MHD_Daemon* m_daemon = nullptr;
