@@ -49,6 +49,10 @@ struct Listen {
     TlsVersion tls_min = TlsVersion::Tls12;
     TlsVersion tls_max = TlsVersion::Tls12;
     TlsCiphers tls_ciphers = TlsCiphers::Modern;
+    // A load balancer in front (HAProxy's send-proxy / send-proxy-v2): every connection starts
+    // with a PROXY protocol header naming the client, accepted from `proxies` only.
+    bool proxy_protocol = false;
+    std::vector<Cidr> proxies;
     bool legacy_tls() const { return tls_min != TlsVersion::Tls12 || tls_ciphers != TlsCiphers::Modern; }
     Mark mark;
 };

@@ -61,7 +61,8 @@ void load_listen(Walker& w, const YAML::Node& n, Config& c) {
     for (const auto& item : n) {
         std::string path = "listen[" + std::to_string(index++) + "]";
         auto f = w.mapping(item, path,
-                           {"address", "tls", "auth", "bare_newline", "clients", "tls_protocols", "tls_ciphers"});
+                           {"address", "tls", "auth", "bare_newline", "clients", "tls_protocols", "tls_ciphers",
+                            "proxy_protocol", "proxies"});
         if (!f) continue;
         Listen l;
         l.mark = w.mark(item);
@@ -87,6 +88,14 @@ void load_listen(Walker& w, const YAML::Node& n, Config& c) {
             load_networks(w, *clients, path + ".clients", *l.clients);
         }
         load_tls_protocols(w, *f, path, l);
+        w.boolean(*f, "proxy_protocol", path, l.proxy_protocol);
+        if (auto* proxies = Walker::find(*f, "proxies")) load_networks(w, *proxies, path + ".proxies", l.proxies);
+        if (l.proxy_protocol && l.proxies.empty())
+            w.error(item, path + ".proxies",
+                    "missing: with proxy_protocol: true, give the load balancers' addresses (only they may send the "
+                    "PROXY header, or anyone could claim any client address), e.g. proxies: [10.0.0.5/32]");
+        else if (!l.proxy_protocol && f->count("proxies"))
+            w.error(f->at("proxies").value, path + ".proxies", "has no effect without proxy_protocol: true");
         c.listen.push_back(l);
     }
 }

@@ -64,6 +64,8 @@ void usage(std::ostream& out) {
            "  queue flush [ID]      try one message, or every message, now\n"
            "  queue delete ID|--all remove messages from the queue (no bounce)\n"
            "  queue hold ID|--all   keep messages from being tried until released\n"
+           "  queue import DIR      move the messages of another instance's spool into this one\n"
+           "                        (both gateways stopped; run again after a crash to finish)\n"
            "  queue release ID|--all  try held messages again\n"
            "  probe UPSTREAM        check an upstream from upstreams: as delivery would use it\n"
            "  probe HOST:PORT [--security none|opportunistic|mandatory|implicit] [--verify]\n"
@@ -137,6 +139,7 @@ const Shape k_shapes[] = {
     {{"queue", "flush", "ID"}, {}},
     {{"queue", "delete", "ID"}, {}},
     {{"queue", "delete", "--all"}, {}},
+    {{"queue", "import", "DIR"}, {}},
     {{"queue", "hold", "ID"}, {}},
     {{"queue", "hold", "--all"}, {}},
     {{"queue", "release", "ID"}, {}},
@@ -524,6 +527,7 @@ int cmd_queue(const Arguments& a) {
     if (w.size() == 2 && w[1] == "list") return gateway::queue_list(layout, a.json, std::cout);
     if (w.size() == 3 && w[1] == "show") return gateway::queue_show(layout, w[2], a.json, std::cout, std::cerr);
     const std::string& verb = w[1];
+    if (verb == "import") return gateway::offline_import(layout, w[2], std::cout, std::cerr);
     if (verb == "flush" || verb == "delete" || verb == "hold" || verb == "release") {
         std::string id = w.size() == 3 ? w[2] : "";
         if (gateway::running_gateway(layout) == 0) {

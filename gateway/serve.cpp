@@ -224,6 +224,13 @@ int serve(const std::string& config_file) {
         log::info(Component::Master, "configuration reloaded from " + next->source);
         return "ok: configuration reloaded from " + next->source + "\n";
     };
+    // Why /readyz says 503; empty: ready. (Used by the endpoints until the loop ends.)
+    auto not_ready = [&]() -> std::string {
+        if (stopping) return "draining: the gateway is stopping";
+        if (!listening) return "starting";
+        if (spool.storage_low(0)) return "the spool's file system is nearly full: new mail gets 452 4.3.1";
+        return "";
+    };
     signals.handler = [&](int signum) {
         if (signum == SIGUSR1) return log::reopen();  // logrotate's postrotate
         if (signum == SIGHUP) return (void)reload();
@@ -246,13 +253,6 @@ int serve(const std::string& config_file) {
         control = std::make_unique<ControlServer>(
             &loop, config->control_socket(), [&](const std::string& r) { return control_answer(*queue, reload, r); });
         control->start();
-        // Why /readyz says 503; empty: ready.
-        auto not_ready = [&]() -> std::string {
-            if (stopping) return "draining: the gateway is stopping";
-            if (!listening) return "starting";
-            if (spool.storage_low(0)) return "the spool's file system is nearly full: new mail gets 452 4.3.1";
-            return "";
-        };
         if (!config->metrics.listen.empty()) {
             scrape = std::make_unique<metrics::HttpServer>(&loop, config->metrics.endpoint, [&] {
                 metrics::QueueState q;

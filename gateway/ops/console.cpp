@@ -20,8 +20,20 @@ constexpr uint64_t k_session_ms = 12 * 3600 * 1000;
 constexpr size_t k_max_sessions = 1000;
 constexpr uint64_t k_lockout_window_ms = 10 * 60 * 1000;
 constexpr size_t k_max_failures = 5;
+constexpr size_t k_max_failed_clients = 10000;  // addresses with failures remembered
 constexpr size_t k_page_rows = 500;
 const char* const k_cookie = "smtpgw_session";
+// The Email Queue's filter: every message, held ones, or the messages waiting for one kind of reason.
+const char* const k_filters[] = {"",
+                                 "held",
+                                 "connection timed out",
+                                 "connection refused",
+                                 "lookup error",
+                                 "permission denied",
+                                 "TLS incompatibility",
+                                 "AUTH incompatibility",
+                                 "greylisted / temporary",
+                                 "waiting"};
 
 std::string hex(const std::string& bytes) {
     static const char digits[] = "0123456789abcdef";
@@ -173,16 +185,30 @@ Console::Session* Console::session_of(const WebRequest& r) {
 }
 
 bool Console::locked_out(const std::string& client) {
+    // Sign-ins still being checked count as failures: parallel guesses cannot pass the limit.
+    size_t checking = m_checking.count(client) ? m_checking.at(client) : 0;
     auto it = m_failed_logins.find(client);
-    if (it == m_failed_logins.end()) return false;
+    if (it == m_failed_logins.end()) return checking >= k_max_failures;
     uint64_t now = uv_now(m_loop);
     while (!it->second.empty() && now - it->second.front() > k_lockout_window_ms)
         it->second.pop_front();
     if (it->second.empty()) {
         m_failed_logins.erase(it);
-        return false;
+        return checking >= k_max_failures;
     }
-    return it->second.size() >= k_max_failures;
+    return it->second.size() + checking >= k_max_failures;
+}
+
+// Addresses whose failures are all older than the window are forgotten; if the table is still
+// full, the address whose last failure is oldest goes.
+void Console::forget_old_failures() {
+    uint64_t now = uv_now(m_loop);
+    for (auto it = m_failed_logins.begin(); it != m_failed_logins.end();)
+        it = now - it->second.back() > k_lockout_window_ms ? m_failed_logins.erase(it) : std::next(it);
+    if (m_failed_logins.size() < k_max_failed_clients) return;
+    auto oldest = std::min_element(m_failed_logins.begin(), m_failed_logins.end(),
+                                   [](auto& a, auto& b) { return a.second.back() < b.second.back(); });
+    m_failed_logins.erase(oldest);
 }
 
 std::string Console::page(const std::string& title, const Session* s, const std::string& main,
@@ -339,6 +365,7 @@ void Console::sign_in(const WebRequest& r, WebRespond respond) {
     };
     auto* w = new Work{{},    this, m_config->admin.accounts, name->second, password->second, client,
                        false, {},   std::move(respond),       failed};
+    m_checking[client]++;
     w->req.data = w;
     uv_queue_work(
         m_loop, &w->req,
@@ -355,8 +382,10 @@ void Console::sign_in(const WebRequest& r, WebRespond respond) {
         [](uv_work_t* req, int) {
             std::unique_ptr<Work> w(static_cast<Work*>(req->data));
             Console* self = w->self;
+            if (--self->m_checking[w->client] == 0) self->m_checking.erase(w->client);
             if (!w->error.empty()) log::error(log::Component::Console, "admin.accounts: " + w->error);
             if (!w->ok) {
+                if (self->m_failed_logins.size() >= k_max_failed_clients) self->forget_old_failures();
                 self->m_failed_logins[w->client].push_back(uv_now(self->m_loop));
                 log::warning(log::Component::Console, "failed sign-in as " + w->name + " from " + w->client);
                 return w->respond(w->failed("Wrong name or password."));
@@ -387,17 +416,24 @@ WebResponse Console::queue_page(const WebRequest& r, const Session& s) {
     std::string main;
     if (auto note = r.query.find("note"); note != r.query.end())
         main += "<p class=\"note\">" + html_escape(note->second) + "</p>";
+    // Filter: held messages, or those waiting for one kind of reason.
+    std::string show = r.query.count("show") ? r.query.at("show") : "";
     main += "<form method=\"get\" action=\"/queue\"><input name=\"q\" value=\"" + html_escape(q) +
-            "\" placeholder=\"queue ID, sender, recipient or reason\"> <button>Search</button></form>";
+            "\" placeholder=\"queue ID, sender, recipient or reason\"> <select name=\"show\">";
+    for (const char* option : k_filters)
+        main += "<option value=\"" + std::string(option) + "\"" + (show == option ? " selected" : "") + ">" +
+                (*option ? option : "every message") + "</option>";
+    main += "</select> <button>Search</button></form>";
     auto all = m_queue.messages();
     size_t shown = 0, total = 0;
     std::string rows;
     for (const Envelope* e : all) {
         if (!matches(*e, q)) continue;
-        if (++total > k_page_rows) continue;
-        shown++;
         const Recipient* w = waiting(*e);
         WaitInfo info = classify_wait(w ? w->dsn : "", w ? w->reason : "");
+        if (!show.empty() && (show == "held" ? !e->held : e->held || info.category != show)) continue;
+        if (++total > k_page_rows) continue;
+        shown++;
         std::string recipients;
         for (const auto& rc : e->recipients)
             recipients += html_escape(rc.address) + " <small>(" + to_string(rc.status) + ")</small><br>";

@@ -68,6 +68,7 @@ private:
     void sign_in(const WebRequest& r, WebRespond respond);
     Session* session_of(const WebRequest& r);
     bool locked_out(const std::string& client);
+    void forget_old_failures();
     WebResponse queue_page(const WebRequest& r, const Session& s);
     WebResponse queue_action(const WebRequest& r, const Session& s);
     WebResponse api_queue(const WebRequest& r);
@@ -111,6 +112,7 @@ private:
     std::unique_ptr<WebServer> m_server;
     std::map<std::string, Session> m_sessions;                    // by cookie token
     std::map<std::string, std::deque<uint64_t>> m_failed_logins;  // by client address: when
+    std::map<std::string, unsigned> m_checking;                   // by client address: sign-ins under way
 };
 
 }  // namespace gateway

@@ -1,12 +1,19 @@
 #include "gateway/queue/queue_admin.hpp"
 
 #include "gateway/common/envelope.hpp"
+#include "gateway/common/queue_id.hpp"
+
+#include <dirent.h>
+#include <limits.h>
+#include <sys/stat.h>
 
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -115,7 +122,169 @@ std::vector<Envelope> chosen(const SpoolLayout& layout, const std::string& id, b
     return {};
 }
 
+// A file's name in a folder made durable, or why not.
+bool durable_rename(const std::string& from, const std::string& to, const std::string& dir, std::string& error) {
+    if (rename(from.c_str(), to.c_str()) != 0) {
+        error = "cannot rename " + from + " to " + to + ": " + std::strerror(errno);
+        return false;
+    }
+    if (!sync_dir(dir)) {
+        error = "cannot sync " + dir + ": " + std::strerror(errno);
+        return false;
+    }
+    return true;
+}
+
+bool exists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+
+std::vector<std::string> names_in(const std::string& dir) {
+    std::vector<std::string> out;
+    if (DIR* d = opendir(dir.c_str())) {
+        while (struct dirent* e = readdir(d))
+            out.push_back(e->d_name);
+        closedir(d);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+bool ends_with(const std::string& s, const std::string& tail) {
+    return s.size() > tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+// `path`'s first `size` octets, then `tail`, into `to` (created, synced). False with the reason.
+bool copy_message(const std::string& path, uint64_t size, const std::string& tail, const std::string& to,
+                  std::string& error) {
+    int in = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (in < 0) return error = "cannot read " + path + ": " + std::strerror(errno), false;
+    ::unlink(to.c_str());  // a leftover of an attempt that did not commit
+    int out = ::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (out < 0) {
+        error = "cannot create " + to + ": " + std::strerror(errno);
+        ::close(in);
+        return false;
+    }
+    std::vector<char> buf(1 << 20);
+    uint64_t left = size;
+    bool ok = true;
+    while (ok && left > 0) {
+        ssize_t n = ::read(in, buf.data(), size_t(std::min<uint64_t>(left, buf.size())));
+        if (n <= 0) {
+            error = "cannot read " + path + ": " + (n == 0 ? "shorter than its content size" : std::strerror(errno));
+            ok = false;
+        } else if (::write(out, buf.data(), size_t(n)) != n) {
+            error = "cannot write " + to + ": " + std::strerror(errno);
+            ok = false;
+        }
+        left -= uint64_t(std::max<ssize_t>(n, 0));
+    }
+    if (ok && ::write(out, tail.data(), tail.size()) != ssize_t(tail.size()))
+        error = "cannot write " + to + ": " + std::strerror(errno), ok = false;
+    if (ok && fdatasync(out) != 0) error = "cannot sync " + to + ": " + std::strerror(errno), ok = false;
+    ::close(in);
+    ::close(out);
+    if (!ok) ::unlink(to.c_str());
+    return ok;
+}
+
+// Moves an interrupted import on, from DIR's markers: committed ones are finished, others undone.
+bool finish_interrupted(const SpoolLayout& ours, const SpoolLayout& source, std::ostream& out, std::ostream& err) {
+    bool ok = true;
+    for (const auto& name : names_in(source.queue())) {
+        size_t at = name.find(".exported.");
+        if (at == std::string::npos) continue;
+        std::string old_id = name.substr(0, at), new_id = name.substr(at + 10), marker = source.queue() + "/" + name;
+        if (!QueueIdGenerator::is_valid(old_id) || !QueueIdGenerator::is_valid(new_id)) continue;
+        std::string error;
+        bool moved = true;
+        if (exists(ours.message(new_id) + ".import"))
+            moved = durable_rename(ours.message(new_id) + ".import", ours.message(new_id), ours.queue(), error);
+        else if (!exists(ours.message(new_id)))  // never copied here: it stays where it was
+            moved = false, ok = durable_rename(marker, source.message(old_id), source.queue(), error) && ok;
+        if (moved) {
+            ::unlink(source.envelope(old_id).c_str());
+            ::unlink(marker.c_str());
+            out << old_id << ": imported" << (new_id != old_id ? " as " + new_id : "")
+                << " (finishing an interrupted import)\n";
+        }
+        if (!error.empty()) err << "smtpgw: " << error << "\n", ok = false;
+    }
+    sync_dir(source.queue());
+    // Copies that never committed: the message is still in DIR.
+    for (const auto& name : names_in(ours.queue()))
+        if (ends_with(name, ".import")) ::unlink((ours.queue() + "/" + name).c_str());
+    sync_dir(ours.queue());
+    return ok;
+}
+
 }  // namespace
+
+int offline_import(const SpoolLayout& layout, const std::string& source_root, std::ostream& out, std::ostream& err) {
+    SpoolLayout source{source_root};
+    char a[PATH_MAX], b[PATH_MAX];
+    if (!realpath(source.queue().c_str(), a))
+        return err << "smtpgw: " << source.queue() << ": " << std::strerror(errno)
+                   << " (give the other instance's queue.dir, the folder that holds queue/)\n",
+               1;
+    ::mkdir(layout.root.c_str(), 0700);
+    ::mkdir(layout.queue().c_str(), 0700);
+    if (realpath(layout.queue().c_str(), b) && std::string(a) == b)
+        return err << "smtpgw: " << source_root << " is this gateway's own spool\n", 1;
+    SpoolLock lock(layout);
+    if (!lock.held())
+        return err << "smtpgw: " << lock.error()
+                   << ": stop it first (a balancer sends the mail to the other instances meanwhile), or import into "
+                      "an instance before it starts\n",
+               1;
+    SpoolLock source_lock(source);
+    if (!source_lock.held())
+        return err << "smtpgw: " << source_lock.error() << ": import only from an instance that is stopped or dead\n",
+               1;
+    int status = finish_interrupted(layout, source, out, err) ? 0 : 1;
+    QueueIdGenerator ids;
+    auto listing = list_spool(source);
+    size_t imported = 0;
+    for (const auto& id : listing.ids) {
+        auto stored = read_stored_message(source, id);
+        if (!stored.envelope) {
+            if (stored.missing) continue;
+            err << "smtpgw: " << id << ": left in " << source_root << ": " << stored.error << "\n";
+            status = 1;
+            continue;
+        }
+        // Its own ID unless this spool has it.
+        std::string new_id = id;
+        while (exists(layout.message(new_id)) || exists(layout.message(new_id) + ".import"))
+            new_id = ids.next(std::chrono::duration_cast<std::chrono::microseconds>(
+                                  std::chrono::system_clock::now().time_since_epoch())
+                                  .count());
+        Envelope e = std::move(*stored.envelope);
+        e.id = new_id;
+        std::string error, copy = layout.message(new_id) + ".import",
+                           marker = source.queue() + "/" + id + ".exported." + new_id;
+        bool ok = copy_message(source.message(id), stored.content_size,
+                               serialize(e) + message_trailer(stored.content_size), copy, error) &&
+                  sync_dir(layout.queue());
+        // The commit: from the rename on, the message is this spool's.
+        ok = ok && durable_rename(source.message(id), marker, source.queue(), error);
+        ok = ok && durable_rename(copy, layout.message(new_id), layout.queue(), error);
+        if (!ok) {
+            err << "smtpgw: " << id << ": " << (error.empty() ? "cannot sync " + layout.queue() : error) << "\n";
+            status = 1;
+            break;  // the next run finishes or undoes it
+        }
+        ::unlink(source.envelope(id).c_str());
+        ::unlink(marker.c_str());
+        out << id << ": imported" << (new_id != id ? " as " + new_id : "") << "\n";
+        imported++;
+    }
+    sync_dir(source.queue());
+    for (const auto& [name, why] : listing.damaged)
+        if (name.find(".exported.") == std::string::npos)
+            err << "smtpgw: " << name << ": left in " << source_root << ": " << why << "\n";
+    out << imported << " message(s) imported from " << source_root << "\n";
+    return status;
+}
 
 int offline_flush(const SpoolLayout& layout, const std::string& id, std::ostream& out, std::ostream& err) {
     SpoolLock lock(layout);

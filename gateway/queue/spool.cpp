@@ -130,6 +130,11 @@ SpoolListing list_spool(const SpoolLayout& layout) {
         else if (name.size() > 4 && name.compare(name.size() - 4, 4, ".env") == 0 &&
                  QueueIdGenerator::is_valid(name.substr(0, name.size() - 4)))
             envelopes.insert(name.substr(0, name.size() - 4));
+        else if ((name.size() > 7 && name.compare(name.size() - 7, 7, ".import") == 0 &&
+                  QueueIdGenerator::is_valid(name.substr(0, name.size() - 7))) ||
+                 (name.find(".exported.") != std::string::npos &&
+                  QueueIdGenerator::is_valid(name.substr(0, name.find(".exported.")))))
+            out.in_transit.push_back(name);
         else if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0)
             out.damaged.push_back({name, "written, but never acknowledged or put in place"});
         else
@@ -266,6 +271,10 @@ std::vector<std::string> Spool::open(uv_loop_t* loop) {
         m_moved_at_open += move_aside(name, why);
     m_listing.damaged.clear();
     if (m_moved_at_open > 0) sync_dirs();
+    for (const auto& name : m_listing.in_transit)
+        log::warning(log::Component::Master, m_layout.queue() + "/" + name +
+                                                 ": left by an interrupted `smtpgw queue import`; run it again (with "
+                                                 "this gateway stopped) to finish it");
 
     m_loop = loop;
     m_async = new uv_async_t;

@@ -96,6 +96,9 @@ struct SpoolListing {
     std::vector<std::string> ids;
     std::vector<std::string> lone_envelopes;                   // IDs
     std::vector<std::pair<std::string, std::string>> damaged;  // file name in queue/, reason
+    // `queue import` interrupted: ID.import (a copy coming in) and ID.exported.NEW (gone out).
+    // Left alone; the next run of the import finishes them.
+    std::vector<std::string> in_transit;
 };
 SpoolListing list_spool(const SpoolLayout& layout);
 

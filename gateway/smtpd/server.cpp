@@ -186,6 +186,28 @@ void Server::on_connection(Listener& l) {
         conn->abandon();
         return;
     }
+    const conf::Listen& listen = l.settings->listen;
+    if (listen.proxy_protocol && !m_stopping) {
+        // Only the balancers may say who the client is; the header comes before anything else.
+        bool proxy = std::any_of(listen.proxies.begin(), listen.proxies.end(),
+                                 [&](const conf::Cidr& c) { return c.contains(*ip); });
+        if (!proxy) {
+            log::warning(log::Component::Smtpd, "connect from " + ip->to_string() + " to " + listen.address +
+                                                    ": not in its proxies (a PROXY protocol listener); closed");
+            conn->abandon();
+            return;
+        }
+        std::weak_ptr<ServerConnection> weak = conn;
+        conn->await_proxy_header(*ip, [this, weak](const conf::IpAddress& client) {
+            if (auto c = weak.lock()) admit(c, client);
+        });
+        return;
+    }
+    admit(conn, *ip);
+}
+
+void Server::admit(const std::shared_ptr<ServerConnection>& conn, const conf::IpAddress& client) {
+    const conf::IpAddress* ip = &client;
     const auto& limits = m_config->limits;
     Reply refusal;
     bool refuse = false;

@@ -82,6 +82,8 @@ public:
 private:
     struct Listener;
     void on_connection(Listener& l);
+    // The limits for the client at `ip` (behind a balancer: the address its PROXY header names).
+    void admit(const std::shared_ptr<ServerConnection>& conn, const conf::IpAddress& ip);
     std::shared_ptr<const ListenerSettings> settings_for(const conf::Listen& l);
     std::shared_ptr<tls::Context> load_tls(const conf::Config& c) const;  // throws with the reason
     // Contexts for listeners with tls_protocols or tls_ciphers, by listen address; throws.

@@ -6,6 +6,7 @@
 #include "gateway/common/text.hpp"
 #include "gateway/dns/spf.hpp"
 #include "gateway/queue/spool.hpp"
+#include "gateway/smtpd/proxy_protocol.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -46,6 +47,71 @@ ServerConnection::ServerConnection(Server& server, std::shared_ptr<const Listene
 }
 
 ServerConnection::~ServerConnection() = default;
+
+void ServerConnection::await_proxy_header(const conf::IpAddress& proxy,
+                                          std::function<void(const conf::IpAddress&)> admit) {
+    m_ip = proxy;
+    m_proxy_admit = std::move(admit);
+    uv_timer_start(
+        &m_timer,
+        [](uv_timer_t* h) {
+            auto* c = static_cast<ServerConnection*>(h->data);
+            guarded(c, "timer", [&] {
+                log::warning(log::Component::Smtpd, "PROXY header from " + c->m_ip.to_string() +
+                                                        ": none within limits.handshake_timeout; closed");
+                c->close({});
+            });
+        },
+        uint64_t(m_server.config().limits.handshake_timeout.count()) * 1000, 0);
+    int r = uv_read_start(
+        reinterpret_cast<uv_stream_t*>(&m_tcp),
+        [](uv_handle_t* h, size_t, uv_buf_t* buf) {
+            *buf = static_cast<ServerConnection*>(h->data)->m_server.read_buffer();
+        },
+        [](uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+            auto* c = static_cast<ServerConnection*>(s->data);
+            guarded(c, "read", [&] {
+                if (nread < 0) return c->close({});
+                if (nread > 0) c->on_proxy_bytes(std::string_view(buf->base, size_t(nread)));
+            });
+        });
+    if (r != 0) close({});
+}
+
+void ServerConnection::on_proxy_bytes(std::string_view bytes) {
+    m_proxy_in.append(bytes);
+    ProxyHeader header;
+    std::string error;
+    auto r = parse_proxy_header(m_proxy_in, header, error);
+    if (r == ProxyParse::Incomplete) return;
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(&m_tcp));
+    uv_timer_stop(&m_timer);
+    if (r == ProxyParse::Invalid) {
+        log::warning(log::Component::Smtpd, "PROXY header from " + m_ip.to_string() + ": " + error + "; closed");
+        m_proxy_admit = nullptr;
+        return close({});
+    }
+    m_early = m_proxy_in.substr(header.length);
+    std::string().swap(m_proxy_in);
+    auto admit = std::move(m_proxy_admit);
+    m_proxy_admit = nullptr;
+    if (!header.local)
+        log::debug(log::Component::Smtpd, "PROXY v" + std::to_string(header.version) + " from " + m_ip.to_string() +
+                                              ": client " + header.source->to_string() + " port " +
+                                              std::to_string(header.source_port));
+    admit(header.local ? m_ip : *header.source);
+}
+
+void ServerConnection::take_early_input() {
+    if (m_early.empty() || m_closing) return;
+    std::string early = std::move(m_early);
+    m_early.clear();
+    if (m_tls)
+        on_ciphertext(early);
+    else
+        m_session->feed(early);
+    after_step();
+}
 
 void ServerConnection::start(conf::IpAddress ip, const Reply* refusal) {
     m_ip = ip;
@@ -103,9 +169,10 @@ void ServerConnection::begin(const std::string& name) {
         // RFC 8314: TLS from the first byte; the greeting comes once the handshake is done.
         begin_tls();
         update_reading();
-        return;
+        return take_early_input();
     }
     greet();
+    take_early_input();
 }
 
 void ServerConnection::greet() {
@@ -175,6 +242,10 @@ void ServerConnection::on_ciphertext(std::string_view bytes) {
 void ServerConnection::shutdown(bool force) {
     m_stopping = true;
     m_force_stop = m_force_stop || force;
+    if (m_proxy_admit) {  // still waiting for the balancer's header: nothing to finish
+        m_proxy_admit = nullptr;
+        return close({});
+    }
     if (!m_session || m_closing) return;
     m_session->on_shutdown(m_force_stop);
     after_step();

@@ -30,6 +30,10 @@ public:
     uv_tcp_t* tcp() { return &m_tcp; }
     // After uv_accept: greet (or refuse with `refusal`) and start reading.
     void start(conf::IpAddress ip, const Reply* refusal);
+    // A PROXY protocol listener: the header from the balancer at `proxy` comes first, within
+    // limits.handshake_timeout. `admit` gets the client it names (the balancer itself for its
+    // health checks); a connection without a valid header is closed with a log line.
+    void await_proxy_header(const conf::IpAddress& proxy, std::function<void(const conf::IpAddress&)> admit);
     void shutdown(bool force = false);                      // the server is stopping
     void abandon();                                         // the server stopped waiting: close now
     void fail(const char* where, const std::exception& e);  // an exception in a callback
@@ -52,6 +56,8 @@ private:
                                     const std::function<void(const std::string&)>& done);
     void begin(const std::string& client_name);
     void on_read(ssize_t nread, const uv_buf_t* buf);
+    void on_proxy_bytes(std::string_view bytes);
+    void take_early_input();  // what came after the PROXY header, before the session began
     void after_step();
     void send(std::string&& bytes);
     void update_reading();
@@ -77,6 +83,9 @@ private:
     conf::IpAddress m_ip;
     std::shared_ptr<SpoolTxn> m_txn;
     std::string m_copy;  // the content of a small message, kept for its first delivery
+    std::function<void(const conf::IpAddress&)> m_proxy_admit;  // waiting for the PROXY header
+    std::string m_proxy_in;
+    std::string m_early;  // the client's first bytes, which came with the PROXY header
     bool m_copying = true;
     std::string m_txn_id;
     unsigned m_writes_in_flight = 0;

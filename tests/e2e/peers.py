@@ -355,3 +355,69 @@ ldap_password: {self.slapd.ADMIN_PASSWORD}
     def cleanup(self):
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Haproxy:
+    """HAProxy (Debian's haproxy) in TCP mode, in the foreground, with its own configuration and
+    an admin socket for `show stat`. `backend` is the text of the backend section."""
+
+    def __init__(self, bind, backend):
+        self.dir = tempfile.mkdtemp(prefix="smtpgw-haproxy-")
+        self.socket = os.path.join(self.dir, "admin.sock")
+        self.conf = os.path.join(self.dir, "haproxy.cfg")
+        with open(self.conf, "w") as f:
+            f.write(f"""global
+    stats socket {self.socket} mode 600 level admin
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    retries 3
+    option redispatch
+frontend smtp
+    bind {bind}
+    default_backend gateways
+backend gateways
+{backend}
+""")
+        self.proc = None
+
+    def start(self):
+        check = subprocess.run(["haproxy", "-c", "-f", self.conf], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise AssertionError("haproxy configuration: " + check.stdout + check.stderr)
+        self.proc = subprocess.Popen(["haproxy", "-db", "-f", self.conf], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        wait_for(lambda: os.path.exists(self.socket), timeout=10, what="haproxy's admin socket")
+        return self
+
+    def command(self, line):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(5)
+        s.connect(self.socket)
+        s.sendall(line.encode() + b"\n")
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        s.close()
+        return out.decode()
+
+    def servers(self):
+        """{server name: status} of the backend, e.g. {"gw1": "UP", "gw2": "DOWN"}."""
+        lines = self.command("show stat").splitlines()
+        header = lines[0].lstrip("# ").split(",")
+        out = {}
+        for line in lines[1:]:
+            row = dict(zip(header, line.split(",")))
+            if row.get("pxname") == "gateways" and row.get("svname") not in ("BACKEND", "FRONTEND", None):
+                out[row["svname"]] = row["status"]
+        return out
+
+    def cleanup(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        if self.proc:
+            self.proc.stderr.close()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -2,6 +2,7 @@
 `smtpgw admin add`), the Email Queue with its Info column and its actions, the JSON API, and
 the defences: escaping of what strangers wrote, CSRF tokens, locked-out guessing, security
 headers, sessions that end."""
+import concurrent.futures
 import http.client
 import json
 import os
@@ -182,8 +183,12 @@ admin: {{ listen: "127.0.0.1:{cls.port}", accounts: {cls.gw.dir}/admins }}
         self.assertIn('<span class="held">held</span>', row)
         self.assertIn('value="release"', row)
         self.assertNotIn('value="retry"', row)
+        # The filter: held ones, or those waiting for one kind of reason.
+        shown = lambda show: f'id="m-{qid}"' in b.request("GET", "/queue?show=" + urllib.parse.quote(show)).text
+        self.assertEqual((shown("held"), shown("connection refused")), (True, False))
         b.request("POST", "/queue/action", {"id": qid, "action": "release", "csrf": csrf})
         self.assertFalse({m["id"]: m for m in self.gw.queue()}[qid]["held"])
+        self.assertEqual((shown("held"), shown("connection refused"), shown("lookup error")), (False, True, False))
         r = b.request("POST", "/queue/action", {"id": qid, "action": "delete", "csrf": csrf})
         self.assertEqual(r.status, 303)
         self.gw.wait_log(rf"qmgr\[\d+\]: {qid}: removed")
@@ -225,6 +230,14 @@ admin: {{ listen: "127.0.0.1:{cls.port}", accounts: {cls.gw.dir}/admins }}
         self.assertEqual(other.sign_in().status, 303)
         self.assertNotIn(PASSWORD, "\n".join(self.gw.log_lines()))
 
+    def test_parallel_guesses_do_not_pass_the_limit(self):
+        # Eight guesses at once from one address (its connection limit): at most five are checked.
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda i: Browser(self.port, source="127.0.0.79").sign_in(password=f"p{i}").status,
+                                  range(8)))
+        self.assertLessEqual(codes.count(401), 5, codes)
+        self.assertEqual(codes.count(401) + codes.count(429), 8, codes)
+        self.assertEqual(Browser(self.port, source="127.0.0.79").sign_in().status, 429)
 
     def test_requests_are_bounded(self):
         # A body over 64 KiB is refused; the connection is not kept busy with it.

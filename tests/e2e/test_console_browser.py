@@ -18,10 +18,9 @@ RELAY = "127.0.0.77"
 
 try:
     from selenium import webdriver
-    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.common.exceptions import NoAlertPresentException, WebDriverException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.expected_conditions import staleness_of
     from selenium.webdriver.support.ui import Select, WebDriverWait
 except ImportError:  # scripts/deps installs python3-selenium for /usr/bin/python3
     webdriver = None
@@ -80,7 +79,14 @@ admin: {{ listen: "127.0.0.1:{cls.port}", accounts: {cls.gw.dir}/admins }}
         """Clicks a link or a button and waits for the page it leads to (a doctor run takes a while)."""
         old = self.browser.find_element(By.TAG_NAME, "html")
         element.click()
-        WebDriverWait(self.browser, 150).until(staleness_of(old))
+
+        def left(_):
+            try:
+                old.is_enabled()
+                return False
+            except WebDriverException:  # stale, or (Chromium's words) no longer in the document
+                return True
+        WebDriverWait(self.browser, 150).until(left)
 
     def click(self, css, within=None):
         self.press((within or self.browser).find_element(By.CSS_SELECTOR, css))

@@ -164,6 +164,12 @@ TEST_CASE("bad configurations fail for the stated reason, at the right place", "
          "t.yaml:3:10: error: listen[0].tls: \"yes\" is not one of none | starttls | implicit"},
         {"listen:\n  - address: 0.0.0.0:25\n    tls: starttls\n",
          "t.yaml:2:5: error: listen[0].tls: starttls needs the tls: section (certificate and key)"},
+        {"listen:\n  - { address: 0.0.0.0:25, proxy_protocol: true }\n",
+         "t.yaml:2:5: error: listen[0].proxies: missing: with proxy_protocol: true, give the load balancers' "
+         "addresses (only they may send the PROXY header, or anyone could claim any client address), e.g. proxies: "
+         "[10.0.0.5/32]"},
+        {"listen:\n  - { address: 0.0.0.0:25, proxies: [10.0.0.5] }\n",
+         "t.yaml:2:37: error: listen[0].proxies: has no effect without proxy_protocol: true"},
         {"limits:\n  recipients: 0\n",
          "t.yaml:2:15: error: limits.recipients: \"0\" is not a whole number from 1 to 100000"},
         {"limits:\n  recipients: [1, 2]\n",
