@@ -25,7 +25,8 @@ upstreams:
 
 
 def files(spool):
-    names = os.listdir(os.path.join(spool, "queue"))
+    queue = os.path.join(spool, "queue")
+    names = os.listdir(queue) if os.path.isdir(queue) else []  # killed before it made the folder
     ids = {n for n in names if re.fullmatch(r"[0-9A-F]+", n)}
     imports = {n[:-7] for n in names if n.endswith(".import")}
     markers = {tuple(n.split(".exported.")) for n in names if ".exported." in n}
