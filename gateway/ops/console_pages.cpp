@@ -298,7 +298,7 @@ void Console::message_page(const WebRequest& r, const Session& s, WebRespond res
             });
     };
     if (!st->envelope) return search();
-    m_queue.read_content(id, 0, k_header_bytes, [st, search](int err, std::string data) {
+    m_queue.read_content(id, 0, k_header_bytes, [st, search](int err, const std::string& data) {
         if (err == 0)
             st->headers = header_section(data, st->headers_cut);
         else

@@ -123,7 +123,8 @@ HttpServer::HttpServer(uv_loop_t* loop, conf::HostPort endpoint, std::function<Q
     limits.per_client = 0;
     limits.timeout_seconds = 10;
     m_web = std::make_unique<WebServer>(
-        loop, std::move(endpoint), [this](const WebRequest& r, WebRespond respond) { respond(answer(r)); }, limits);
+        loop, std::move(endpoint), [this](const WebRequest& r, const WebRespond& respond) { respond(answer(r)); },
+        limits);
 }
 
 HttpServer::~HttpServer() = default;
