@@ -32,7 +32,9 @@ public:
     void rewrite_from(std::string address) { m_new_from = std::move(address); }
     enum class FromOutcome { Untouched, Rewritten, Added, HeadersTooLarge };
     unsigned received() const { return m_received; }  // Received: fields in the header section: hops so far
-    bool eight_bit() const { return m_eight_bit; }    // octets above 127 in the header section (UTF-8 headers)
+    bool eight_bit() const { return m_eight_bit; }
+    // Past the header section (or given up on it): feed() only appends from here on.
+    bool passing() const { return m_passing; }  // octets above 127 in the header section (UTF-8 headers)
     FromOutcome from_outcome() const { return m_from_outcome; }
 
 private:

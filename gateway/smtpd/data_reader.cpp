@@ -1,5 +1,7 @@
 #include "gateway/smtpd/data_reader.hpp"
 
+#include <cstring>
+
 namespace gateway {
 
 void DataReader::fail(DataError e) {
@@ -24,10 +26,46 @@ void DataReader::end_line(std::string& out, bool crlf) {
     m_state = State::LineStart;
 }
 
+// Whole ordinary lines from `i` on ("text<CR><LF>", not starting with a dot, no bare <CR> or <LF>,
+// within the line length): the end of the run, or `i` when the next line needs the byte-wise
+// rules. Such lines are stored exactly as they came, so a run is appended in one piece.
+size_t DataReader::plain_lines(std::string_view in, size_t i) const {
+    size_t j = i;
+    bool line_start = m_state == State::LineStart;
+    uint64_t line = m_line;
+    const char* data = in.data();
+    while (j < in.size()) {
+        if (line_start && data[j] == '.') break;
+        const void* cr = std::memchr(data + j, '\r', in.size() - j);
+        if (!cr) break;
+        size_t k = size_t(static_cast<const char*>(cr) - data);
+        if (k + 1 >= in.size() || data[k + 1] != '\n') break;      // its <LF> has not come, or a bare <CR>
+        if (std::memchr(data + j, '\n', k - j) != nullptr) break;  // a bare <LF> in the line
+        if (line + (k - j) > m_limits.line_length) break;
+        j = k + 2;
+        line = 0;
+        line_start = true;
+    }
+    if (j > i && m_size + (j - i) > m_limits.message_size) return i;  // the byte-wise path says TooBig
+    return j;
+}
+
 size_t DataReader::feed(std::string_view in, std::string& out) {
     size_t i = 0;
     while (i < in.size() && m_state != State::Done) {
         char c = in[i];
+        if ((m_state == State::LineStart || m_state == State::InLine) && m_error == DataError::None) {
+            size_t end = plain_lines(in, i);
+            if (end > i) {
+                out.append(in.data() + i, end - i);
+                m_size += end - i;
+                m_line = 0;
+                m_prev_crlf = true;
+                m_state = State::LineStart;
+                i = end;
+                continue;
+            }
+        }
         switch (m_state) {
         case State::LineStart:
             if (c == '.') {
@@ -63,9 +101,11 @@ size_t DataReader::feed(std::string_view in, std::string& out) {
             continue;
         case State::InLine: {
             // Copy the run of ordinary bytes in one go.
-            size_t end = i;
-            while (end < in.size() && in[end] != '\r' && in[end] != '\n')
-                ++end;
+            size_t end = in.size();
+            if (const void* cr = std::memchr(in.data() + i, '\r', in.size() - i))
+                end = size_t(static_cast<const char*>(cr) - in.data());
+            if (const void* lf = std::memchr(in.data() + i, '\n', end - i))
+                end = size_t(static_cast<const char*>(lf) - in.data());
             if (end > i) {
                 emit(out, in.substr(i, end - i));
                 i = end;

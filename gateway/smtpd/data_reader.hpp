@@ -40,6 +40,7 @@ public:
 private:
     enum class State { LineStart, Dot, DotCr, InLine, Cr, Done };
 
+    size_t plain_lines(std::string_view in, size_t i) const;
     void emit(std::string& out, std::string_view bytes);
     void end_line(std::string& out, bool crlf);
     void fail(DataError e);

@@ -104,24 +104,30 @@ void SmtpSession::reject(const char* stage, const Reply& r, std::string_view rec
 
 void SmtpSession::feed(std::string_view bytes) {
     if (m_closing || m_state == State::Closed) return;
+    if (m_in.empty()) {  // nothing kept from before: work on the bytes where they are, keep the rest
+        size_t used = process(bytes);
+        if (!m_closing) m_in.assign(bytes.substr(used));
+        return;
+    }
     m_in.append(bytes);
-    process();
+    resume();
 }
 
 void SmtpSession::resume() {
-    if (!m_closing && m_state != State::Closed) process();
+    if (m_closing || m_state == State::Closed) return;
+    size_t used = process(m_in);
+    m_in.erase(0, used);
+    if (m_closing) std::string().swap(m_in);
 }
 
-void SmtpSession::process() {
+size_t SmtpSession::process(std::string_view in) {
     size_t pos = 0;
-    while (pos < m_in.size() && !m_closing && !waiting() && m_out.size() < k_output_batch) {
-        std::string_view rest(m_in.data() + pos, m_in.size() - pos);
-        size_t used = m_state == State::Data ? process_data(rest) : process_line(rest);
+    while (pos < in.size() && !m_closing && !waiting() && m_out.size() < k_output_batch) {
+        size_t used = m_state == State::Data ? process_data(in.substr(pos)) : process_line(in.substr(pos));
         if (used == 0) break;
         pos += used;
     }
-    m_in.erase(0, pos);
-    if (m_closing) std::string().swap(m_in);
+    return pos;
 }
 
 // Consumes one command line (or the part of an over-long one that arrived); 0 if incomplete.
@@ -387,12 +393,36 @@ void SmtpSession::apply_rewrite() {
     if (m_rewritten && m_policy.rewriter->header_from()) m_headers->rewrite_from(m_rewritten->address);
 }
 
+namespace {
+
+// Any octet above 127, eight at a time.
+bool has_eight_bit(std::string_view s) {
+    size_t i = 0;
+    for (; i + 8 <= s.size(); i += 8) {
+        uint64_t w;
+        std::memcpy(&w, s.data() + i, 8);
+        if (w & 0x8080808080808080ull) return true;
+    }
+    for (; i < s.size(); ++i)
+        if (s[i] & 0x80) return true;
+    return false;
+}
+
+}  // namespace
+
 size_t SmtpSession::process_data(std::string_view in) {
-    size_t used = m_reader->feed(in, m_scratch);
+    size_t used;
     // 8-bit content is noticed whatever BODY= said: a server without 8BITMIME gets it converted.
-    m_eight_bit = m_eight_bit || std::any_of(m_scratch.begin(), m_scratch.end(), [](char c) { return c & 0x80; });
-    m_headers->feed(m_scratch, m_chunk);
-    m_scratch.clear();
+    if (m_headers->passing()) {  // the header section is done: content goes straight into the chunk
+        size_t before = m_chunk.size();
+        used = m_reader->feed(in, m_chunk);
+        m_eight_bit = m_eight_bit || has_eight_bit(std::string_view(m_chunk).substr(before));
+    } else {
+        used = m_reader->feed(in, m_scratch);
+        m_eight_bit = m_eight_bit || has_eight_bit(m_scratch);
+        m_headers->feed(m_scratch, m_chunk);
+        m_scratch.clear();
+    }
     if (m_reader->error() != DataError::None)
         m_chunk.clear();
     else if (m_chunk.size() >= k_chunk_size) {
@@ -470,7 +500,7 @@ void SmtpSession::on_commit_result(CommitResult result) {
     }
     reset_transaction();
     set_state(State::Ready);
-    if (!m_disconnected) process();
+    if (!m_disconnected) resume();
 }
 
 // "QID: sender.rewrite[2]: from=<scans@example.com>, orig_from=<x@scanner.local>, header From: rewritten"

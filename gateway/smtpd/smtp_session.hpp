@@ -135,7 +135,7 @@ private:
     struct Command;
     static const Command* find_command(std::string_view verb);
 
-    void process();
+    size_t process(std::string_view in);  // what of `in` was used
     size_t process_line(std::string_view in);
     size_t process_data(std::string_view in);
     void handle_command(std::string_view line);

@@ -134,7 +134,7 @@ void SmtpSession::on_auth_result(AuthOutcome outcome, const std::string& challen
         break;
     case AuthOutcome::Blocked: refuse_auth_blocked(); break;
     }
-    if (!m_disconnected) process();
+    if (!m_disconnected) resume();
 }
 
 }  // namespace gateway

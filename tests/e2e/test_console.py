@@ -15,7 +15,7 @@ import tempfile
 import unittest
 import urllib.parse
 
-from gwtest import BIN, Gateway, queued_id
+from gwtest import BIN, Gateway, queued_id, wait_for
 from peers import free_tcp_port
 from scripted import Script, ScriptedSmtp
 
@@ -176,7 +176,7 @@ admin: {{ listen: "127.0.0.1:{cls.port}", accounts: {cls.gw.dir}/admins }}
         self.assertEqual(r.status, 303)
         self.assertEqual(urllib.parse.unquote(r.headers["Location"]), f"/queue?note={qid} is on hold")
         self.gw.wait_log(rf"console\[\d+\]: alice from 127\.0\.0\.1: hold {qid}")
-        self.assertTrue({m["id"]: m for m in self.gw.queue()}[qid]["held"])
+        wait_for(lambda: {m["id"]: m for m in self.gw.queue()}[qid]["held"], what="the hold on disk")
         page = b.request("GET", r.headers["Location"]).text  # where the browser goes next
         self.assertIn(f'<p class="note">{qid} is on hold</p>', page)
         row = re.search(rf'<tr id="m-{qid}">.*?</tr>', page).group(0)
@@ -187,7 +187,8 @@ admin: {{ listen: "127.0.0.1:{cls.port}", accounts: {cls.gw.dir}/admins }}
         shown = lambda show: f'id="m-{qid}"' in b.request("GET", "/queue?show=" + urllib.parse.quote(show)).text
         self.assertEqual((shown("held"), shown("connection refused")), (True, False))
         b.request("POST", "/queue/action", {"id": qid, "action": "release", "csrf": csrf})
-        self.assertFalse({m["id"]: m for m in self.gw.queue()}[qid]["held"])
+        # `queue list` reads the spool: the envelope's rewrite follows the action.
+        wait_for(lambda: not {m["id"]: m for m in self.gw.queue()}[qid]["held"], what="the release on disk")
         self.assertEqual((shown("held"), shown("connection refused"), shown("lookup error")), (False, True, False))
         r = b.request("POST", "/queue/action", {"id": qid, "action": "delete", "csrf": csrf})
         self.assertEqual(r.status, 303)

@@ -156,11 +156,11 @@ admin: {{ listen: "127.0.0.1:{cls.port}", accounts: {cls.gw.dir}/admins }}
         self.assertIn(f"{qid} is on hold", self.text("p.note"))
         row = b.find_element(By.ID, "m-" + qid)
         self.assertIn("held", row.find_element(By.CSS_SELECTOR, "span.held").text)
-        self.assertTrue({m["id"]: m for m in self.gw.queue()}[qid]["held"])
+        wait_for(lambda: {m["id"]: m for m in self.gw.queue()}[qid]["held"], what="the hold on disk")
         self.shot("05-held")
         self.button("Release", row)
         self.assertIn(f"{qid} is released", self.text("p.note"))
-        self.assertFalse({m["id"]: m for m in self.gw.queue()}[qid]["held"])
+        wait_for(lambda: not {m["id"]: m for m in self.gw.queue()}[qid]["held"], what="the release on disk")
 
         # The upstream comes back; Retry now; the message leaves the queue.
         self.relay.start()

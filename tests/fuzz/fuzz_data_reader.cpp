@@ -1,5 +1,6 @@
 // The DATA reader: arbitrary content bytes, in pieces; it must end where RFC 5321 says and
-// never emit a line without <CR><LF>.
+// never emit a line without <CR><LF>. Read in one piece (whole lines take the fast path) and one
+// octet at a time (the byte-wise rules only), it must give the same content, size and verdict.
 #include "fuzz.hpp"
 #include "gateway/smtpd/data_reader.hpp"
 
@@ -29,5 +30,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             if (out[i] == '\r' && (i + 1 >= out.size() || out[i + 1] != '\n')) std::abort();
         }
     }
+    // The same input in one piece and octet by octet: the same result (the content only when it
+    // is accepted: after an error, what was kept does not matter).
+    DataReader whole(limits), bytewise(limits);
+    std::string a, b;
+    size_t used_a = whole.feed(in, a), used_b = 0;
+    while (used_b < in.size() && !bytewise.done())
+        used_b += bytewise.feed(in.substr(used_b, 1), b);
+    if (used_a != used_b || (whole.error() == DataError::None && a != b) || whole.done() != bytewise.done() ||
+        whole.error() != bytewise.error() || whole.size() != bytewise.size())
+        std::abort();
     return 0;
 }
