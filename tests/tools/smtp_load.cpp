@@ -12,7 +12,9 @@
 // compared on latency under the same load.
 //
 // Prints one JSON object: messages, errors, seconds, rate, latency p50/p99/max in milliseconds.
-// Exit 1 when a session fails (a refused connection, a reply that is not 2xx/354).
+// A 4xx to MAIL FROM (a relay's limit of messages per session, such as OpenSMTPD's 100) ends
+// the session and the message goes in a new one. Exit 1 when a session fails otherwise (a
+// refused connection, any other reply that is not 2xx/354).
 #include <uv.h>
 
 #include <algorithm>
@@ -47,8 +49,13 @@ struct Run {
     unsigned errors = 0;
     unsigned open = 0;
     std::vector<double> latencies_ms;
-    std::string body;  // without the final dot
-    Clock::time_point start;
+    std::vector<unsigned> again;  // messages to send in another session
+    unsigned seen = 0;            // `done` at the watchdog's last look
+    unsigned idle_seconds = 0;    // looks in a row without progress
+    bool stalled = false;
+    unsigned reconnects = 0;
+    std::string body;              // without the final dot
+    Clock::time_point start, end;  // end: the last session closed
 };
 
 struct Session {
@@ -63,12 +70,16 @@ struct Session {
     unsigned message = 0;
     int handles = 2;  // the socket and the timer, until both are closed
     bool closing = false;
+    bool reconnect = false;  // a new session takes over once this one has closed
 };
 
 struct Write {
     uv_write_t req;
     std::string data;
 };
+
+bool failed_run(const Run* r) { return r->errors > 0; }
+void start_session(Run* r, unsigned index);
 
 void send(Session* s, std::string data) {
     auto* w = new Write{{}, std::move(data)};
@@ -81,10 +92,12 @@ void close_session(Session* s, bool failed) {
     if (s->closing) return;
     s->closing = true;
     if (failed) s->run->errors++;
-    s->run->open--;
+    if (--s->run->open == 0) s->run->end = Clock::now();
     auto closed = [](uv_handle_t* h) {
         auto* s = static_cast<Session*>(h->data);
-        if (--s->handles == 0) delete s;
+        if (--s->handles > 0) return;
+        if (s->reconnect && !failed_run(s->run)) start_session(s->run, s->index);
+        delete s;
     };
     uv_close(reinterpret_cast<uv_handle_t*>(&s->timer), closed);
     uv_close(reinterpret_cast<uv_handle_t*>(&s->tcp), closed);
@@ -92,11 +105,16 @@ void close_session(Session* s, bool failed) {
 
 void next_message(Session* s) {
     Run* r = s->run;
-    if (r->started >= r->o.messages) {
+    if (r->again.empty() && r->started >= r->o.messages) {
         s->step = Session::Step::Quit;
         return send(s, "QUIT\r\n");
     }
-    s->message = r->started++;
+    if (!r->again.empty()) {
+        s->message = r->again.back();
+        r->again.pop_back();
+    } else {
+        s->message = r->started++;
+    }
     s->step = Session::Step::Mail;
     if (r->o.rate > 0) {
         auto due = r->start + std::chrono::duration_cast<Clock::duration>(
@@ -131,6 +149,13 @@ void on_reply(Session* s, int code, const std::string& text) {
         if (code != 250) return fail();
         return next_message(s);
     case Session::Step::Mail:
+        if (code >= 400 && code < 500) {  // no more in this session: the message goes in a new one
+            r->again.push_back(s->message);
+            r->reconnects++;
+            s->reconnect = true;
+            s->step = Session::Step::Quit;
+            return send(s, "QUIT\r\n");
+        }
         if (code != 250) return fail();
         s->step = Session::Step::Rcpt;
         return send(s, "RCPT TO:<" + r->o.to + ">\r\n");
@@ -257,14 +282,38 @@ int main(int argc, char** argv) {
     r.start = start;
     for (unsigned i = 0; i < r.o.sessions; ++i)
         start_session(&r, i);
+    // A relay that stops answering ends the run after 60 s without a message acknowledged.
+    uv_timer_t watchdog;
+    uv_timer_init(&loop, &watchdog);
+    watchdog.data = &r;
+    uv_timer_start(
+        &watchdog,
+        [](uv_timer_t* t) {
+            auto* r = static_cast<Run*>(t->data);
+            r->idle_seconds = r->done == r->seen ? r->idle_seconds + 1 : 0;
+            r->seen = r->done;
+            if (r->idle_seconds < 60) return;
+            std::fprintf(stderr, "smtp-load: no message acknowledged for 60 s (%u sessions open)\n", r->open);
+            r->stalled = true;
+            uv_stop(r->loop);
+        },
+        1000, 1000);
+    uv_unref(reinterpret_cast<uv_handle_t*>(&watchdog));  // the sessions keep the loop running, not it
     uv_run(&loop, UV_RUN_DEFAULT);
-    double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    double seconds = std::chrono::duration<double>((r.open == 0 ? r.end : Clock::now()) - start).count();
+    if (r.stalled) {  // the sockets go with the process
+        std::printf("{\"messages\":%u,\"errors\":%u,\"stalled\":true}\n", r.done, r.errors + 1);
+        return 1;
+    }
+    uv_close(reinterpret_cast<uv_handle_t*>(&watchdog), nullptr);
+    uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
     double p50 = percentile(r.latencies_ms, 0.50), p99 = percentile(r.latencies_ms, 0.99);
     double max = r.latencies_ms.empty() ? 0 : *std::max_element(r.latencies_ms.begin(), r.latencies_ms.end());
     std::printf(
-        "{\"messages\":%u,\"errors\":%u,\"seconds\":%.3f,\"rate\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,"
+        "{\"messages\":%u,\"errors\":%u,\"reconnects\":%u,\"seconds\":%.3f,\"rate\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%."
+        "3f,"
         "\"max_ms\":%.3f}\n",
-        r.done, r.errors, seconds, double(r.done) / seconds, p50, p99, max);
+        r.done, r.errors, r.reconnects, seconds, double(r.done) / seconds, p50, p99, max);
     return r.errors || r.done < r.o.messages ? 1 : 0;
 }
