@@ -197,6 +197,13 @@ void Server::on_connection(Listener& l) {
             conn->abandon();
             return;
         }
+        // Connections still waiting for their header count too: limits.connections bounds them all.
+        if (m_connections.size() > m_config->limits.connections) {
+            log::warning(log::Component::Smtpd, "connect from " + ip->to_string() + " to " + listen.address +
+                                                    ": limits.connections reached before its PROXY header; closed");
+            conn->abandon();
+            return;
+        }
         std::weak_ptr<ServerConnection> weak = conn;
         conn->await_proxy_header(*ip, [this, weak](const conf::IpAddress& client) {
             if (auto c = weak.lock()) admit(c, client);

@@ -32,7 +32,7 @@ upstreams: {{ sink: {{ host: {SINK}, port: 2525, security: none }} }}
     return f"""listen:
   - {{ address: "{address}:2525", proxy_protocol: true, proxies: [{FRONT}/32] }}
 clients: [127.0.0.50/32]
-limits: {{ connections_per_client: 200 }}
+limits: {{ connections_per_client: 200, connections: 300, handshake_timeout: 2s }}
 {routes}"""
 
 
@@ -116,6 +116,26 @@ class ClientAddressesTest(unittest.TestCase):
             self.assertEqual(s.recv(100), b"", data)
             s.close()
             gw.wait_log(rf"warning: PROXY header from 127\.0\.0\.90: {re.escape(reason)}")
+        # A balancer that connects and says nothing is closed after limits.handshake_timeout (2 s here);
+        # however many do so at once, they count against limits.connections (300 here).
+        silent = []
+        for _ in range(400):
+            s = socket.socket()
+            s.bind((FRONT, 0))
+            s.settimeout(10)
+            s.connect((INSTANCES["gw1"], 2525))
+            silent.append(s)
+        started = time.monotonic()
+        gw.wait_log(r"warning: connect from 127\.0\.0\.90 to 127\.0\.0\.91:2525: limits\.connections reached before "
+                    r"its PROXY header; closed")
+        for s in silent:
+            try:
+                self.assertEqual(s.recv(100), b"")
+            except ConnectionResetError:
+                pass
+            s.close()
+        self.assertLess(time.monotonic() - started, 8)
+        gw.wait_log(r"warning: PROXY header from 127\.0\.0\.90: none within limits\.handshake_timeout; closed")
         # A v1 header by hand: the client it names is the client.
         s = socket.socket()
         s.bind((FRONT, 0))
