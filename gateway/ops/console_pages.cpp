@@ -156,15 +156,13 @@ WebResponse Console::overview_page(const Session& s) {
         rejected.values.push_back(m.rejected);
         queue.values.push_back(m.queue);
     }
-    size_t held = 0;
-    auto all = m_queue.messages();
-    for (const Envelope* e : all)
-        held += e->held;
-    std::string main =
-        "<p id=\"summary\">" + std::to_string(all.size()) + " message(s) in the queue, " + std::to_string(held) +
-        " held" +
-        (all.empty() ? std::string(".") : "; the oldest arrived " + format_time(all.front()->arrival_us) + ".") +
-        " <a href=\"/queue\">Email Queue</a></p>";
+    // Counted, not listed: the page refreshes every minute, however large the queue.
+    size_t messages = m_queue.size(), held = m_queue.held_count();
+    int64_t oldest = m_queue.oldest_arrival_us();
+    std::string main = "<p id=\"summary\">" + std::to_string(messages) + " message(s) in the queue, " +
+                       std::to_string(held) + " held" +
+                       (messages == 0 ? std::string(".") : "; the oldest arrived " + format_time(oldest) + ".") +
+                       " <a href=\"/queue\">Email Queue</a></p>";
     main += "<h2>Messages per minute</h2>" +
             svg_chart("Messages per minute", xs, {received, delivered, deferred, bounced, rejected}, wall_minute());
     main += "<h2>Queue size</h2>" + svg_chart("Messages in the queue", xs, {queue}, wall_minute());

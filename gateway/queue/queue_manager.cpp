@@ -256,6 +256,10 @@ std::vector<QueueManager::DestinationState> QueueManager::destination_states() c
     return out;
 }
 
+size_t QueueManager::held_count() const {
+    return size_t(std::count_if(m_messages.begin(), m_messages.end(), [](const auto& m) { return m.second.env.held; }));
+}
+
 std::vector<std::string> QueueManager::ids() const {
     std::vector<std::string> out;
     for (const auto& [id, m] : m_messages)

@@ -71,6 +71,7 @@ public:
     std::vector<const Envelope*> messages() const;
     std::vector<std::string> ids() const;
     int64_t oldest_arrival_us() const;  // 0 for an empty queue
+    size_t held_count() const;
     void reload(std::shared_ptr<const conf::Config> config);
     void stop();  // deliveries in flight are abandoned; their messages stay queued as they were
 
