@@ -261,6 +261,14 @@ struct Admin {
     bool https = false;
 };
 
+// A DKIM signing key: mail whose From: is in `domain` (or below it) is signed with it.
+struct DkimKey {
+    std::string domain;
+    std::string selector;  // the TXT record is at SELECTOR._domainkey.DOMAIN
+    std::string key_file;  // PEM private key, RSA (2048 bits and up) or Ed25519
+    Mark mark;
+};
+
 struct Doctor {
     std::vector<std::string> dnsbl;
 };
@@ -289,6 +297,7 @@ struct Config {
     Control control;
     Metrics metrics;
     Doctor doctor;
+    std::vector<DkimKey> dkim;
 
     // The control socket path with its default applied.
     std::string control_socket() const;

@@ -237,6 +237,8 @@ void advise(const Config& c, std::vector<Diagnostic>& diags) {
                     path + ", or 640 with the gateway's group");
     };
     if (c.sasl) world_readable({}, "sasl.sasldb", c.sasl->sasldb);
+    for (size_t i = 0; i < c.dkim.size(); ++i)
+        world_readable(c.dkim[i].mark, "dkim[" + std::to_string(i) + "].key_file", c.dkim[i].key_file);
     for (size_t i = 0; i < c.listen.size(); ++i) {
         const auto& l = c.listen[i];
         if (!l.legacy_tls() || l.tls == ListenTls::None) continue;

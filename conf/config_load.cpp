@@ -388,9 +388,9 @@ void load_small_sections(Walker& w, const Fields& top, Config& c) {
 
 void load_document(Walker& w, const YAML::Node& root, Config& c) {
     if (root.IsNull()) return;  // an empty file: all defaults
-    auto top = w.mapping(root, "", {"hostname", "listen",    "clients", "policy", "tls",      "sasl",   "sender",
-                                    "routes",   "upstreams", "limits",  "direct", "delivery", "dns",    "queue",
-                                    "log",      "control",   "metrics", "doctor", "user",     "notify", "admin"});
+    auto top = w.mapping(root, "", {"hostname",  "listen", "clients", "policy",   "tls",   "sasl",  "sender", "routes",
+                                    "upstreams", "limits", "direct",  "delivery", "dns",   "queue", "log",    "control",
+                                    "metrics",   "doctor", "user",    "notify",   "admin", "dkim"});
     if (!top) return;
     if (auto* n = Walker::find(*top, "hostname")) {
         std::string why;
@@ -413,6 +413,7 @@ void load_document(Walker& w, const YAML::Node& root, Config& c) {
     if (auto* n = Walker::find(*top, "upstreams")) load_upstreams(w, *n, c);
     if (auto* n = Walker::find(*top, "limits")) load_limits(w, *n, c);
     if (auto* n = Walker::find(*top, "delivery")) load_delivery(w, *n, c);
+    if (auto* n = Walker::find(*top, "dkim")) load_dkim(w, *n, c);
     load_small_sections(w, *top, c);
 }
 

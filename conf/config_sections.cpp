@@ -1,6 +1,10 @@
-// Configuration sections that carry policy: sender rewriting, routes, upstreams.
+// Configuration sections that carry policy: sender rewriting, routes, upstreams, DKIM keys.
 #include "conf/config_checks.hpp"
 #include "conf/config_walker.hpp"
+
+#include <strings.h>
+
+#include <cctype>
 
 namespace conf {
 
@@ -296,6 +300,47 @@ void load_upstreams(Walker& w, const YAML::Node& n, Config& c) {
         else if (!check_host(u.host, why))
             w.error(f->at("host").value, path + ".host", why);
         c.upstreams.push_back(u);
+    }
+}
+
+void load_dkim(Walker& w, const YAML::Node& n, Config& c) {
+    if (!n.IsSequence()) {
+        w.error(n, "dkim", "expected a list of { domain: DOMAIN, selector: NAME, key_file: PATH }");
+        return;
+    }
+    size_t index = 0;
+    for (const auto& item : n) {
+        std::string path = "dkim[" + std::to_string(index++) + "]";
+        auto f = w.mapping(item, path, {"domain", "selector", "key_file"});
+        if (!f) continue;
+        DkimKey k;
+        k.mark = w.mark(item);
+        w.string(*f, "domain", path, k.domain);
+        w.string(*f, "selector", path, k.selector);
+        w.string(*f, "key_file", path, k.key_file);
+        if (k.domain.empty() || k.selector.empty() || k.key_file.empty()) {
+            w.error(item, path,
+                    "needs domain:, selector: and key_file: (smtpgw dkim keygen DOMAIN SELECTOR makes a key)");
+            continue;
+        }
+        std::string why;
+        if (!check_host(k.domain, why) || k.domain.find_first_not_of("0123456789.") == std::string::npos ||
+            k.domain.find(':') != std::string::npos)
+            w.error(f->at("domain").value, path + ".domain", "\"" + k.domain + "\" is not a domain name");
+        // RFC 6376 3.1: the selector is one or more labels of a domain name.
+        bool selector_ok =
+            k.selector.front() != '.' && k.selector.back() != '.' && k.selector.find("..") == std::string::npos;
+        for (char ch : k.selector)
+            selector_ok =
+                selector_ok && (std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '.' || ch == '_');
+        if (!selector_ok)
+            w.error(f->at("selector").value, path + ".selector",
+                    "\"" + k.selector + "\" is not a selector (letters, digits, - and _, labels joined by dots)");
+        if (!check_readable(k.key_file, why)) w.error(f->at("key_file").value, path + ".key_file", why);
+        for (const auto& other : c.dkim)
+            if (strcasecmp(other.domain.c_str(), k.domain.c_str()) == 0 && other.selector == k.selector)
+                w.error(item, path, "a second key for " + k.selector + "._domainkey." + k.domain);
+        c.dkim.push_back(k);
     }
 }
 

@@ -219,6 +219,7 @@ void load_sender(Walker& w, const YAML::Node& n, Config& c);
 void load_routes(Walker& w, const YAML::Node& n, Config& c);
 void load_upstreams(Walker& w, const YAML::Node& n, Config& c);
 void load_policy(Walker& w, const YAML::Node& n, Config& c);
+void load_dkim(Walker& w, const YAML::Node& n, Config& c);
 // A rate like "30/m" (per s, m, h or d) at f[key].
 void load_rate(Walker& w, const Fields& f, const char* key, const std::string& path, Rate& out);
 // A list of networks (config_load.cpp).

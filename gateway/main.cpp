@@ -16,6 +16,7 @@
 #include "gateway/queue/queue_view.hpp"
 #include "gateway/queue/spool.hpp"
 #include "gateway/serve.hpp"
+#include "gateway/smtp/dkim.hpp"
 #include "gateway/smtp/tls_contexts.hpp"
 #include "gateway/smtpd/access_policy.hpp"
 #include "tls/client_assertion.hpp"
@@ -26,6 +27,7 @@
 #include <spdlog/version.h>
 #include <uv.h>
 
+#include <fcntl.h>
 #include <pwd.h>
 #include <sys/stat.h>
 #include <termios.h>
@@ -53,7 +55,7 @@ struct Arguments {
 
 // Options that take a value, for `probe`.
 const char* const k_value_options[] = {"--security", "--user", "--password-file", "--token-file", "--mechanisms",
-                                       "--ca-file",  "--ip"};
+                                       "--ca-file",  "--ip",   "--out",           "--type",       "--bits"};
 
 void usage(std::ostream& out) {
     out << "usage: smtpgw COMMAND [-c FILE]\n"
@@ -81,6 +83,8 @@ void usage(std::ostream& out) {
            "  doctor [--ip ADDR] [--json]\n"
            "                        deliverability preflight: hostname, reverse DNS, SPF, blocklists,\n"
            "                        sender addresses, upstreams\n"
+           "  dkim keygen DOMAIN SELECTOR [--type rsa|ed25519] [--bits N] [--out FILE]\n"
+           "                        write a DKIM private key (0600) and print the TXT record to publish\n"
            "  version               print versions\n"
            "Without -c, the embedded default configuration is used.\n";
 }
@@ -125,6 +129,7 @@ const Shape k_shapes[] = {
     {{"help"}, {}},
     {{"reload"}, {}},
     {{"doctor"}, {"--ip", "--json"}},
+    {{"dkim", "keygen", "DOMAIN", "SELECTOR"}, {"--type", "--bits", "--out"}},
     {{"admin", "add", "USER"}, {}},
     {{"admin", "delete", "USER"}, {}},
     {{"admin", "list"}, {}},
@@ -250,8 +255,104 @@ int cmd_check_config(const Arguments& a) {
                   << "\n";
         ok = false;
     }
+    // DKIM keys are read as the signer reads them.
+    for (size_t i = 0; i < r.config->dkim.size(); ++i) {
+        const auto& d = r.config->dkim[i];
+        std::string pem, error;
+        auto info = gateway::dkim::read_key_file(d.key_file, pem, error);
+        std::string where = "dkim[" + std::to_string(i) + "].key_file: ";
+        bool bad = !info || (info->algorithm == gateway::dkim::Algorithm::RsaSha256 &&
+                             info->bits < gateway::dkim::k_min_rsa_bits);
+        if (info && info->algorithm == gateway::dkim::Algorithm::RsaSha256 &&
+            info->bits < gateway::dkim::k_recommended_rsa_bits)
+            error = d.key_file + " is an RSA key of " + std::to_string(info->bits) + " bits; " +
+                    (bad ? "verifiers ignore signatures with keys under 1024 bits (RFC 8301)"
+                         : "RFC 8301 asks for 2048 bits or more, and some receivers treat shorter keys as weak") +
+                    "; make a new one with smtpgw dkim keygen " + d.domain + " NEW-SELECTOR";
+        if (error.empty()) continue;
+        std::cout << conf::Diagnostic{r.config->source, d.mark.line, d.mark.column, bad, where + error}.format()
+                  << "\n";
+        ok = ok && !bad;
+    }
     if (!ok) return 1;
     std::cout << r.config->source << ": configuration is valid\n";
+    return 0;
+}
+
+// `smtpgw dkim keygen DOMAIN SELECTOR`: the key goes where dkim: will name it, readable by its
+// owner only (the gateway's user: account when run as root with a configuration naming one).
+int cmd_dkim(const Arguments& a) {
+    namespace dkim = gateway::dkim;
+    const std::string &domain = a.words[2], &selector = a.words[3];
+    auto option = [&](const char* name, const std::string& fallback) {
+        auto it = a.options.find(name);
+        return it == a.options.end() ? fallback : it->second;
+    };
+    std::string type = option("--type", "rsa");
+    if (type != "rsa" && type != "ed25519") {
+        std::cerr << "smtpgw: --type is rsa or ed25519\n";
+        return 2;
+    }
+    auto algorithm = type == "rsa" ? dkim::Algorithm::RsaSha256 : dkim::Algorithm::Ed25519Sha256;
+    std::string bits_text = option("--bits", "2048");
+    unsigned bits = 0;
+    if (bits_text.empty() || bits_text.size() > 5 || bits_text.find_first_not_of("0123456789") != std::string::npos ||
+        (bits = unsigned(std::stoul(bits_text))) < 2048 || bits > 4096) {
+        std::cerr << "smtpgw: --bits is 2048 to 4096 (RFC 8301: at least 2048 for new keys)\n";
+        return 2;
+    }
+    if (domain.find('/') != std::string::npos || selector.find('/') != std::string::npos || domain[0] == '.' ||
+        selector[0] == '.') {
+        std::cerr << "smtpgw: \"" << domain << "\" and \"" << selector << "\" must be a domain and a selector\n";
+        return 2;
+    }
+    std::string out = option("--out", "/etc/smtpgw/dkim/" + domain + "." + selector + ".key");
+    std::string dir = out.find('/') == std::string::npos ? "." : out.substr(0, out.rfind('/'));
+    if (!dir.empty() && ::mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) {
+        std::cerr << "smtpgw: cannot create " << dir << ": " << std::strerror(errno) << "\n";
+        return 1;
+    }
+    std::string pem = dkim::generate_key(algorithm, bits);
+    std::string error;
+    auto info = dkim::inspect_key(pem, error);
+    if (!info) throw std::runtime_error(error);
+    // O_EXCL: an existing key (published, signing mail) is never replaced.
+    int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        std::cerr << "smtpgw: cannot create " << out << ": " << std::strerror(errno)
+                  << (errno == EEXIST ? " (keys are not replaced: choose a new selector, or --out)" : "") << "\n";
+        return 1;
+    }
+    bool written = ::write(fd, pem.data(), pem.size()) == ssize_t(pem.size()) && ::fsync(fd) == 0;
+    int saved = errno;
+    ::close(fd);
+    if (!written) {
+        ::unlink(out.c_str());
+        std::cerr << "smtpgw: cannot write " << out << ": " << std::strerror(saved) << "\n";
+        return 1;
+    }
+    if (::geteuid() == 0 && !a.config_file.empty()) {
+        auto r = load(a);
+        if (r.config && !r.config->user.empty())
+            if (const passwd* pw = ::getpwnam(r.config->user.c_str()))
+                if (::chown(out.c_str(), pw->pw_uid, pw->pw_gid) != 0)
+                    std::cerr << "smtpgw: warning: cannot give " << out << " to " << r.config->user << ": "
+                              << std::strerror(errno) << "\n";
+    }
+    std::string name = selector + "._domainkey." + domain;
+    std::string record = dkim::txt_record(*info);
+    // Zone files take TXT strings of at most 255 octets; a 2048-bit key's record is longer.
+    std::string strings;
+    for (size_t i = 0; i < record.size(); i += 250)
+        strings += std::string(strings.empty() ? "" : "\n\t") + "\"" + record.substr(i, 250) + "\"";
+    std::cout << "wrote " << out << " (" << dkim::to_string(info->algorithm) << ", " << info->bits << " bits)\n\n"
+              << "Publish this TXT record:\n"
+              << name << ". IN TXT ( " << strings << " )\n\n"
+              << "(as one value, for a DNS provider's web form:)\n"
+              << record << "\n\n"
+              << "and add to the configuration:\n"
+              << "dkim:\n"
+              << "  - { domain: " << domain << ", selector: " << selector << ", key_file: " << out << " }\n";
     return 0;
 }
 
@@ -571,6 +672,7 @@ int main(int argc, char** argv) {
         if (command == "queue") return cmd_queue(*args);
         if (command == "reload") return cmd_reload(*args);
         if (command == "doctor") return cmd_doctor(*args);
+        if (command == "dkim") return cmd_dkim(*args);
         if (command == "admin") return cmd_admin(*args);
         if (command == "probe") return cmd_probe(*args);
         if (command == "user") return cmd_user(*args);

@@ -176,6 +176,14 @@ int serve(const std::string& config_file) {
         std::cerr << "smtpgw: error: " << problem << "\n";
         return 1;
     }
+    // Keys are read now, as root when started as root; a key the gateway cannot sign with stops it
+    // here rather than deferring every message later.
+    std::string dkim_error;
+    auto dkim_keys = dkim::Keys::load(*config, dkim_error);
+    if (!dkim_keys) {
+        std::cerr << "smtpgw: error: " << dkim_error << "\n";
+        return 1;
+    }
     log::init(config->log, config->hostname);
     log_warnings(loaded.diagnostics);
     raise_file_limit();
@@ -216,8 +224,16 @@ int serve(const std::string& config_file) {
             log::error(Component::Master, why);
             return "error: " + why + "\n";
         }
+        std::string key_error;
+        auto keys = dkim::Keys::load(*r.config, key_error);
+        if (!keys) {
+            std::string why = "reload refused, keeping the running configuration: " + key_error;
+            log::error(Component::Master, why);
+            return "error: " + why + "\n";
+        }
         log_warnings(r.diagnostics);
         auto next = std::make_shared<const conf::Config>(std::move(*r.config));
+        queue->set_dkim(keys);
         server.reload(next);
         queue->reload(next);
         if (console) console->reload(next);
@@ -247,6 +263,7 @@ int serve(const std::string& config_file) {
         server.set_resolver(resolver.get());
         queue = std::make_unique<QueueManager>(&loop, config, spool, *resolver, self_test(*config),
                                                [&server] { return server.next_queue_id(); });
+        queue->set_dkim(dkim_keys);
         server.on_stored(
             [&](const Envelope& e, std::shared_ptr<const std::string> content) { queue->add(e, std::move(content)); });
         server.start();

@@ -6,6 +6,7 @@
 #include "gateway/dns/dns.hpp"
 #include "gateway/dns/spf.hpp"
 #include "gateway/ops/probe.hpp"
+#include "gateway/smtp/dkim.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -13,6 +14,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <algorithm>
+#include <cctype>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -197,6 +200,152 @@ bool uses_direct(const conf::Config& c) {
     return false;
 }
 
+std::string to_lower(std::string s) {
+    for (auto& ch : s)
+        ch = char(std::tolower(static_cast<unsigned char>(ch)));
+    return s;
+}
+
+std::string trim(const std::string& s) {
+    size_t b = s.find_first_not_of(" \t"), e = s.find_last_not_of(" \t");
+    return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
+}
+
+// DKIM: each key's record is published and holds its public key. DMARC: for each domain mail is
+// sent from (the rewrite targets and the signing domains), what receivers will find aligned.
+// `bad` and `aside` as for the address checks: without direct delivery, what the upstream does
+// decides (it may sign, and SPF is about its address).
+void check_dkim(const conf::Config& c, SyncDns& dns, Report& report,
+                const std::map<std::string, spf::Result>& spf_results, Level bad, const char* aside) {
+    std::set<std::string> configured, verified;  // signing domains; those whose record holds the key
+    for (const auto& k : c.dkim) {
+        std::string name = k.selector + "._domainkey." + k.domain;
+        std::string check = "DKIM " + name;
+        std::string pem, error;
+        auto key = dkim::read_key_file(k.key_file, pem, error);
+        if (!key) {
+            report.add(Level::Fail, check, error);
+            continue;
+        }
+        configured.insert(to_lower(k.domain));
+        std::string record = dkim::txt_record(*key);
+        std::string about =
+            k.key_file + " (" + dkim::to_string(key->algorithm) + ", " + std::to_string(key->bits) + " bits)";
+        auto txt = dns.txt(name);
+        if (txt.status == spf::Answer::Status::TempFail) {
+            report.add(Level::Warn, check, "the DNS did not answer; try again");
+            continue;
+        }
+        std::vector<std::string> dkim_records;
+        for (const auto& r : txt.records)
+            if (r.rfind("v=DKIM1", 0) == 0 || r.find("p=") != std::string::npos) dkim_records.push_back(r);
+        if (dkim_records.empty()) {
+            report.add(Level::Fail, check,
+                       "no TXT record; publish \"" + record + "\" at " + name + " for " + about +
+                           "; until then receivers cannot verify the signatures");
+            continue;
+        }
+        std::string why;
+        if (std::any_of(dkim_records.begin(), dkim_records.end(),
+                        [&](const std::string& r) { return dkim::record_matches(r, *key, why); })) {
+            report.add(Level::Pass, check, "the published record holds the key of " + about);
+            verified.insert(to_lower(k.domain));
+        } else {
+            report.add(Level::Fail, check,
+                       why + "; publish \"" + record + "\" at " + name + " for " + about +
+                           ", or name the matching key file in dkim:");
+        }
+    }
+
+    std::set<std::string> domains = configured, targets;
+    for (const auto& r : c.sender.rewrite) {
+        std::string d = to_lower(domain_of(r.to));
+        if (!d.empty() && d.find('$') == std::string::npos && !conf::not_public(d))
+            domains.insert(d), targets.insert(d);
+    }
+    for (const auto& d : domains) {
+        // The domain's own record, else its parent's (the organizational domain, roughly).
+        std::string policy_domain = d, record;
+        bool tempfail = false;
+        for (std::string at = d; record.empty() && !at.empty();) {
+            auto txt = dns.txt("_dmarc." + at);
+            tempfail = tempfail || txt.status == spf::Answer::Status::TempFail;
+            for (const auto& r : txt.records)
+                if (r.rfind("v=DMARC1", 0) == 0) record = r, policy_domain = at;
+            auto dot = at.find('.');
+            if (dot == std::string::npos || at.find('.', dot + 1) == std::string::npos) break;
+            at.erase(0, dot + 1);
+        }
+        std::string check = "DMARC " + d;
+        if (record.empty()) {
+            report.add(Level::Warn, check,
+                       tempfail ? "the DNS did not answer; try again"
+                                : "no DMARC record at _dmarc." + d +
+                                      "; receivers apply their own judgement; publish one, starting with "
+                                      "\"v=DMARC1; p=none; rua=mailto:dmarc-reports@" +
+                                      d + "\" to see reports first");
+            continue;
+        }
+        std::string p = "none", adkim = "r", aspf = "r";
+        for (size_t pos = 0; pos < record.size();) {
+            size_t end = record.find(';', pos);
+            if (end == std::string::npos) end = record.size();
+            std::string item = trim(record.substr(pos, end - pos));
+            auto eq = item.find('=');
+            if (eq != std::string::npos) {
+                std::string tag = to_lower(trim(item.substr(0, eq))), value = to_lower(trim(item.substr(eq + 1)));
+                if (tag == "p") p = value;
+                if (tag == "adkim") adkim = value;
+                if (tag == "aspf") aspf = value;
+            }
+            pos = end + 1;
+        }
+        std::string head = "p=" + p + (policy_domain == d ? "" : " (of " + policy_domain + ")") + "; mail from " + d;
+        // DKIM aligns when a key signs for the domain: the same one under adkim=s, a parent under r.
+        std::string signer, unverified;
+        for (std::string at = d; signer.empty() && !at.empty();) {
+            if (verified.count(at)) signer = at;
+            if (unverified.empty() && configured.count(at)) unverified = at;
+            if (adkim == "s") break;
+            auto dot = at.find('.');
+            if (dot == std::string::npos) break;
+            at.erase(0, dot + 1);
+        }
+        if (!signer.empty()) {
+            report.add(Level::Pass, check, head + " is DKIM-signed by " + signer + " (aligned)");
+            continue;
+        }
+        // SPF aligns for a rewritten sender when From: is in the same domain.
+        auto spf = spf_results.find(d);
+        bool spf_aligned = spf != spf_results.end() && spf->second == spf::Result::Pass;
+        std::string advice =
+            unverified.empty()
+                ? "; sign it: smtpgw dkim keygen " + d + " SELECTOR, then dkim: - { domain: " + d +
+                      ", selector: SELECTOR, key_file: ... }"
+                : "; its signatures by " + unverified + " will not verify until the DKIM record above is mended";
+        if (spf_aligned)
+            report.add(Level::Pass, check,
+                       head + " passes SPF as the rewritten envelope sender, " +
+                           (c.sender.header_from == conf::HeaderFrom::Rewrite
+                                ? "which From: carries (aligned"
+                                : "aligned where From: is in " + d + " too (header_from: rewrite makes it so for all") +
+                           "; not signed, so forwarded copies fail" + advice + ")");
+        else if (targets.count(d) && spf == spf_results.end())
+            report.add(Level::Warn, check,
+                       head +
+                           " has no aligned DKIM signature, and SPF was not checked (give the public sending "
+                           "address with --ip)" +
+                           advice);
+        else
+            report.add(p == "none" ? Level::Warn : bad, check,
+                       head + " has neither an aligned DKIM signature nor an aligned SPF pass, so receivers " +
+                           (p == "reject"       ? "refuse it"
+                            : p == "quarantine" ? "file it as spam"
+                                                : "report it") +
+                           advice + aside);
+    }
+}
+
 }  // namespace
 
 int run_doctor(const conf::Config& c, std::optional<conf::IpAddress> ip, std::ostream& out, bool json) {
@@ -233,6 +382,7 @@ int run_doctor(const conf::Config& c, std::optional<conf::IpAddress> ip, std::os
         report.add(Level::Fail, "hostname",
                    c.hostname + " does not resolve; publish an A record for it pointing at the sending address");
 
+    std::map<std::string, spf::Result> spf_results;  // by rewritten sender domain
     bool usable_ip = ip && (from_option || !is_private(*ip));
     if (!usable_ip) {
         report.add(Level::Warn, "address",
@@ -286,6 +436,7 @@ int run_doctor(const conf::Config& c, std::optional<conf::IpAddress> ip, std::os
         }
         for (const auto& [label, sender] : identities) {
             auto o = spf::check_host(dns, *ip, sender, c.hostname);
+            if (!sender.empty()) spf_results[domain_of(sender)] = o.result;
             std::string check = "SPF " + label;
             std::string subject = sender.empty() ? c.hostname : domain_of(sender);
             std::string detail = o.record.empty() ? "" : " (" + quoted(o.record) + ")";
@@ -379,6 +530,8 @@ int run_doctor(const conf::Config& c, std::optional<conf::IpAddress> ip, std::os
                 report.add(Level::Fail, check, d + " has neither MX nor address: replies and bounces cannot reach it");
         }
     }
+
+    check_dkim(c, dns, report, spf_results, bad, aside);
 
     // Upstreams: the probe's verdict.
     for (const auto& u : c.upstreams) {

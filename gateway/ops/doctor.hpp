@@ -5,6 +5,8 @@
 //   SPF             every sender domain of the rewrite policy, and the HELO name, authorize the address
 //   blocklists      doctor.dnsbl zones do not list the address
 //   senders         rewrite targets are deliverable addresses (a public domain with MX or A)
+//   DKIM            each dkim: key's TXT record at SELECTOR._domainkey.DOMAIN holds its public key
+//   DMARC           for each sending domain, its policy and whether DKIM or SPF will align
 //   upstreams       each is reachable and compatible (the verdict of `smtpgw probe`)
 // The address checks concern mail the gateway delivers itself (`direct`); when every route goes
 // through upstreams, their findings are warnings.

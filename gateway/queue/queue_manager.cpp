@@ -502,7 +502,7 @@ void QueueManager::dispatch(DestQueue& q) {
 }
 
 void QueueManager::start_session(DestQueue& q) {
-    SessionContext ctx{m_loop, &m_hops, this, &m_tls, m_config};
+    SessionContext ctx{m_loop, &m_hops, this, &m_tls, m_config, m_dkim};
     auto s = std::make_shared<DeliverySession>(ctx, q.destination);
     m_sessions[s.get()] = s;
     q.sessions++;

@@ -73,6 +73,8 @@ public:
     int64_t oldest_arrival_us() const;  // 0 for an empty queue
     size_t held_count() const;
     void reload(std::shared_ptr<const conf::Config> config);
+    // The DKIM keys deliveries sign with from now on (dkim::Keys::load of the configuration).
+    void set_dkim(std::shared_ptr<const dkim::Keys> keys) { m_dkim = std::move(keys); }
     void stop();  // deliveries in flight are abandoned; their messages stay queued as they were
 
     // Each destination in use, for the console: its sessions, its concurrency window, jobs
@@ -169,6 +171,7 @@ private:
     Spool& m_spool;
     HopResolver m_hops;
     TlsContexts m_tls;
+    std::shared_ptr<const dkim::Keys> m_dkim;
     std::unique_ptr<Router> m_router;
     std::function<std::string()> m_new_id;
     uv_timer_t* m_timer = nullptr;

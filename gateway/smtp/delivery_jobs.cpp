@@ -115,6 +115,7 @@ void DeliverySession::send_job() {
     m.body = eight_bit ? "8BITMIME" : e->body;
     m_downgrade.reset();
     if (eight_bit && !caps.eightbitmime) m_downgrade.emplace();
+    start_signing(*e, m_downgrade.has_value());
     m.smtputf8 = e->smtputf8;
     m_rcpt_ok.assign(m_pending.size(), std::nullopt);
     m_soft.assign(m_pending.size(), std::nullopt);
@@ -256,8 +257,18 @@ void DeliverySession::complete_job() {
     m_ctx.owner->job_done(m_destination.key(), std::move(r));
 }
 
+// Nothing is the server's fault: the open recipients are tried again later, and the connection
+// ends (a transaction in progress is not completed).
+void DeliverySession::fail_locally(const std::string& dsn, const std::string& reason) {
+    for (size_t i : m_pending)
+        if (!m_resolved.count(i)) record(i, RcptStatus::Deferred, dsn, reason);
+    m_pending.clear();
+    complete_job();
+    end();
+}
+
 void DeliverySession::read_content() {
-    if (m_reading_content || m_content_done || !m_job || !m_transport) return;
+    if (m_reading_content || m_content_done || !m_job || !m_transport || m_sign_wait) return;
     if (m_transport->backlog() > k_write_backlog_limit) return;  // on_sent() calls again
     if (m_content_offset == 0) {
         if (auto cached = m_ctx.owner->content(m_job->message_id)) return on_content(0, *cached);
@@ -291,12 +302,9 @@ void DeliverySession::on_content(int err, const std::string& data) {
                              (truncated ? "the queue file ends after " + std::to_string(m_content_offset) + " of its " +
                                               std::to_string(e->size) + " octets of content"
                                         : "cannot read queue file: " + std::string(std::strerror(err)));
-        for (size_t i : m_pending)
-            if (!m_resolved.count(i)) record(i, RcptStatus::Deferred, "4.3.0", reason);
-        m_pending.clear();
-        complete_job();
-        return end();
+        return fail_locally("4.3.0", reason);
     }
+    if (m_content_offset == 0 && !m_signature.empty()) m_client->send_content(m_signature);
     bool last = !e || m_content_offset + data.size() >= e->size;
     if (m_downgrade) {
         std::string converted;

@@ -17,6 +17,7 @@
 #include "gateway/smtp/client_security.hpp"
 #include "gateway/smtp/client_transport.hpp"
 #include "gateway/smtp/delivery.hpp"
+#include "gateway/smtp/dkim.hpp"
 #include "gateway/smtp/mime_downgrade.hpp"
 #include "gateway/smtp/nexthop.hpp"
 #include "gateway/smtp/smtp_client.hpp"
@@ -65,6 +66,7 @@ struct SessionContext {
     SessionOwner* owner;
     TlsContexts* tls;
     std::shared_ptr<const conf::Config> config;
+    std::shared_ptr<const dkim::Keys> dkim;  // null or empty: nothing is signed
 };
 
 class DeliverySession : public std::enable_shared_from_this<DeliverySession>, private ClientTransport::Handler {
@@ -133,6 +135,15 @@ private:
     bool needs_smtputf8(const Envelope& e) const;
     void on_content(int err, const std::string& data);
     void on_recipient(const ClientEvent& ev);
+    void fail_locally(const std::string& dsn, const std::string& reason);
+
+    // DKIM (delivery_signing.cpp): a pass over the content as it will be sent, before it is sent.
+    struct Signing;
+    void start_signing(const Envelope& e, bool downgrade);
+    void sign_read();
+    void sign_chunk(const std::shared_ptr<Signing>& sig, const std::string& data, bool last);
+    void sign_finish(const std::shared_ptr<Signing>& sig);
+    void on_signed(const std::string& headers, const std::string& error);
 
     SessionContext m_ctx;
     Destination m_destination;
@@ -185,7 +196,10 @@ private:
     bool m_content_done = false;
     std::optional<MimeDowngrade> m_downgrade;  // the content goes in quoted-printable (no 8BITMIME)
     bool m_reading_content = false;
-    uint64_t m_generation = 0;  // bumped per connection: late callbacks of an old one are ignored
+    std::shared_ptr<Signing> m_signing;  // the pass for the job in progress
+    std::string m_signature;             // DKIM-Signature fields, sent ahead of the content
+    bool m_sign_wait = false;            // the content waits for the signature
+    uint64_t m_generation = 0;           // bumped per connection: late callbacks of an old one are ignored
 };
 
 }  // namespace gateway

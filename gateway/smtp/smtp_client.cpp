@@ -268,8 +268,7 @@ void SmtpClient::start_transaction() {
     m_accepted = 0;
     m_mail_failed = false;
     m_mail_reply = ServerReply();
-    m_at_line_start = true;
-    m_line = 0;
+    m_wire = WireLines(m_settings.line_length, true);
     send(mail_command(), ClientStage::Mail);
     if (!m_caps.pipelining) return;
     // RFC 2920 3.1: MAIL, RCPT and DATA go in one group; the replies come back in order.
@@ -323,29 +322,46 @@ void SmtpClient::on_data(const ServerReply& r) {
     emit(ClientEvent::Kind::NeedContent, ClientStage::Content);
 }
 
-void SmtpClient::send_content(std::string_view in) {
-    // RFC 5321 4.5.2: a line that starts with a dot gets another. Lines longer than the limit
-    // are broken with <CR><LF><SPACE>, as Postfix's smtp_line_length_limit does. The content is
-    // canonical (<CR><LF> only), so a run up to the next <LF> is copied in one piece.
-    m_out.reserve(m_out.size() + in.size() + 64);
+void WireLines::append(std::string_view in, std::string& out) {
+    if (in.empty()) return;
+    if (m_cr) {
+        // A <CR> that ended the previous piece goes with the line it belongs to, so that where
+        // the pieces were cut does not change where lines are broken.
+        m_cr = false;
+        size_t nl = in.find('\n');
+        size_t first = nl == std::string_view::npos ? in.size() : nl + 1;
+        std::string joined = "\r";
+        joined.append(in.data(), first);
+        append(joined, out);
+        return append(in.substr(first), out);
+    }
+    if (in.back() == '\r') {
+        m_cr = true;
+        in.remove_suffix(1);
+    }
+    lines(in, out);
+}
+
+void WireLines::lines(std::string_view in, std::string& out) {
+    // The content is canonical (<CR><LF> only), so a run up to the next <LF> is copied in one piece.
+    out.reserve(out.size() + in.size() + 64);
     size_t pos = 0;
-    const size_t limit = m_settings.line_length;
     while (pos < in.size()) {
-        if (m_at_line_start && in[pos] == '.') m_out += '.';
+        if (m_at_line_start && m_stuff && in[pos] == '.') out += '.';
         m_at_line_start = false;
         const void* nl = std::memchr(in.data() + pos, '\n', in.size() - pos);
         size_t end = nl ? size_t(static_cast<const char*>(nl) - in.data()) + 1 : in.size();
         // Characters of this run that count toward the line length (not the CR LF).
         size_t text_end = end;
         if (nl) text_end = end - 1 - (end >= pos + 2 && in[end - 2] == '\r' ? 1 : 0);
-        while (m_line + (text_end - pos) > limit && pos < text_end) {
-            size_t take = limit > m_line ? limit - m_line : 0;
-            m_out.append(in.data() + pos, take);
-            m_out += "\r\n ";
+        while (m_line + (text_end - pos) > m_limit && pos < text_end) {
+            size_t take = m_limit > m_line ? m_limit - m_line : 0;
+            out.append(in.data() + pos, take);
+            out += "\r\n ";
             pos += take;
             m_line = 1;
         }
-        m_out.append(in.data() + pos, end - pos);
+        out.append(in.data() + pos, end - pos);
         m_line += text_end > pos ? text_end - pos : 0;
         if (nl) {
             m_at_line_start = true;
@@ -355,8 +371,20 @@ void SmtpClient::send_content(std::string_view in) {
     }
 }
 
+void WireLines::finish(std::string& out) {
+    if (m_cr) {
+        m_cr = false;
+        lines("\r", out);
+    }
+    if (!m_at_line_start) out += "\r\n";
+    m_at_line_start = true;
+    m_line = 0;
+}
+
+void SmtpClient::send_content(std::string_view in) { m_wire.append(in, m_out); }
+
 void SmtpClient::end_content() {
-    if (!m_at_line_start) m_out += "\r\n";
+    m_wire.finish(m_out);
     m_out += ".\r\n";
     m_in_content = false;
     m_expect.push_back({ClientStage::DataDone, 0});

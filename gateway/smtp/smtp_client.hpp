@@ -88,6 +88,26 @@ struct ClientEvent {
     std::string detail;
 };
 
+// Content lines as they go on the wire: a line longer than `limit` (not counting <CR><LF>) is
+// broken with <CR><LF><SPACE>, as Postfix's smtp_line_length_limit does, and for DATA a line
+// that starts with a dot gets another (RFC 5321 4.5.2). The DKIM signer sees the same lines
+// without the dots, so it signs what the server receives.
+class WireLines {
+public:
+    WireLines(size_t limit, bool stuff_dots) : m_limit(limit), m_stuff(stuff_dots) {}
+    void append(std::string_view canonical, std::string& out);  // <CR><LF> lines, in pieces of any size
+    void finish(std::string& out);                              // <CR><LF> after a last line without one
+
+private:
+    void lines(std::string_view in, std::string& out);
+
+    size_t m_limit;
+    bool m_stuff;
+    bool m_cr = false;  // the last piece ended in <CR>, held back until the next one
+    bool m_at_line_start = true;
+    size_t m_line = 0;  // octets of the current line so far
+};
+
 struct ClientSettings {
     std::string helo_name;
     size_t line_length = 998;  // longer content lines are broken with <CR><LF><SPACE>
@@ -166,8 +186,7 @@ private:
     size_t m_accepted = 0;
     bool m_mail_failed = false;
     ServerReply m_mail_reply;
-    bool m_at_line_start = true;
-    size_t m_line = 0;
+    WireLines m_wire{998, true};
 };
 
 }  // namespace gateway

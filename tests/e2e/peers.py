@@ -193,8 +193,11 @@ class Dnsmasq:
     "--host-record=mx1.example.test,127.0.0.11".
     """
 
-    def __init__(self, records, port=None):
+    def __init__(self, records, port=None, address="127.0.0.1"):
+        """address: another loopback address, with port 53, serves programs that read
+        /etc/resolv.conf (see resolv_conf)."""
         self.fixed_port = port
+        self.address = address
         self.port = port or free_udp_port()
         self.records = records
         self.proc = None
@@ -204,7 +207,7 @@ class Dnsmasq:
         # another test has open, and then dnsmasq exits: try another port.
         for attempt in range(attempts):
             self.proc = subprocess.Popen(
-                ["dnsmasq", "--keep-in-foreground", f"--port={self.port}", "--listen-address=127.0.0.1",
+                ["dnsmasq", "--keep-in-foreground", f"--port={self.port}", f"--listen-address={self.address}",
                  "--bind-interfaces", "--no-resolv", "--no-hosts", "--no-negcache", "--local=/test/",
                  "--pid-file=", *self.records],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -229,13 +232,28 @@ class Dnsmasq:
         s.settimeout(0.2)
         query = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x04test\x00\x00\x06\x00\x01"
         try:
-            s.sendto(query, ("127.0.0.1", self.port))
+            s.sendto(query, (self.address, self.port))
             s.recvfrom(512)
             return True
         except OSError:
             return False
         finally:
             s.close()
+
+    def run_with_resolver(self, argv, **kw):
+        """Runs a program that resolves through /etc/resolv.conf (a DKIM verifier) with this
+        server as its only name server: in a mount namespace of its own, where a resolv.conf
+        naming this address is mounted over the system's. Needs port 53."""
+        assert self.port == 53, "programs reading resolv.conf need port 53"
+        fd, resolv = tempfile.mkstemp(prefix="smtpgw-resolv-")
+        with os.fdopen(fd, "w") as f:
+            f.write(f"nameserver {self.address}\noptions attempts:1 timeout:2\n")
+        os.chmod(resolv, 0o644)
+        try:
+            return subprocess.run(["unshare", "--mount", "sh", "-c",
+                                   'mount --bind "$0" /etc/resolv.conf && exec "$@"', resolv, *argv], **kw)
+        finally:
+            os.unlink(resolv)
 
     def cleanup(self):
         if self.proc:
@@ -313,6 +331,21 @@ directory {self.dir}/data
                            timeout=30)
         assert r.returncode == 0, r.stderr
         return self
+
+    def run_with_resolver(self, argv, **kw):
+        """Runs a program that resolves through /etc/resolv.conf (a DKIM verifier) with this
+        server as its only name server: in a mount namespace of its own, where a resolv.conf
+        naming this address is mounted over the system's. Needs port 53."""
+        assert self.port == 53, "programs reading resolv.conf need port 53"
+        fd, resolv = tempfile.mkstemp(prefix="smtpgw-resolv-")
+        with os.fdopen(fd, "w") as f:
+            f.write(f"nameserver {self.address}\noptions attempts:1 timeout:2\n")
+        os.chmod(resolv, 0o644)
+        try:
+            return subprocess.run(["unshare", "--mount", "sh", "-c",
+                                   'mount --bind "$0" /etc/resolv.conf && exec "$@"', resolv, *argv], **kw)
+        finally:
+            os.unlink(resolv)
 
     def cleanup(self):
         if self.proc:

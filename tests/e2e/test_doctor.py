@@ -20,10 +20,11 @@ from gwtest import Gateway, queued_id
 from peers import Dnsmasq, Postfix
 
 DNS = [
-    "--local=/in-addr.arpa/", "--local=/doc.example.com/",
+    "--local=/in-addr.arpa/", "--local=/doc.example.com/", "--local=/example.com/",
     "--host-record=gw.doc.example.com,127.0.3.1",
     '--txt-record=gw.doc.example.com,v=spf1 a -all',
     '--txt-record=good.doc.example.com,v=spf1 ip4:127.0.3.0/24 -all',
+    '--txt-record=_dmarc.good.doc.example.com,v=DMARC1; p=reject; rua=mailto:dmarc@good.doc.example.com',
     "--mx-host=good.doc.example.com,mx.good.doc.example.com,10", "--host-record=mx.good.doc.example.com,127.0.3.5",
     '--txt-record=bad.doc.example.com,v=spf1 ip4:192.0.2.0/24 -all',
     "--mx-host=bad.doc.example.com,mx.good.doc.example.com,10",
@@ -85,11 +86,17 @@ class DoctorTest(unittest.TestCase):
         self.assertEqual(self.line(lines, "sender scans@good.doc.example.com"),
                          "PASS  sender scans@good.doc.example.com: good.doc.example.com has MX mx.good.doc.example.com")
         self.assertEqual(self.line(lines, "upstream live"), "PASS  upstream live: 127.0.3.2:2525: compatible")
+        self.assertEqual(self.line(lines, "DMARC good.doc.example.com"),
+                         "PASS  DMARC good.doc.example.com: p=reject; mail from good.doc.example.com passes SPF as the "
+                         "rewritten envelope sender, aligned where From: is in good.doc.example.com too (header_from: "
+                         "rewrite makes it so for all; not signed, so forwarded copies fail; sign it: smtpgw dkim keygen "
+                         "good.doc.example.com SELECTOR, then dkim: - { domain: good.doc.example.com, selector: "
+                         "SELECTOR, key_file: ... })")
         # The one problem: the address is on bl.doc.example.com.
         self.assertEqual(self.line(lines, "blocklist bl.doc.example.com"),
                          "FAIL  blocklist bl.doc.example.com: 127.0.3.1 is listed (127.0.0.2: Listed for testing: see "
                          "https://bl.doc.example.com/); request removal at the list's site")
-        self.assertEqual(lines[-1], "-- 1 FAIL, 0 WARN, 7 PASS")
+        self.assertEqual(lines[-1], "-- 1 FAIL, 0 WARN, 8 PASS")
         self.assertEqual(rc, 1)
 
     def test_json_has_the_same_findings(self):
@@ -101,7 +108,7 @@ class DoctorTest(unittest.TestCase):
         self.assertEqual(out.returncode, rc)
         report = json.loads(out.stdout)
         self.assertEqual((report["hostname"], report["address"]), ("gw.doc.example.com", "127.0.3.1"))
-        self.assertEqual((report["fail"], report["warn"], report["pass"]), (1, 0, 7))
+        self.assertEqual((report["fail"], report["warn"], report["pass"]), (1, 0, 8))
         # Each line of the text report is one check of the JSON, in the same order.
         self.assertEqual([f"{c['level']}  {c['check']}: {c['text']}" for c in report["checks"]], lines[1:-1])
 
@@ -130,6 +137,11 @@ class DoctorTest(unittest.TestCase):
                          r"^FAIL  upstream dead: 127\.0\.3\.3:2525: NOT compatible: connect to 127\.0\.3\.3\[127\.0\.3\.3\]"
                          r":2525: Connection refused \(smtpgw probe dead shows the whole conversation\)$")
         self.assertNotIn("SPF printer.local", "\n".join(lines))  # not a public domain: no SPF check
+        # No DMARC record: receivers judge for themselves.
+        self.assertEqual(self.line(lines, "DMARC bad.doc.example.com"),
+                         "WARN  DMARC bad.doc.example.com: no DMARC record at _dmarc.bad.doc.example.com; receivers "
+                         "apply their own judgement; publish one, starting with \"v=DMARC1; p=none; "
+                         "rua=mailto:dmarc-reports@bad.doc.example.com\" to see reports first")
 
     def test_without_direct_delivery_address_findings_are_warnings(self):
         rc, lines = self.doctor(config(self.dns.port, ["x@bad.doc.example.com"], direct=False), ip="127.0.3.9")
