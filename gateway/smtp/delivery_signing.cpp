@@ -93,7 +93,7 @@ void DeliverySession::sign_chunk(const std::shared_ptr<Signing>& sig, const std:
         if (keys.empty() || (!head_done && sig->head.size() > k_max_sign_head)) return on_signed("", "");
         try {
             for (const auto* k : keys)
-                sig->signers.push_back(std::make_unique<dkim::Signer>(m_ctx.dkim, *k, sig->message_id));
+                sig->signers.push_back(std::make_unique<dkim::Signer>(m_ctx.dkim, *k));
         } catch (const std::exception& ex) {
             return on_signed("", ex.what());
         }

@@ -1,60 +1,23 @@
 #include "gateway/smtp/dkim.hpp"
 
-// dkim.h is C99: its _Bool is C++'s bool.
-#define _Bool bool  // NOLINT(bugprone-reserved-identifier): the C99 name the header uses
-#include <opendkim/dkim.h>
-#undef _Bool
 #include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include <strings.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <stdexcept>
 
 namespace gateway::dkim {
 
 namespace {
-
-// RFC 6376 5.4.1's list, with the MIME fields that give the body its meaning. Each is signed as
-// often as it occurs.
-const char* k_sign_headers[] = {"from",
-                                "reply-to",
-                                "subject",
-                                "date",
-                                "to",
-                                "cc",
-                                "message-id",
-                                "in-reply-to",
-                                "references",
-                                "sender",
-                                "resent-date",
-                                "resent-from",
-                                "resent-to",
-                                "resent-cc",
-                                "resent-sender",
-                                "list-id",
-                                "list-help",
-                                "list-unsubscribe",
-                                "list-subscribe",
-                                "list-post",
-                                "list-owner",
-                                "list-archive",
-                                "mime-version",
-                                "content-type",
-                                "content-transfer-encoding",
-                                "content-id",
-                                "content-description",
-                                nullptr};
-// Oversigned (RFC 6376 8.15): signed once more than they occur, so a field of these added on the
-// way (a second From: shown instead of the signed one) breaks the signature.
-const char* k_oversign_headers[] = {"from", "reply-to",     "subject",      "date", "to",
-                                    "cc",   "mime-version", "content-type", nullptr};
 
 struct PkeyFree {
     void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
@@ -304,11 +267,15 @@ std::string from_domain(std::string_view headers) {
     return domain;
 }
 
-Keys::Keys() = default;
-
-Keys::~Keys() {
-    if (m_lib) dkim_close(static_cast<DKIM_LIB*>(m_lib));
-}
+const std::vector<std::string> k_signed_fields = {
+    "From",        "Reply-To",           "Subject",          "Date",           "To",
+    "Cc",          "Message-ID",         "In-Reply-To",      "References",     "Sender",
+    "Resent-Date", "Resent-From",        "Resent-To",        "Resent-Cc",      "Resent-Sender",
+    "List-Id",     "List-Help",          "List-Unsubscribe", "List-Subscribe", "List-Post",
+    "List-Owner",  "List-Archive",       "MIME-Version",     "Content-Type",   "Content-Transfer-Encoding",
+    "Content-ID",  "Content-Description"};
+const std::vector<std::string> k_oversigned_fields = {"From", "Reply-To", "Subject",      "Date",
+                                                      "To",   "Cc",       "MIME-Version", "Content-Type"};
 
 std::shared_ptr<const Keys> Keys::load(const conf::Config& config, std::string& error) {
     std::shared_ptr<Keys> keys(new Keys());
@@ -317,8 +284,8 @@ std::shared_ptr<const Keys> Keys::load(const conf::Config& config, std::string& 
         Key k;
         k.domain = lower(d.domain);
         k.selector = d.selector;
-        std::string why;
-        auto info = read_key_file(d.key_file, k.pem, why);
+        std::string pem, why;
+        auto info = read_key_file(d.key_file, pem, why);
         if (!info) {
             error = "dkim[" + std::to_string(i) + "] (" + d.domain + "): " + why;
             return nullptr;
@@ -329,22 +296,16 @@ std::shared_ptr<const Keys> Keys::load(const conf::Config& config, std::string& 
                     std::to_string(k_min_rsa_bits) + " bits (RFC 8301)";
             return nullptr;
         }
+        Bio bio(BIO_new_mem_buf(pem.data(), int(pem.size())));
+        EVP_PKEY* pkey = bio ? PEM_read_bio_PrivateKey(bio.get(), nullptr, no_passphrase, nullptr) : nullptr;
+        OPENSSL_cleanse(pem.data(), pem.size());
+        if (!pkey) {
+            error = "dkim[" + std::to_string(i) + "] (" + d.domain + "): cannot load " + d.key_file;
+            return nullptr;
+        }
+        k.pkey = std::shared_ptr<void>(pkey, [](void* p) { EVP_PKEY_free(static_cast<EVP_PKEY*>(p)); });
         k.info = *info;
         keys->m_keys.push_back(std::move(k));
-    }
-    if (keys->m_keys.empty()) return keys;
-    DKIM_LIB* lib = dkim_init(nullptr, nullptr);
-    if (!lib) {
-        error = "cannot start libopendkim";
-        return nullptr;
-    }
-    keys->m_lib = lib;
-    const char** sign = k_sign_headers;
-    const char** over = k_oversign_headers;
-    if (dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_SIGNHDRS, sign, sizeof sign) != DKIM_STAT_OK ||
-        dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_OVERSIGNHDRS, over, sizeof over) != DKIM_STAT_OK) {
-        error = "libopendkim refused the header lists";
-        return nullptr;
     }
     return keys;
 }
@@ -363,58 +324,260 @@ std::vector<const Key*> Keys::for_domain(std::string_view domain) const {
     return {};
 }
 
-Signer::Signer(std::shared_ptr<const Keys> keys, const Key& key, const std::string& message_id)
-    : m_keys(std::move(keys)), m_key(key) {
-    DKIM_STAT status = DKIM_STAT_OK;
-    DKIM* d = dkim_sign(static_cast<DKIM_LIB*>(m_keys->library()), reinterpret_cast<const u_char*>(message_id.c_str()),
-                        nullptr, reinterpret_cast<u_char*>(const_cast<char*>(key.pem.c_str())),
-                        reinterpret_cast<const u_char*>(key.selector.c_str()),
-                        reinterpret_cast<const u_char*>(key.domain.c_str()), DKIM_CANON_RELAXED, DKIM_CANON_RELAXED,
-                        key.info.algorithm == Algorithm::Ed25519Sha256 ? DKIM_SIGN_ED25519SHA256 : DKIM_SIGN_RSASHA256,
-                        -1, &status);
-    if (!d) throw std::runtime_error(std::string("libopendkim: ") + dkim_getresultstr(status));
-    m_dkim = d;
+namespace {
+
+bool is_wsp(char c) { return c == ' ' || c == '\t'; }
+
+// The header section as fields: each with its continuation lines, without the final <CR><LF>.
+std::vector<std::string_view> fields_of(std::string_view head) {
+    std::vector<std::string_view> out;
+    size_t pos = 0;
+    while (pos < head.size()) {
+        size_t eol = head.find('\n', pos);
+        size_t next = eol == std::string_view::npos ? head.size() : eol + 1;
+        std::string_view line = head.substr(pos, next - pos);
+        if (line == "\r\n" || line == "\n") break;  // the empty line
+        if (is_wsp(line[0]) && !out.empty()) {
+            // A continuation: the field runs on to the end of this line.
+            const char* start = out.back().data();
+            out.back() = std::string_view(start, size_t(head.data() + next - start));
+        } else {
+            out.push_back(line);
+        }
+        pos = next;
+    }
+    for (auto& f : out) {
+        while (!f.empty() && (f.back() == '\n' || f.back() == '\r'))
+            f.remove_suffix(1);
+    }
+    return out;
 }
 
-Signer::~Signer() {
-    if (m_dkim) dkim_free(static_cast<DKIM*>(m_dkim));
+std::string_view field_name(std::string_view field) {
+    size_t colon = field.find(':');
+    std::string_view name = field.substr(0, colon == std::string_view::npos ? 0 : colon);
+    while (!name.empty() && is_wsp(name.back()))
+        name.remove_suffix(1);
+    return name;
 }
+
+struct MdFree {
+    void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
+};
+using MdCtx = std::unique_ptr<EVP_MD_CTX, MdFree>;
+
+}  // namespace
+
+std::string Signer::relaxed_header(std::string_view field) {
+    std::string out;
+    size_t colon = field.find(':');
+    if (colon == std::string_view::npos) return out;
+    out = lower(field.substr(0, colon));
+    while (!out.empty() && is_wsp(out.back()))
+        out.pop_back();
+    out += ':';
+    // The value unfolded, runs of white space made one space, none at its start or end.
+    bool space = false, start = true;
+    for (size_t i = colon + 1; i < field.size(); ++i) {
+        char c = field[i];
+        if (c == '\r' || c == '\n') continue;
+        if (is_wsp(c)) {
+            space = true;
+            continue;
+        }
+        if (space && !start) out += ' ';
+        space = start = false;
+        out += c;
+    }
+    return out + "\r\n";
+}
+
+Signer::Signer(std::shared_ptr<const Keys> keys, const Key& key)
+    : m_keys(std::move(keys)), m_key(key), m_time(static_cast<long long>(std::time(nullptr))) {
+    auto* ctx = EVP_MD_CTX_new();
+    if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1) {
+        EVP_MD_CTX_free(ctx);
+        throw std::runtime_error("cannot start SHA-256");
+    }
+    m_sha = ctx;
+}
+
+Signer::~Signer() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(m_sha)); }
 
 void Signer::feed(std::string_view content) {
-    if (!m_error.empty() || content.empty()) return;
-    auto* d = static_cast<DKIM*>(m_dkim);
-    DKIM_STAT s = dkim_chunk(d, reinterpret_cast<u_char*>(const_cast<char*>(content.data())), content.size());
-    if (s != DKIM_STAT_OK) {
-        const char* e = dkim_geterror(d);
-        m_error = std::string(dkim_getresultstr(s)) + (e && *e ? std::string(": ") + e : "");
+    if (m_in_body) return body(content);
+    // The header section is held until its empty line (the caller bounds it).
+    size_t before = m_head.size();
+    m_head.append(content);
+    size_t from = before >= 3 ? before - 3 : 0;
+    size_t end = m_head.rfind("\r\n", 0) == 0 ? 0 : m_head.find("\r\n\r\n", from);
+    if (end == std::string::npos) return;
+    size_t body_start = end == 0 ? 2 : end + 4;
+    std::string rest = m_head.substr(body_start);
+    m_head.resize(body_start);
+    m_in_body = true;
+    body(rest);
+}
+
+// RFC 6376 3.4.4 relaxed: white space runs in a line made one space, none at its end, empty lines
+// at the end of the body ignored; a non-empty body ends in <CR><LF>. Lines are at most
+// delivery.line_length long here (the content comes broken to it), so holding one is bounded.
+void Signer::body(std::string_view data) {
+    size_t pos = 0;
+    while (pos < data.size()) {
+        size_t nl = data.find('\n', pos);
+        if (nl == std::string_view::npos) {
+            m_line.append(data.substr(pos));
+            return;
+        }
+        m_line.append(data.substr(pos, nl - pos));
+        if (!m_line.empty() && m_line.back() == '\r') m_line.pop_back();
+        body_line(m_line);
+        m_line.clear();
+        pos = nl + 1;
     }
+}
+
+void Signer::body_line(std::string_view line) {
+    std::string out;
+    out.reserve(line.size() + 2);
+    bool space = false;
+    for (char c : line) {
+        if (is_wsp(c)) {
+            space = true;
+            continue;
+        }
+        if (space) out += ' ';
+        space = false;
+        out += c;
+    }
+    if (out.empty()) {
+        m_empty++;
+        return;
+    }
+    auto* sha = static_cast<EVP_MD_CTX*>(m_sha);
+    for (; m_empty > 0; --m_empty)
+        EVP_DigestUpdate(sha, "\r\n", 2);
+    out += "\r\n";
+    EVP_DigestUpdate(sha, out.data(), out.size());
 }
 
 std::string Signer::finish(std::string& error) {
-    auto* d = static_cast<DKIM*>(m_dkim);
-    auto failed = [&](DKIM_STAT s) {
-        const char* e = dkim_geterror(d);
-        error = std::string(dkim_getresultstr(s)) + (e && *e ? std::string(": ") + e : "");
-        return std::string();
-    };
-    if (!m_error.empty()) {
-        error = m_error;
+    if (!m_in_body) {  // a header section without an empty line: the body is empty
+        m_in_body = true;
+        if (!m_head.empty() && m_head.back() != '\n') m_head += "\r\n";
+    }
+    if (!m_line.empty()) {
+        if (m_line.back() == '\r') m_line.pop_back();
+        body_line(m_line);
+        m_line.clear();
+    }
+    unsigned char bh[EVP_MAX_MD_SIZE];
+    unsigned bh_len = 0;
+    if (EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(m_sha), bh, &bh_len) != 1) {
+        error = "SHA-256 failed";
         return {};
     }
-    if (DKIM_STAT s = dkim_chunk(d, nullptr, 0); s != DKIM_STAT_OK) return failed(s);
-    if (DKIM_STAT s = dkim_eom(d, nullptr); s != DKIM_STAT_OK) return failed(s);
-    static const char k_name[] = "DKIM-Signature: ";
-    u_char* value = nullptr;
-    size_t len = 0;
-    if (DKIM_STAT s = dkim_getsighdr_d(d, sizeof k_name - 1, &value, &len); s != DKIM_STAT_OK) return failed(s);
-    // Folded with bare <LF>: on the wire every line ends in <CR><LF>.
-    std::string out = k_name;
-    for (size_t i = 0; i < len; ++i) {
-        if (value[i] == '\r') continue;
-        if (value[i] == '\n') out += '\r';
-        out += char(value[i]);
+
+    // The fields to sign, each instance taken from the bottom up (RFC 6376 5.4.2).
+    auto fields = fields_of(m_head);
+    std::vector<std::string> names;  // h=, in order
+    std::string hashed;
+    std::vector<bool> used(fields.size(), false);
+    auto take = [&](const std::string& name) {
+        for (size_t i = fields.size(); i-- > 0;) {
+            if (used[i] || strncasecmp(std::string(field_name(fields[i])).c_str(), name.c_str(), name.size() + 1) != 0)
+                continue;
+            used[i] = true;
+            hashed += relaxed_header(fields[i]);
+            return true;
+        }
+        return false;
+    };
+    for (const auto& name : k_signed_fields)
+        while (take(name))
+            names.push_back(name);
+    for (const auto& name : k_oversigned_fields)
+        names.push_back(name);  // no instance left: it stands for none
+
+    // The field, folded before 78 columns; the hash covers it with an empty b= (3.7).
+    std::vector<std::string> tags = {"v=1",
+                                     std::string("a=") + to_string(m_key.info.algorithm),
+                                     "c=relaxed/relaxed",
+                                     "d=" + m_key.domain,
+                                     "s=" + m_key.selector,
+                                     "t=" + std::to_string(m_time),
+                                     "bh=" + base64(bh, bh_len)};
+    std::string h = "h=";
+    for (size_t i = 0; i < names.size(); ++i)
+        h += (i ? ":" : "") + names[i];
+    std::string field = "DKIM-Signature:";
+    size_t column = field.size();
+    auto add = [&](const std::string& text, bool last) {
+        std::string piece = text + (last ? "" : ";");
+        if (column + 1 + piece.size() > 76) {
+            field += "\r\n\t";
+            column = 8;
+        } else {
+            field += ' ';
+            column++;
+        }
+        field += piece;
+        column += piece.size();
+    };
+    for (const auto& t : tags)
+        add(t, false);
+    // h= folds after its colons.
+    for (size_t pos = 0; pos < h.size();) {
+        size_t end = pos + 60 >= h.size() ? h.size() : h.rfind(':', pos + 60);
+        if (end == std::string::npos || end <= pos) end = h.find(':', pos + 1);
+        if (end == std::string::npos) end = h.size();
+        std::string part = h.substr(pos, end - pos + (end < h.size() ? 1 : 0));
+        if (end >= h.size()) part += ";";
+        if (pos == 0 || column + part.size() > 76) {
+            field += "\r\n\t";
+            column = 8;
+        }
+        field += part;
+        column += part.size();
+        pos = end + 1;
     }
-    return out + "\r\n";
+    field += "\r\n\tb=";
+    hashed += relaxed_header(field);
+    hashed.resize(hashed.size() - 2);  // the signature field goes without its <CR><LF>
+
+    // rsa-sha256: RSASSA-PKCS1-v1_5 with SHA-256; ed25519-sha256 (RFC 8463): PureEdDSA over the
+    // SHA-256 hash of the same data.
+    auto* pkey = static_cast<EVP_PKEY*>(m_key.pkey.get());
+    MdCtx ctx(EVP_MD_CTX_new());
+    std::string data = hashed;
+    if (m_key.info.algorithm == Algorithm::Ed25519Sha256) {
+        unsigned char digest[EVP_MAX_MD_SIZE];
+        unsigned len = 0;
+        if (EVP_Digest(hashed.data(), hashed.size(), digest, &len, EVP_sha256(), nullptr) != 1) {
+            error = "SHA-256 failed";
+            return {};
+        }
+        data.assign(reinterpret_cast<const char*>(digest), len);
+    }
+    const EVP_MD* md = m_key.info.algorithm == Algorithm::Ed25519Sha256 ? nullptr : EVP_sha256();
+    size_t sig_len = 0;
+    auto* in = reinterpret_cast<const unsigned char*>(data.data());
+    if (!ctx || EVP_DigestSignInit(ctx.get(), nullptr, md, nullptr, pkey) != 1 ||
+        EVP_DigestSign(ctx.get(), nullptr, &sig_len, in, data.size()) != 1) {
+        error = "the private-key operation failed";
+        return {};
+    }
+    std::string sig(sig_len, '\0');
+    if (EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(sig.data()), &sig_len, in, data.size()) != 1) {
+        error = "the private-key operation failed";
+        return {};
+    }
+    sig.resize(sig_len);
+    std::string b = base64(reinterpret_cast<const unsigned char*>(sig.data()), sig.size());
+    for (size_t pos = 0; pos < b.size(); pos += 64)
+        field += (pos ? "\r\n\t " : "") + b.substr(pos, 64);
+    return field + "\r\n";
 }
 
 }  // namespace gateway::dkim

@@ -1,12 +1,12 @@
 // DKIM signing (RFC 6376) of what delivery sends, and the key handling around it.
 //
-// The signature itself comes from Debian's libopendkim, the reference implementation that
-// OpenDKIM's milter runs beside Postfix: canonicalization, header selection, oversigning and the
-// folding of the DKIM-Signature field are its well-tried code, not a second implementation of
-// ours. It signs with OpenSSL's libcrypto, so keys are read with libcrypto here too (check-config,
-// `dkim keygen`, the doctor): a key that passes those checks is one the signer loads. (mbedTLS
-// 2.28, used for TLS, has RSA but not Ed25519.) This file is the only one that includes
-// <opendkim/...> or <openssl/...>.
+// The canonicalization (relaxed/relaxed) and the signature field are written here; the
+// cryptography is OpenSSL's libcrypto (RSA-SHA256, and Ed25519-SHA256 of RFC 8463, which
+// mbedTLS 2.28 lacks). Debian 12's libopendkim, the reference implementation, was the first
+// choice, but its 2.11.0~beta2 frees no Ed25519 key it loads (dkim_free has no case for it): a
+// kilobyte lost with every signature in a process that runs for months. It stays in the tests as
+// one of the two independent verifiers (opendkim-testmsg, with python3-dkim's dkimverify).
+// This file is the only one that includes <openssl/...>.
 //
 // Signing happens in the delivery session, on the content after every change the gateway makes
 // (From: rewriting and the added Message-ID:/Date: at acceptance; the 8BITMIME downgrade and the
@@ -56,8 +56,9 @@ std::string generate_key(Algorithm algorithm, unsigned bits);
 std::string from_domain(std::string_view header_section);
 
 struct Key {
-    std::string domain, selector, pem;
+    std::string domain, selector;
     KeyInfo info;
+    std::shared_ptr<void> pkey;  // the EVP_PKEY, read once; signing with it from several threads is safe
 };
 
 // The dkim: entries with their keys read, as one configuration uses them.
@@ -65,7 +66,6 @@ class Keys {
 public:
     // nullptr with `error` naming the entry when a key file cannot be used.
     static std::shared_ptr<const Keys> load(const conf::Config& config, std::string& error);
-    ~Keys();
     Keys(const Keys&) = delete;
     Keys& operator=(const Keys&) = delete;
 
@@ -73,20 +73,24 @@ public:
     // (relaxed DMARC alignment): a domain listed twice, say with RSA and Ed25519, signs twice.
     std::vector<const Key*> for_domain(std::string_view domain) const;
     bool empty() const { return m_keys.empty(); }
-    void* library() const { return m_lib; }  // the DKIM_LIB
 
 private:
-    Keys();
+    Keys() = default;
     std::vector<Key> m_keys;
-    void* m_lib = nullptr;
 };
 
-// One signature of one message. feed() on the loop as the content goes by (cheap: hashing);
-// finish() does the private-key operation and may run on another thread.
+// Fields signed (RFC 6376 5.4.1's list and the MIME fields that give the body its meaning), each
+// as often as it occurs; and those oversigned (8.15), once more than they occur, so that one
+// added on the way (a second From: shown instead of the signed one) breaks the signature.
+extern const std::vector<std::string> k_signed_fields;
+extern const std::vector<std::string> k_oversigned_fields;
+
+// One signature of one message: relaxed/relaxed, the whole body, t= now. feed() on the loop as
+// the content goes by (hashing the body as it comes; the header section is held, bounded by the
+// caller); finish() does the private-key operation and may run on another thread.
 class Signer {
 public:
-    // Throws std::runtime_error when libopendkim refuses the key.
-    Signer(std::shared_ptr<const Keys> keys, const Key& key, const std::string& message_id);
+    Signer(std::shared_ptr<const Keys> keys, const Key& key);
     ~Signer();
     Signer(const Signer&) = delete;
     Signer& operator=(const Signer&) = delete;
@@ -96,11 +100,22 @@ public:
     std::string finish(std::string& error);
     const Key& key() const { return m_key; }
 
+    // RFC 6376 3.4.2: one header field (name, colon, value with its folding, no final <CR><LF>)
+    // as relaxed canonicalization makes it, with <CR><LF>.
+    static std::string relaxed_header(std::string_view field);
+
 private:
+    void body(std::string_view data);
+    void body_line(std::string_view line);
+
     std::shared_ptr<const Keys> m_keys;
     const Key& m_key;
-    void* m_dkim = nullptr;  // the DKIM handle
-    std::string m_error;     // the first failure of feed(), reported by finish()
+    long long m_time;
+    std::string m_head;  // the header section, until its empty line
+    bool m_in_body = false;
+    std::string m_line;     // a body line not yet ended
+    size_t m_empty = 0;     // empty body lines held back: they count only if a line follows
+    void* m_sha = nullptr;  // the body hash (EVP_MD_CTX)
 };
 
 }  // namespace gateway::dkim

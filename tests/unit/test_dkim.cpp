@@ -149,7 +149,7 @@ TEST_CASE("DKIM keys by domain: the most specific configured domain signs", "[dk
     CHECK(keys->for_domain("com").empty());
 
     // A signature from a loaded key: the field as it goes on the wire.
-    dkim::Signer signer(keys, *two[0], "ABC123");
+    dkim::Signer signer(keys, *two[0]);
     signer.feed("From: a@mail.example.com\r\nSubject: x\r\n\r\nbody\r\n");
     std::string sig = signer.finish(error);
     INFO(error);
@@ -160,6 +160,40 @@ TEST_CASE("DKIM keys by domain: the most specific configured domain signs", "[dk
         CHECK(sig[pos - 1] == '\r');
         CHECK(sig[pos + 1] == '\t');  // folded
     }
+}
+
+TEST_CASE("relaxed canonicalization (RFC 6376 3.4.2, 3.4.4 and the example of 3.4.5)", "[dkim]") {
+    CHECK(dkim::Signer::relaxed_header("A: X") == "a:X\r\n");
+    CHECK(dkim::Signer::relaxed_header("B : Y\t\r\n\tZ  ") == "b:Y Z\r\n");
+    // Only the colon after the name loses its white space.
+    CHECK(dkim::Signer::relaxed_header("Subject:  Re:  a\t: b ") == "subject:Re: a : b\r\n");
+
+    KeyFile key(dkim::generate_key(dkim::Algorithm::Ed25519Sha256, 0));
+    auto r = conf::load_string("dkim:\n  - { domain: example.com, selector: s, key_file: " + key.path + " }\n", "t");
+    REQUIRE(r.ok());
+    std::string error;
+    auto keys = dkim::Keys::load(*r.config, error);
+    REQUIRE(keys);
+    auto body_hash = [&](const std::vector<std::string>& pieces) {
+        dkim::Signer s(keys, *keys->for_domain("example.com").at(0));
+        for (const auto& p : pieces)
+            s.feed(p);
+        std::string sig = s.finish(error);
+        auto at = sig.find("bh=");
+        REQUIRE(at != std::string::npos);
+        return sig.substr(at, sig.find(';', at) - at);
+    };
+    std::string head = "From: a@example.com\r\n\r\n";
+    CHECK(body_hash({head + " C \r\nD \t E\r\n\r\n\r\n"}) == body_hash({head + " C\r\nD E\r\n"}));
+    // In pieces cut anywhere, the empty line that ends the header section included.
+    CHECK(body_hash({"From: a@example.com\r", "\n\r", "\n C \r", "\nD \t", " E\r\n\r", "\n"}) ==
+          body_hash({head + " C\r\nD E\r\n"}));
+    // An empty body, empty lines only, and no body at all hash alike (the empty string).
+    CHECK(body_hash({head}) == "bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=");
+    CHECK(body_hash({head + "\r\n\r\n"}) == body_hash({head}));
+    CHECK(body_hash({"From: a@example.com\r\n"}) == body_hash({head}));
+    // Empty lines inside the body count.
+    CHECK(body_hash({head + "a\r\n\r\nb\r\n"}) != body_hash({head + "a\r\nb\r\n"}));
 }
 
 TEST_CASE("DKIM configuration: what check-config refuses", "[dkim][config]") {
