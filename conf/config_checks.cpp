@@ -1,5 +1,6 @@
 #include "conf/config_checks.hpp"
 
+#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <algorithm>
@@ -237,8 +238,21 @@ void advise(const Config& c, std::vector<Diagnostic>& diags) {
                     path + ", or 640 with the gateway's group");
     };
     if (c.sasl) world_readable({}, "sasl.sasldb", c.sasl->sasldb);
-    for (size_t i = 0; i < c.dkim.size(); ++i)
-        world_readable(c.dkim[i].mark, "dkim[" + std::to_string(i) + "].key_file", c.dkim[i].key_file);
+    // Keys are read again at each reload, by then as `user:`.
+    const passwd* account = c.user.empty() || c.user == "root" ? nullptr : getpwnam(c.user.c_str());
+    for (size_t i = 0; i < c.dkim.size(); ++i) {
+        const auto& k = c.dkim[i];
+        std::string key = "dkim[" + std::to_string(i) + "].key_file";
+        world_readable(k.mark, key, k.key_file);
+        struct stat st {};
+        if (!account || ::stat(k.key_file.c_str(), &st) != 0) continue;
+        bool readable = (st.st_uid == account->pw_uid && (st.st_mode & S_IRUSR)) ||
+                        (st.st_gid == account->pw_gid && (st.st_mode & S_IRGRP)) || (st.st_mode & S_IROTH);
+        if (!readable)
+            warn(k.mark, key + ": " + k.key_file + " cannot be read by " + c.user +
+                             ", the account the gateway runs as: it starts, but every reload is refused; chown " +
+                             c.user + " " + k.key_file + " (smtpgw dkim keygen -c FILE does this as root)");
+    }
     for (size_t i = 0; i < c.listen.size(); ++i) {
         const auto& l = c.listen[i];
         if (!l.legacy_tls() || l.tls == ListenTls::None) continue;

@@ -51,6 +51,7 @@ void DeliverySession::take_next_job() {
 }
 
 void DeliverySession::assign(DeliveryJob job) {
+    auto self = shared_from_this();  // the job may end the session (a local failure) and the owner drop it
     m_idle = false;
     begin_job(std::move(job));
     send_output();
@@ -115,11 +116,11 @@ void DeliverySession::send_job() {
     m.body = eight_bit ? "8BITMIME" : e->body;
     m_downgrade.reset();
     if (eight_bit && !caps.eightbitmime) m_downgrade.emplace();
-    start_signing(*e, m_downgrade.has_value());
     m.smtputf8 = e->smtputf8;
     m_rcpt_ok.assign(m_pending.size(), std::nullopt);
     m_soft.assign(m_pending.size(), std::nullopt);
     m_client->send_message(m);
+    start_signing(*e, m_downgrade.has_value());  // last: a failure to start it ends the session
 }
 
 // UTF-8 in a local part or in the headers needs SMTPUTF8; a UTF-8 domain does not, as it can go

@@ -430,36 +430,49 @@ void Signer::body(std::string_view data) {
             m_line.append(data.substr(pos));
             return;
         }
-        m_line.append(data.substr(pos, nl - pos));
-        if (!m_line.empty() && m_line.back() == '\r') m_line.pop_back();
-        body_line(m_line);
+        std::string_view line = data.substr(pos, nl - pos);
+        if (!m_line.empty()) {  // begun in an earlier piece
+            m_line.append(line);
+            line = m_line;
+        }
+        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+        body_line(line);
         m_line.clear();
         pos = nl + 1;
     }
 }
 
 void Signer::body_line(std::string_view line) {
-    std::string out;
-    out.reserve(line.size() + 2);
+    // Runs of white space become one space, and none ends the line.
+    size_t mark = m_canon.size();
     bool space = false;
     for (char c : line) {
         if (is_wsp(c)) {
             space = true;
             continue;
         }
-        if (space) out += ' ';
+        if (space) m_canon += ' ';
         space = false;
-        out += c;
+        m_canon += c;
     }
-    if (out.empty()) {
+    if (m_canon.size() == mark) {
         m_empty++;
         return;
     }
-    auto* sha = static_cast<EVP_MD_CTX*>(m_sha);
-    for (; m_empty > 0; --m_empty)
-        EVP_DigestUpdate(sha, "\r\n", 2);
-    out += "\r\n";
-    EVP_DigestUpdate(sha, out.data(), out.size());
+    if (m_empty > 0) {  // the empty lines before this one count after all
+        std::string line_text = m_canon.substr(mark);
+        m_canon.resize(mark);
+        for (; m_empty > 0; --m_empty)
+            m_canon += "\r\n";
+        m_canon += line_text;
+    }
+    m_canon += "\r\n";
+    if (m_canon.size() >= 64 * 1024) flush_body();
+}
+
+void Signer::flush_body() {
+    if (!m_canon.empty()) EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(m_sha), m_canon.data(), m_canon.size());
+    m_canon.clear();
 }
 
 std::string Signer::finish(std::string& error) {
@@ -472,6 +485,7 @@ std::string Signer::finish(std::string& error) {
         body_line(m_line);
         m_line.clear();
     }
+    flush_body();
     unsigned char bh[EVP_MAX_MD_SIZE];
     unsigned bh_len = 0;
     if (EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(m_sha), bh, &bh_len) != 1) {

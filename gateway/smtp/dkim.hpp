@@ -107,6 +107,7 @@ public:
 private:
     void body(std::string_view data);
     void body_line(std::string_view line);
+    void flush_body();
 
     std::shared_ptr<const Keys> m_keys;
     const Key& m_key;
@@ -115,6 +116,7 @@ private:
     bool m_in_body = false;
     std::string m_line;     // a body line not yet ended
     size_t m_empty = 0;     // empty body lines held back: they count only if a line follows
+    std::string m_canon;    // canonical body not yet hashed (hashed in blocks of 64 KiB)
     void* m_sha = nullptr;  // the body hash (EVP_MD_CTX)
 };
 

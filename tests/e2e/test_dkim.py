@@ -301,11 +301,11 @@ queue: {{ dir: {{spool}}, retry: [1s] }}
         self.assertEqual(r.returncode, 2)
         self.assertIn("at least 2048", r.stderr)
 
-    def check_config(self, dkim_entry):
+    def check_config(self, dkim_entry, user="root"):
         d = tempfile.mkdtemp(dir=self.dir)
         path = os.path.join(d, "c.yaml")
         with open(path, "w") as f:
-            f.write(f"hostname: mail.sign.example.com\nuser: root\nqueue: {{ dir: {d}/spool }}\n"
+            f.write(f"hostname: mail.sign.example.com\nuser: {user}\nqueue: {{ dir: {d}/spool }}\n"
                     f"dkim:\n  - {dkim_entry}\n")
         return subprocess.run([BIN, "check-config", "-c", path], capture_output=True, text=True, timeout=30)
 
@@ -320,6 +320,11 @@ queue: {{ dir: {{spool}}, retry: [1s] }}
         ok = self.check_config(f"{{ domain: sign.example.com, selector: s2026, key_file: {self.rsa_key} }}")
         self.assertEqual(ok.returncode, 0, ok.stdout)
         self.assertNotIn("warning", ok.stdout)
+        # Root's own key: read at start, but not at a reload as the gateway's account.
+        r = self.check_config(f"{{ domain: sign.example.com, selector: s2026, key_file: {self.rsa_key} }}", "nobody")
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assertIn(f"warning: dkim[0].key_file: {self.rsa_key} cannot be read by nobody, the account the gateway "
+                      f"runs as: it starts, but every reload is refused; chown nobody {self.rsa_key}", r.stdout)
         missing = self.check_config("{ domain: sign.example.com, selector: s1, key_file: /nonexistent/k.key }")
         self.assertEqual(missing.returncode, 1)
         self.assertRegex(missing.stdout, r"error: dkim\[0\]\.key_file: cannot read /nonexistent/k\.key: "
