@@ -90,7 +90,12 @@ void DeliverySession::sign_chunk(const std::shared_ptr<Signing>& sig, const std:
         bool head_done = sig->head.rfind("\r\n", 0) == 0 || sig->head.find("\r\n\r\n") != std::string::npos;
         if (!head_done && !last && sig->head.size() <= k_max_sign_head) return sign_read();
         auto keys = m_ctx.dkim->for_domain(dkim::from_domain(sig->head));
-        if (keys.empty() || (!head_done && sig->head.size() > k_max_sign_head)) return on_signed("", "");
+        if (keys.empty()) return on_signed("", "");
+        if (!head_done && sig->head.size() > k_max_sign_head) {
+            log::warning(log::Component::Smtp, sig->message_id + ": not DKIM-signed: its header section is over " +
+                                                   std::to_string(k_max_sign_head / 1024) + " KiB");
+            return on_signed("", "");
+        }
         try {
             for (const auto* k : keys)
                 sig->signers.push_back(std::make_unique<dkim::Signer>(m_ctx.dkim, *k));
