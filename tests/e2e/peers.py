@@ -332,21 +332,6 @@ directory {self.dir}/data
         assert r.returncode == 0, r.stderr
         return self
 
-    def run_with_resolver(self, argv, **kw):
-        """Runs a program that resolves through /etc/resolv.conf (a DKIM verifier) with this
-        server as its only name server: in a mount namespace of its own, where a resolv.conf
-        naming this address is mounted over the system's. Needs port 53."""
-        assert self.port == 53, "programs reading resolv.conf need port 53"
-        fd, resolv = tempfile.mkstemp(prefix="smtpgw-resolv-")
-        with os.fdopen(fd, "w") as f:
-            f.write(f"nameserver {self.address}\noptions attempts:1 timeout:2\n")
-        os.chmod(resolv, 0o644)
-        try:
-            return subprocess.run(["unshare", "--mount", "sh", "-c",
-                                   'mount --bind "$0" /etc/resolv.conf && exec "$@"', resolv, *argv], **kw)
-        finally:
-            os.unlink(resolv)
-
     def cleanup(self):
         if self.proc:
             self.proc.terminate()
