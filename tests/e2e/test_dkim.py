@@ -279,6 +279,17 @@ queue: {{ dir: {{spool}}, retry: [1s] }}
         self.assertEqual(set(self.signatures(msg)), {"rsa-sha256", "ed25519-sha256"})
         self.verify(msg.raw, "after a refused reload")
 
+    def test_a_header_section_over_the_bound_goes_unsigned(self):
+        # The signing pass holds a message's header section until its end: at most 1 MiB. A
+        # client that sends more gets its message delivered, unsigned, with a warning.
+        gw = self.gateway()
+        pad = b"".join(b"X-Pad-%05d: " % i + b"p" * 990 + b"\r\n" for i in range(1100))
+        qid = raw_send(gw, "office@sign.example.com", ["someone@a.test"],
+                       b"From: office@sign.example.com\r\nSubject: huge header\r\n" + pad + b"\r\nbody\r\n")
+        gw.wait_log(rf"smtp\[\d+\]: warning: {qid}: not DKIM-signed: its header section is over 1024 KiB$")
+        gw.wait_log(rf"{qid}: to=<someone@a\.test>, relay=127\.0\.7\.1\[127\.0\.7\.1\]:2525, .*status=sent", 30)
+        self.assertFalse([l for l in gw.log_lines() if f"{qid}: DKIM-Signature field added" in l])
+
     # --- keygen, check-config, doctor ------------------------------------------------------------
     def test_keygen_writes_a_private_key_and_never_replaces_one(self):
         self.assertEqual(stat.S_IMODE(os.stat(self.rsa_key).st_mode), 0o600)
