@@ -16,4 +16,10 @@ size_t printable_char(std::string_view s, size_t i);
 // character is never cut in two), "..." marking a cut.
 std::string printable(std::string_view s, size_t max = 256);
 
+// ASCII letters in lower case, other octets as they are: DNS names, header field names, tags.
+std::string ascii_lower(std::string_view s);
+
+// Without the spaces, tabs, CRs and LFs at either end.
+std::string_view trim_space(std::string_view s);
+
 }  // namespace gateway

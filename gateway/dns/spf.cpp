@@ -1,5 +1,7 @@
 #include "gateway/dns/spf.hpp"
 
+#include "gateway/common/text.hpp"
+
 #include <strings.h>
 #include <algorithm>
 #include <cctype>
@@ -14,12 +16,6 @@ constexpr unsigned k_max_lookups = 10;  // RFC 7208 4.6.4
 constexpr unsigned k_max_void = 2;
 constexpr size_t k_max_names = 10;  // MX hosts, PTR names
 
-std::string lower(std::string s) {
-    for (char& c : s)
-        c = char(std::tolower(static_cast<unsigned char>(c)));
-    return s;
-}
-
 std::string strip_dot(std::string s) {
     if (!s.empty() && s.back() == '.') s.pop_back();
     return s;
@@ -27,7 +23,7 @@ std::string strip_dot(std::string s) {
 
 // "a.example.com" is "example.com" or below it.
 bool within(const std::string& name, const std::string& domain) {
-    std::string n = lower(strip_dot(name)), d = lower(strip_dot(domain));
+    std::string n = ascii_lower(strip_dot(name)), d = ascii_lower(strip_dot(domain));
     return n == d || (n.size() > d.size() && n.compare(n.size() - d.size(), d.size(), d) == 0 &&
                       n[n.size() - d.size() - 1] == '.');
 }
@@ -178,7 +174,7 @@ Record parse_record(const std::string& text) {
         size_t sep = term.find_first_of(":/=");
         // A modifier: name "=" macro-string
         if (sep != std::string::npos && term[sep] == '=') {
-            std::string name = lower(term.substr(0, sep)), value = term.substr(sep + 1);
+            std::string name = ascii_lower(term.substr(0, sep)), value = term.substr(sep + 1);
             if (name.empty() || !std::isalpha(static_cast<unsigned char>(name[0])) ||
                 !std::all_of(name.begin(), name.end(),
                              [](unsigned char c) { return std::isalnum(c) || c == '-' || c == '_' || c == '.'; }))
@@ -200,7 +196,7 @@ Record parse_record(const std::string& text) {
             term.erase(0, 1);
         }
         sep = term.find_first_of(":/");
-        std::string name = lower(term.substr(0, sep));
+        std::string name = ascii_lower(term.substr(0, sep));
         std::string rest = sep == std::string::npos ? "" : term.substr(sep);
         if (name == "all") {
             if (!rest.empty()) throw PermError{"invalid term \"" + d.text + "\""};

@@ -3,6 +3,7 @@
 #include "conf/config_checks.hpp"
 #include "gateway/common/address.hpp"
 #include "gateway/common/json.hpp"
+#include "gateway/common/text.hpp"
 #include "gateway/dns/dns.hpp"
 #include "gateway/dns/spf.hpp"
 #include "gateway/ops/probe.hpp"
@@ -200,17 +201,6 @@ bool uses_direct(const conf::Config& c) {
     return false;
 }
 
-std::string to_lower(std::string s) {
-    for (auto& ch : s)
-        ch = char(std::tolower(static_cast<unsigned char>(ch)));
-    return s;
-}
-
-std::string trim(const std::string& s) {
-    size_t b = s.find_first_not_of(" \t"), e = s.find_last_not_of(" \t");
-    return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
-}
-
 // DKIM: each key's record is published and holds its public key. DMARC: for each domain mail is
 // sent from (the rewrite targets and the signing domains), what receivers will find aligned.
 // `bad` and `aside` as for the address checks: without direct delivery, what the upstream does
@@ -227,7 +217,7 @@ void check_dkim(const conf::Config& c, SyncDns& dns, Report& report,
             report.add(Level::Fail, check, error);
             continue;
         }
-        configured.insert(to_lower(k.domain));
+        configured.insert(ascii_lower(k.domain));
         std::string record = dkim::txt_record(*key);
         std::string about =
             k.key_file + " (" + dkim::to_string(key->algorithm) + ", " + std::to_string(key->bits) + " bits)";
@@ -249,7 +239,7 @@ void check_dkim(const conf::Config& c, SyncDns& dns, Report& report,
         if (std::any_of(dkim_records.begin(), dkim_records.end(),
                         [&](const std::string& r) { return dkim::record_matches(r, *key, why); })) {
             report.add(Level::Pass, check, "the published record holds the key of " + about);
-            verified.insert(to_lower(k.domain));
+            verified.insert(ascii_lower(k.domain));
         } else {
             report.add(Level::Fail, check,
                        why + "; publish \"" + record + "\" at " + name + " for " + about +
@@ -259,7 +249,7 @@ void check_dkim(const conf::Config& c, SyncDns& dns, Report& report,
 
     std::set<std::string> domains = configured, targets;
     for (const auto& r : c.sender.rewrite) {
-        std::string d = to_lower(domain_of(r.to));
+        std::string d = ascii_lower(domain_of(r.to));
         if (!d.empty() && d.find('$') == std::string::npos && !conf::not_public(d))
             domains.insert(d), targets.insert(d);
     }
@@ -290,10 +280,11 @@ void check_dkim(const conf::Config& c, SyncDns& dns, Report& report,
         for (size_t pos = 0; pos < record.size();) {
             size_t end = record.find(';', pos);
             if (end == std::string::npos) end = record.size();
-            std::string item = trim(record.substr(pos, end - pos));
+            std::string item(trim_space(record.substr(pos, end - pos)));
             auto eq = item.find('=');
             if (eq != std::string::npos) {
-                std::string tag = to_lower(trim(item.substr(0, eq))), value = to_lower(trim(item.substr(eq + 1)));
+                std::string tag = ascii_lower(trim_space(item.substr(0, eq))),
+                            value = ascii_lower(trim_space(item.substr(eq + 1)));
                 if (tag == "p") p = value;
                 if (tag == "adkim") adkim = value;
                 if (tag == "aspf") aspf = value;

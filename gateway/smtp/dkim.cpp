@@ -1,5 +1,7 @@
 #include "gateway/smtp/dkim.hpp"
 
+#include "gateway/common/text.hpp"
+
 #include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -52,18 +54,6 @@ std::optional<std::string> unbase64(std::string_view text) {
     return out;
 }
 
-std::string lower(std::string_view s) {
-    std::string out(s);
-    for (auto& c : out)
-        c = char(std::tolower(static_cast<unsigned char>(c)));
-    return out;
-}
-
-std::string trim(std::string_view s) {
-    size_t b = s.find_first_not_of(" \t\r\n"), e = s.find_last_not_of(" \t\r\n");
-    return b == std::string_view::npos ? std::string() : std::string(s.substr(b, e - b + 1));
-}
-
 // RFC 6376 3.2 tag=value list.
 std::vector<std::pair<std::string, std::string>> tags(std::string_view record) {
     std::vector<std::pair<std::string, std::string>> out;
@@ -73,7 +63,7 @@ std::vector<std::pair<std::string, std::string>> tags(std::string_view record) {
         if (end == std::string_view::npos) end = record.size();
         std::string_view item = record.substr(pos, end - pos);
         if (auto eq = item.find('='); eq != std::string_view::npos)
-            out.emplace_back(lower(trim(item.substr(0, eq))), trim(item.substr(eq + 1)));
+            out.emplace_back(ascii_lower(trim_space(item.substr(0, eq))), trim_space(item.substr(eq + 1)));
         pos = end + 1;
     }
     return out;
@@ -156,14 +146,14 @@ bool record_matches(std::string_view record, const KeyInfo& key, std::string& wh
             why = "v=" + value + " is not DKIM1";
             return false;
         }
-        if (tag == "k") k = lower(value);
+        if (tag == "k") k = ascii_lower(value);
         if (tag == "p") p = value, have_p = true;
     }
     if (!have_p) {
         why = "the record has no p= (public key)";
         return false;
     }
-    if (trim(p).empty()) {
+    if (trim_space(p).empty()) {
         why = "the record has an empty p=: the key is revoked (RFC 6376 3.6.1)";
         return false;
     }
@@ -260,7 +250,7 @@ std::string from_domain(std::string_view headers) {
     }
     auto at = mailbox.rfind('@');
     if (at == std::string_view::npos) return {};
-    std::string domain = lower(trim(mailbox.substr(at + 1)));
+    std::string domain = ascii_lower(trim_space(mailbox.substr(at + 1)));
     while (!domain.empty() && domain.back() == '.')
         domain.pop_back();
     if (domain.find_first_of(" \t\r\n<>,;:") != std::string::npos) return {};
@@ -282,7 +272,7 @@ std::shared_ptr<const Keys> Keys::load(const conf::Config& config, std::string& 
     for (size_t i = 0; i < config.dkim.size(); ++i) {
         const auto& d = config.dkim[i];
         Key k;
-        k.domain = lower(d.domain);
+        k.domain = ascii_lower(d.domain);
         k.selector = d.selector;
         std::string pem, why;
         auto info = read_key_file(d.key_file, pem, why);
@@ -311,7 +301,7 @@ std::shared_ptr<const Keys> Keys::load(const conf::Config& config, std::string& 
 }
 
 std::vector<const Key*> Keys::for_domain(std::string_view domain) const {
-    std::string d = lower(domain);
+    std::string d = ascii_lower(domain);
     while (!d.empty()) {
         std::vector<const Key*> out;
         for (const auto& k : m_keys)
@@ -372,7 +362,7 @@ std::string Signer::relaxed_header(std::string_view field) {
     std::string out;
     size_t colon = field.find(':');
     if (colon == std::string_view::npos) return out;
-    out = lower(field.substr(0, colon));
+    out = ascii_lower(field.substr(0, colon));
     while (!out.empty() && is_wsp(out.back()))
         out.pop_back();
     out += ':';

@@ -1,5 +1,7 @@
 #include "gateway/smtp/mime_downgrade.hpp"
 
+#include "gateway/common/text.hpp"
+
 #include <algorithm>
 #include <cctype>
 
@@ -7,25 +9,11 @@ namespace gateway {
 
 namespace {
 
-std::string lower(std::string_view s) {
-    std::string out(s);
-    std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-    return out;
-}
-
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r' || s.front() == '\n'))
-        s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n'))
-        s.remove_suffix(1);
-    return s;
-}
-
 // A header field's name (lower-cased) and value, or nothing for a line that is no field.
 bool split_field(std::string_view field, std::string& name, std::string_view& value) {
     auto colon = field.find(':');
     if (colon == std::string_view::npos || colon == 0) return false;
-    name = lower(trim(field.substr(0, colon)));
+    name = ascii_lower(trim_space(field.substr(0, colon)));
     value = field.substr(colon + 1);
     return true;
 }
@@ -50,12 +38,12 @@ void parse_content_type(std::string_view value, std::string& type, std::string& 
         }
     }
     parts.push_back(cur);
-    type = lower(trim(parts.front()));
+    type = ascii_lower(trim_space(parts.front()));
     for (size_t i = 1; i < parts.size(); ++i) {
         auto eq = parts[i].find('=');
         if (eq == std::string::npos) continue;
-        if (lower(trim(std::string_view(parts[i]).substr(0, eq))) == "boundary")
-            boundary = std::string(trim(std::string_view(parts[i]).substr(eq + 1)));
+        if (ascii_lower(trim_space(std::string_view(parts[i]).substr(0, eq))) == "boundary")
+            boundary = std::string(trim_space(std::string_view(parts[i]).substr(eq + 1)));
     }
 }
 
@@ -170,7 +158,7 @@ void MimeDowngrade::line(std::string_view l, std::string& out) {
 
 // A delimiter of one of the multiparts open (RFC 2046 5.1.1): what was above that multipart ends.
 bool MimeDowngrade::delimiter(std::string_view l, std::string& out) {
-    std::string_view rest = trim(l.substr(2));
+    std::string_view rest = trim_space(l.substr(2));
     for (size_t k = m_stack.size(); k-- > 0;) {
         const Entity& m = m_stack[k];
         if (!m.multipart || m.in_headers || m.boundary.empty()) continue;
@@ -218,7 +206,7 @@ void MimeDowngrade::end_headers(std::string& out) {
             parse_content_type(value, type, boundary);
             have_type = true;
         } else if (name == "content-transfer-encoding") {
-            encoding = lower(trim(value));
+            encoding = ascii_lower(trim_space(value));
             have_cte = true;
         } else if (name == "mime-version") {
             mime = true;
