@@ -118,7 +118,10 @@ std::string control_answer(QueueManager& queue, const std::function<std::string(
         std::string id = w.size() == 2 ? w[1] : "";
         if (!id.empty() && queue.held(id)) return "error: " + id + " is on hold; smtpgw queue release " + id + "\n";
         if (!queue.flush(id)) return "error: " + id + not_found(queue);
-        return id.empty() ? "ok: every message is being tried now\n" : "ok: " + id + " is being tried now\n";
+        if (!id.empty()) return "ok: " + id + " is being tried now\n";
+        return queue.loading() ? "ok: every message is being tried now, those still being read from the spool as they "
+                                 "are read\n"
+                               : "ok: every message is being tried now\n";
     }
     if (w[0] == "delete" && w.size() == 2) {
         std::vector<std::string> ids = w[1] == "--all" ? queue.ids() : std::vector<std::string>{w[1]};

@@ -81,7 +81,8 @@ void QueueManager::load(std::vector<Envelope> recovered) {
         if (m_messages.count(id)) continue;
         auto& m = m_messages[id];
         m.env = std::move(e);
-        if (!m.env.held) schedule(m, std::max(m.env.next_attempt_us, now));
+        // A flush of every message while the queue was being read covers those read after it.
+        if (!m.env.held) schedule(m, m_flush_on_load ? now : std::max(m.env.next_attempt_us, now));
     }
     arm_timer();
 }
@@ -89,6 +90,7 @@ void QueueManager::load(std::vector<Envelope> recovered) {
 // "queue loaded: 100000 message(s) in 2.41 s, 0 damaged file(s) moved aside; 20000 active"
 void QueueManager::loaded(size_t messages, size_t damaged, double seconds) {
     m_loading = false;
+    m_flush_on_load = false;
     char took[32];
     std::snprintf(took, sizeof took, "%.2f", seconds);
     log::info(log::Component::Qmgr, "queue loaded: " + std::to_string(messages) + " message(s) in " + took + " s, " +
@@ -158,6 +160,7 @@ bool QueueManager::flush(const std::string& id) {
         found = true;
         if (!m.active && !m.env.held) schedule(m, now);
     }
+    if (id.empty() && m_loading) m_flush_on_load = true;
     for (auto& [key, q] : m_dests)
         q.dead_until = 0;  // a flush tries dead destinations again
     arm_timer();

@@ -195,7 +195,8 @@ private:
     bool m_incoming_turn = true;         // who is taken up next when both wait
     size_t m_active = 0;                 // messages counted against the active limit
     bool m_loading = true;
-    uint64_t m_cached_bytes = 0;  // contents kept in memory, bounded by k_cache_limit
+    bool m_flush_on_load = false;  // every message flushed while the queue was being read
+    uint64_t m_cached_bytes = 0;   // contents kept in memory, bounded by k_cache_limit
     static constexpr uint64_t k_cache_limit = 64 * 1024 * 1024;
     static constexpr int64_t k_throttle_pause_us = 2'000'000;     // no session left after a 432
     static constexpr int64_t k_throttle_memory_us = 300'000'000;  // the window stays below a 432's

@@ -8,12 +8,13 @@ import os
 import re
 import resource
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
 import unittest
 
-from gwtest import Gateway, queued_id, wait_for
+from gwtest import BIN, Gateway, queued_id, wait_for
 
 MESSAGES = 3000
 
@@ -30,9 +31,10 @@ def fill_spool():
         wait_for(lambda: sum(" status=deferred " in l for l in gw.log_lines()) >= MESSAGES, timeout=120,
                  what=f"{MESSAGES} first attempts")
         assert gw.stop() == 0
+        master = tempfile.mkdtemp(prefix="smtpgw-large-queue-")
+        shutil.copytree(gw.spool, os.path.join(master, "deferred"))  # each due in an hour
         r = gw.run("queue", "flush")  # offline: every message due when the gateway starts
         assert r.returncode == 0, r.stderr
-        master = tempfile.mkdtemp(prefix="smtpgw-large-queue-")
         shutil.copytree(gw.spool, os.path.join(master, "spool"))
         return master
     finally:
@@ -55,9 +57,9 @@ class LargeQueueTest(unittest.TestCase):
         if self.gw:
             self.gw.cleanup()
 
-    def gateway(self, extra=""):
+    def gateway(self, extra="", spool="spool"):
         self.gw = Gateway(extra)
-        shutil.copytree(os.path.join(self.master, "spool"), self.gw.spool)
+        shutil.copytree(os.path.join(self.master, spool), self.gw.spool)
         return self.gw
 
     def submit(self, subject):
@@ -118,6 +120,31 @@ class LargeQueueTest(unittest.TestCase):
         self.assertEqual(len(order), MESSAGES + 1)
         # The new message did not wait for the backlog: it was taken up among the first.
         self.assertLess(order.index(late), 300, "a new message waited behind the backlog")
+
+    def test_a_flush_while_the_queue_is_being_read_reaches_the_messages_read_after_it(self):
+        # An administrator who mends the route and runs `smtpgw queue flush` just after the start
+        # means every message, not only those read from the spool so far.
+        gw = self.gateway("queue: { dir: {spool}, retry: [1h] }\n", spool="deferred")
+        sock = os.path.join(gw.spool, "control.sock")
+        gw.proc = subprocess.Popen([BIN, "serve", "-c", gw.config_path], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
+        answer, deadline = None, time.monotonic() + 20
+        while answer is None and time.monotonic() < deadline:
+            try:  # the request as `smtpgw queue flush` sends it, from the moment the socket exists
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.connect(sock)
+                    s.sendall(b"flush\n")
+                    answer = b"".join(iter(lambda: s.recv(4096), b"")).decode()
+            except OSError:
+                time.sleep(0.001)
+        self.assertEqual(answer, "ok: every message is being tried now, those still being read from the spool as "
+                                 "they are read\n")
+        gw.wait_log(rf"qmgr\[\d+\]: queue loaded: {MESSAGES} message\(s\)", timeout=60)
+        # Each message tried again now (its second attempt), not in an hour.
+        wait_for(lambda: self.deferred() >= MESSAGES, timeout=120, what="every message tried again")
+        attempts = wait_for(lambda: (lambda q: q if all(e["attempts"] == 2 for e in q) else None)(gw.queue()),
+                            timeout=60, what="every envelope updated")
+        self.assertEqual(len(attempts), MESSAGES)
 
 
 if __name__ == "__main__":
