@@ -194,10 +194,12 @@ private:
     SyncPool m_bulk_sync{3};  // the bulk writer's
     // Recycled files ready to take a new message, under m_free_mutex.
     std::mutex m_free_mutex;
-    std::vector<std::string> m_free;
+    std::vector<std::pair<std::string, uint64_t>> m_free;  // path, octets
     uint64_t m_free_sequence = 0;
-    static constexpr size_t k_free_limit = 512;               // files kept for reuse
-    static constexpr uint64_t k_free_file_limit = 64 * 1024;  // larger ones are not kept
+    uint64_t m_free_kept = 0;                                         // octets in m_free's files
+    static constexpr size_t k_free_limit = 512;                       // files kept for reuse
+    static constexpr uint64_t k_free_file_limit = 1024 * 1024;        // larger ones are not kept
+    static constexpr uint64_t k_free_bytes_limit = 64 * 1024 * 1024;  // nor more than this in all
 
     std::mutex m_mutex;
     std::condition_variable m_cv;

@@ -88,7 +88,8 @@ void Spool::run_batch(std::vector<Job>& batch, SyncPool& sync_pool) {
             {
                 std::lock_guard<std::mutex> lock(m_free_mutex);
                 if (m_free.empty()) break;
-                free = std::move(m_free.back());
+                free = std::move(m_free.back().first);
+                m_free_kept -= m_free.back().second;
                 m_free.pop_back();
             }
             // A recycled file: never over an existing message (RENAME_NOREPLACE).
@@ -116,13 +117,19 @@ void Spool::run_batch(std::vector<Job>& batch, SyncPool& sync_pool) {
         std::string to;
         {
             std::lock_guard<std::mutex> lock(m_free_mutex);
-            if (m_free.size() < k_free_limit && size <= k_free_file_limit)
+            if (m_free.size() < k_free_limit && size <= k_free_file_limit && m_free_kept + size <= k_free_bytes_limit) {
                 to = m_layout.free() + "/" + std::to_string(++m_free_sequence);
+                m_free_kept += size;  // claimed before the rename, so that two releases cannot pass the limit
+            }
         }
-        if (!to.empty() && ::rename(path.c_str(), to.c_str()) == 0) {
+        if (!to.empty()) {
+            bool renamed = ::rename(path.c_str(), to.c_str()) == 0;
             std::lock_guard<std::mutex> lock(m_free_mutex);
-            m_free.push_back(to);
-            return 0;
+            if (renamed) {
+                m_free.emplace_back(to, size);
+                return 0;
+            }
+            m_free_kept -= size;
         }
         return ::unlink(path.c_str()) == 0 ? 0 : errno;
     };

@@ -73,6 +73,15 @@ public:
     const conf::Config& config() const { return *m_config; }
     std::string next_queue_id();
     void message_stored(const Envelope& e, std::shared_ptr<const std::string> content);
+    // Messages' contents kept in memory between their first octet and their hand-over to the
+    // queue manager, in all sessions together: at most k_copy_total octets.
+    bool copy_reserve(size_t octets) {
+        if (m_copy_bytes + octets > k_copy_total) return false;
+        m_copy_bytes += octets;
+        return true;
+    }
+    void copy_release(size_t octets) { m_copy_bytes -= octets; }
+    static constexpr size_t k_copy_total = 64 * 1024 * 1024;
     void connection_closed(ServerConnection* c, const conf::IpAddress& ip, bool counted);
     uv_buf_t read_buffer();
     AuthWorker& auth_worker() { return m_auth; }
@@ -80,6 +89,7 @@ public:
     const RateLimiter& rate_limiter() const { return m_limiter; }
 
 private:
+    size_t m_copy_bytes = 0;  // see copy_reserve()
     struct Listener;
     void on_connection(Listener& l);
     // The limits for the client at `ip` (behind a balancer: the address its PROXY header names).

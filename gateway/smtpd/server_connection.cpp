@@ -30,7 +30,9 @@ constexpr size_t k_max_output_backlog = 16 * 1024;
 // Once the session has said its last reply: the most time the client gets to take it (less
 // when limits.command_timeout is shorter).
 constexpr uint64_t k_close_drain_ms = 10 * 1000;
-constexpr size_t k_copy_limit = 64 * 1024;
+// A message up to this size is also kept in memory (within Server::k_copy_total in all), so that
+// its first delivery does not read it back from the spool.
+constexpr size_t k_copy_limit = 1024 * 1024;
 
 template <typename F>
 void guarded(ServerConnection* c, const char* where, F&& f);
@@ -46,7 +48,7 @@ ServerConnection::ServerConnection(Server& server, std::shared_ptr<const Listene
     m_handles_open = 2;
 }
 
-ServerConnection::~ServerConnection() = default;
+ServerConnection::~ServerConnection() { drop_copy(); }
 
 void ServerConnection::await_proxy_header(const conf::IpAddress& proxy,
                                           std::function<void(const conf::IpAddress&)> admit) {
@@ -426,10 +428,12 @@ bool ServerConnection::storage_low() { return m_server.spool().storage_low(m_ser
 
 void ServerConnection::message_write(std::string&& content) {
     if (!m_txn) m_txn = m_server.spool().begin(m_txn_id);
-    if (m_copying && m_copy.size() + content.size() <= k_copy_limit)
+    if (m_copying && m_copy.size() + content.size() <= k_copy_limit && m_server.copy_reserve(content.size())) {
         m_copy += content;
-    else
-        m_copying = false, std::string().swap(m_copy);
+    } else if (m_copying) {
+        m_copying = false;
+        drop_copy();
+    }
     std::weak_ptr<ServerConnection> weak = shared_from_this();
     bool keep_reading = m_server.spool().write(m_txn, std::move(content), [weak] {
         if (auto c = weak.lock(); c && !c->m_closing) {
@@ -445,17 +449,20 @@ void ServerConnection::message_commit(Envelope&& envelope) {
     std::weak_ptr<ServerConnection> weak = shared_from_this();
     Server* server = &m_server;
     auto copy = m_copying ? std::make_shared<const std::string>(std::move(m_copy)) : nullptr;
+    size_t counted = copy ? copy->size() : 0;
     m_copy = std::string();
     m_copying = true;
-    m_server.spool().commit(m_txn, std::move(envelope), [weak, server, copy](CommitResult r, const Envelope& e) {
-        if (r == CommitResult::Stored) server->message_stored(e, copy);
-        auto c = weak.lock();
-        if (!c || c->m_closing) return;
-        guarded(c.get(), "commit", [&] {
-            c->m_session->on_commit_result(r);
-            c->after_step();
-        });
-    });
+    m_server.spool().commit(m_txn, std::move(envelope),
+                            [weak, server, copy, counted](CommitResult r, const Envelope& e) {
+                                server->copy_release(counted);  // the queue manager's cache has a limit of its own
+                                if (r == CommitResult::Stored) server->message_stored(e, copy);
+                                auto c = weak.lock();
+                                if (!c || c->m_closing) return;
+                                guarded(c.get(), "commit", [&] {
+                                    c->m_session->on_commit_result(r);
+                                    c->after_step();
+                                });
+                            });
     m_txn.reset();
 }
 
@@ -555,8 +562,13 @@ void ServerConnection::auth_result(AuthOutcome outcome, const std::string& chall
 void ServerConnection::message_abort() {
     if (m_txn) m_server.spool().abort(m_txn);
     m_txn.reset();
-    std::string().swap(m_copy);
+    drop_copy();
     m_copying = true;
+}
+
+void ServerConnection::drop_copy() {
+    m_server.copy_release(m_copy.size());
+    std::string().swap(m_copy);
 }
 
 namespace {

@@ -52,6 +52,7 @@ public:
     bool auth_blocked() override;
 
 private:
+    void drop_copy();  // gives its octets back to the server's budget
     static void look_up_client_name(dns::Resolver& resolver, const conf::IpAddress& ip,
                                     const std::function<void(const std::string&)>& done);
     void begin(const std::string& client_name);
@@ -82,7 +83,7 @@ private:
     std::unique_ptr<SmtpSession> m_session;
     conf::IpAddress m_ip;
     std::shared_ptr<SpoolTxn> m_txn;
-    std::string m_copy;  // the content of a small message, kept for its first delivery
+    std::string m_copy;  // the content of a message up to 1 MiB, kept for its first delivery
     std::function<void(const conf::IpAddress&)> m_proxy_admit;  // waiting for the PROXY header
     std::string m_proxy_in;
     std::string m_early;  // the client's first bytes, which came with the PROXY header

@@ -324,10 +324,10 @@ TEST_CASE("a delivered message's file is written over by the next one, cut to le
     CHECK(stored.envelope->id == "F2");
     CHECK(file.size() == 7 + serialize(envelope("F2", 7)).size() + k_trailer_size);
 
-    // Large files are not kept.
-    store("F3", std::string(100000, 'b'));
+    // Files over 1 MiB are not kept.
+    store("F3", std::string(1100000, 'b'));
     done = false;
-    spool.remove("F3", false, 100000, [&](bool) { done = true; });
+    spool.remove("F3", false, 1100000, [&](bool) { done = true; });
     l.until([&] { return done; });
     CHECK(files_in(spool.layout().free()).empty());
     spool.close();
