@@ -68,6 +68,8 @@ class QueueImportTest(unittest.TestCase):
             self.dead.wait_log(rf"{qid}: to=<.*status=deferred")
         self.dead.wait_log(rf"{partly}: to=<a@sent\.test>, .*status=sent")
         self.assertEqual(self.dead.run("queue", "hold", held).returncode, 0)
+        # The running gateway writes the hold into the envelope after it answers.
+        wait_for(lambda: {m["id"]: m for m in self.dead.queue()}[held]["held"], what="the hold on disk")
         before = {m["id"]: m for m in self.dead.queue()}
         contents = {qid: self.dead.content(qid) for qid in before}
         # Neither gateway may run during an import.
