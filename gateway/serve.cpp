@@ -123,8 +123,11 @@ std::string control_answer(QueueManager& queue, const std::function<std::string(
                                  "are read\n"
                                : "ok: every message is being tried now\n";
     }
+    // `--all` while the spool is still being read: the messages read after it too.
+    bool all = w.size() == 2 && w[1] == "--all";
+    std::string later = all && queue.loading() ? "; those still being read from the spool are " : "";
     if (w[0] == "delete" && w.size() == 2) {
-        std::vector<std::string> ids = w[1] == "--all" ? queue.ids() : std::vector<std::string>{w[1]};
+        std::vector<std::string> ids = all ? queue.ids() : std::vector<std::string>{w[1]};
         std::string out;
         for (const auto& id : ids) {
             switch (queue.remove(id)) {
@@ -133,11 +136,13 @@ std::string control_answer(QueueManager& queue, const std::function<std::string(
             case QueueManager::Removal::Later: out += id + ": removed as soon as its delivery attempt ends\n"; break;
             }
         }
-        return out + "ok: " + std::to_string(ids.size()) + " message(s) deleted\n";
+        if (all) queue.also_when_loaded(QueueManager::AllAction::Delete);
+        return out + "ok: " + std::to_string(ids.size()) + " message(s) deleted" +
+               (later.empty() ? "" : later + "deleted as they are read") + "\n";
     }
     if ((w[0] == "hold" || w[0] == "release") && w.size() == 2) {
         bool hold = w[0] == "hold";
-        std::vector<std::string> ids = w[1] == "--all" ? queue.ids() : std::vector<std::string>{w[1]};
+        std::vector<std::string> ids = all ? queue.ids() : std::vector<std::string>{w[1]};
         std::string out;
         size_t changed = 0;
         for (const auto& id : ids) {
@@ -148,11 +153,14 @@ std::string control_answer(QueueManager& queue, const std::function<std::string(
                 out += id + ": placed on hold as soon as its delivery attempt ends\n", changed++;
                 break;
             case QueueManager::Hold::Already:
-                if (w[1] != "--all") out += id + (hold ? ": already on hold\n" : ": not on hold\n");
+                if (!all) out += id + (hold ? ": already on hold\n" : ": not on hold\n");
                 break;
             }
         }
-        return out + "ok: " + std::to_string(changed) + " message(s) " + (hold ? "placed on hold" : "released") + "\n";
+        std::string done = hold ? "placed on hold" : "released";
+        if (all) queue.also_when_loaded(hold ? QueueManager::AllAction::Hold : QueueManager::AllAction::Release);
+        return out + "ok: " + std::to_string(changed) + " message(s) " + done +
+               (later.empty() ? "" : later + done + " as they are read") + "\n";
     }
     return "error: unknown request: " + printable(request) + "\n";
 }

@@ -81,16 +81,30 @@ void QueueManager::load(std::vector<Envelope> recovered) {
         if (m_messages.count(id)) continue;
         auto& m = m_messages[id];
         m.env = std::move(e);
-        // A flush of every message while the queue was being read covers those read after it.
+        // A flush, delete, hold or release of every message while the queue was being read
+        // covers those read after it.
         if (!m.env.held) schedule(m, m_flush_on_load ? now : std::max(m.env.next_attempt_us, now));
+        if (m_delete_on_load)
+            remove(id);
+        else if (m_hold_on_load)
+            *m_hold_on_load ? hold(id) : unhold(id);
     }
     arm_timer();
+}
+
+void QueueManager::also_when_loaded(AllAction action) {
+    if (!m_loading) return;
+    if (action == AllAction::Delete)
+        m_delete_on_load = true;
+    else
+        m_hold_on_load = action == AllAction::Hold;
 }
 
 // "queue loaded: 100000 message(s) in 2.41 s, 0 damaged file(s) moved aside; 20000 active"
 void QueueManager::loaded(size_t messages, size_t damaged, double seconds) {
     m_loading = false;
-    m_flush_on_load = false;
+    m_flush_on_load = m_delete_on_load = false;
+    m_hold_on_load.reset();
     char took[32];
     std::snprintf(took, sizeof took, "%.2f", seconds);
     log::info(log::Component::Qmgr, "queue loaded: " + std::to_string(messages) + " message(s) in " + took + " s, " +

@@ -34,6 +34,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -67,6 +68,10 @@ public:
     Hold hold(const std::string& id);
     Hold unhold(const std::string& id);
     bool held(const std::string& id) const;
+    // `delete --all`, `hold --all` or `release --all` given while the spool is still being read
+    // (loading()): the messages read after it get the same (flush("") does this by itself).
+    enum class AllAction { Delete, Hold, Release };
+    void also_when_loaded(AllAction action);
     // The messages, oldest first (the console's Email Queue).
     std::vector<const Envelope*> messages() const;
     std::vector<std::string> ids() const;
@@ -195,8 +200,10 @@ private:
     bool m_incoming_turn = true;         // who is taken up next when both wait
     size_t m_active = 0;                 // messages counted against the active limit
     bool m_loading = true;
-    bool m_flush_on_load = false;  // every message flushed while the queue was being read
-    uint64_t m_cached_bytes = 0;   // contents kept in memory, bounded by k_cache_limit
+    bool m_flush_on_load = false;        // every message flushed while the queue was being read
+    bool m_delete_on_load = false;       // every message deleted meanwhile
+    std::optional<bool> m_hold_on_load;  // every message held (true) or released (false) meanwhile
+    uint64_t m_cached_bytes = 0;         // contents kept in memory, bounded by k_cache_limit
     static constexpr uint64_t k_cache_limit = 64 * 1024 * 1024;
     static constexpr int64_t k_throttle_pause_us = 2'000'000;     // no session left after a 432
     static constexpr int64_t k_throttle_memory_us = 300'000'000;  // the window stays below a 432's

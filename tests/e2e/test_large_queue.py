@@ -121,30 +121,82 @@ class LargeQueueTest(unittest.TestCase):
         # The new message did not wait for the backlog: it was taken up among the first.
         self.assertLess(order.index(late), 300, "a new message waited behind the backlog")
 
-    def test_a_flush_while_the_queue_is_being_read_reaches_the_messages_read_after_it(self):
-        # An administrator who mends the route and runs `smtpgw queue flush` just after the start
-        # means every message, not only those read from the spool so far.
-        gw = self.gateway("queue: { dir: {spool}, retry: [1h] }\n", spool="deferred")
+    def start_and_ask(self, request, restart=False):
+        """The gateway started on the spool of deferred messages (or started again on its own),
+        and `request` sent on its control socket (as the queue commands send it) from the moment
+        the socket exists, while the spool is still being read: the answer's last line."""
+        if restart:
+            gw = self.gw
+            self.assertEqual(gw.stop(), 0)
+            gw.proc.stdout.close()
+            gw.proc.stderr.close()
+        else:
+            gw = self.gateway("queue: { dir: {spool}, retry: [1h] }\n", spool="deferred")
+        lines_before = len(gw.log_lines())
         sock = os.path.join(gw.spool, "control.sock")
         gw.proc = subprocess.Popen([BIN, "serve", "-c", gw.config_path], stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE)
         answer, deadline = None, time.monotonic() + 20
         while answer is None and time.monotonic() < deadline:
-            try:  # the request as `smtpgw queue flush` sends it, from the moment the socket exists
+            try:
                 with socket.socket(socket.AF_UNIX) as s:
                     s.connect(sock)
-                    s.sendall(b"flush\n")
-                    answer = b"".join(iter(lambda: s.recv(4096), b"")).decode()
+                    s.sendall(request.encode() + b"\n")
+                    answer = b"".join(iter(lambda: s.recv(65536), b"")).decode()
             except OSError:
                 time.sleep(0.001)
+        self.assertIsNotNone(answer, "no answer on the control socket")
+        started = wait_for(lambda: gw._started(lines_before), what="the gateway to start")
+        host, port = re.findall(r"listening on (\S+) \(port (\d+)\)", "\n".join(started))[0]
+        gw.host, gw.port = host.rsplit(":", 1)[0].strip("[]"), int(port)
+        return answer.splitlines()[-1]
+
+    def test_a_flush_while_the_queue_is_being_read_reaches_the_messages_read_after_it(self):
+        # An administrator who mends the route and runs `smtpgw queue flush` just after the start
+        # means every message, not only those read from the spool so far.
+        answer = self.start_and_ask("flush")
+        gw = self.gw
         self.assertEqual(answer, "ok: every message is being tried now, those still being read from the spool as "
-                                 "they are read\n")
+                                 "they are read")
         gw.wait_log(rf"qmgr\[\d+\]: queue loaded: {MESSAGES} message\(s\)", timeout=60)
         # Each message tried again now (its second attempt), not in an hour.
         wait_for(lambda: self.deferred() >= MESSAGES, timeout=120, what="every message tried again")
         attempts = wait_for(lambda: (lambda q: q if all(e["attempts"] == 2 for e in q) else None)(gw.queue()),
                             timeout=60, what="every envelope updated")
         self.assertEqual(len(attempts), MESSAGES)
+
+    def test_delete_all_while_the_queue_is_being_read_removes_the_messages_read_after_it(self):
+        answer = self.start_and_ask("delete --all")
+        gw = self.gw
+        m = re.fullmatch(r"ok: (\d+) message\(s\) deleted; those still being read from the spool are deleted as "
+                         r"they are read", answer)
+        self.assertIsNotNone(m, answer)
+        gw.wait_log(rf"qmgr\[\d+\]: queue loaded: {MESSAGES} message\(s\)", timeout=60)
+        late = self.submit("after the deletion")  # new mail is not in what was deleted
+        wait_for(lambda: [e["id"] for e in gw.queue()] == [late] or None, timeout=60, what="every message removed")
+        lines = gw.log_lines()
+        self.assertEqual(sum(": deleted by the administrator" in l for l in lines), MESSAGES)
+        self.assertEqual(sum(" status=" in l and late not in l for l in lines), 0)  # none was tried first
+
+    def test_hold_all_while_the_queue_is_being_read_holds_the_messages_read_after_it_and_release_all_too(self):
+        answer = self.start_and_ask("hold --all")
+        gw = self.gw
+        m = re.fullmatch(r"ok: (\d+) message\(s\) placed on hold; those still being read from the spool are "
+                         r"placed on hold as they are read", answer)
+        self.assertIsNotNone(m, answer)
+        gw.wait_log(rf"qmgr\[\d+\]: queue loaded: {MESSAGES} message\(s\)", timeout=60)
+        held = wait_for(lambda: (lambda q: q if len(q) == MESSAGES and all(e["held"] for e in q) else None)(gw.queue()),
+                        timeout=60, what="every envelope held")
+        self.assertEqual(len(held), MESSAGES)
+        self.assertEqual(sum(": placed on hold by the administrator" in l for l in gw.log_lines()), MESSAGES)
+        # Held across a restart, and `release --all` while the spool is read again releases every
+        # one: each is tried at once (it was due in an hour), not only those read so far.
+        answer = self.start_and_ask("release --all", restart=True)
+        self.assertRegex(answer, r"^ok: \d+ message\(s\) released; those still being read from the spool are "
+                                 r"released as they are read$")
+        wait_for(lambda: sum(": released from hold" in l for l in gw.log_lines()) >= MESSAGES or None, timeout=60,
+                 what="every message released")
+        wait_for(lambda: self.deferred() >= MESSAGES or None, timeout=120, what="every message tried again")
 
 
 if __name__ == "__main__":
