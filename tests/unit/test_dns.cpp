@@ -16,36 +16,48 @@ using namespace gateway;
 
 namespace {
 
-int free_udp_port() {
-    int fd = socket(AF_INET, SOCK_DGRAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    close(fd);
-    return ntohs(a.sin_port);
+// A loopback port free for UDP and for TCP (dnsmasq listens on both).
+int free_port() {
+    for (;;) {
+        int udp = socket(AF_INET, SOCK_DGRAM, 0), tcp = socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        bind(udp, reinterpret_cast<sockaddr*>(&a), sizeof a);
+        socklen_t len = sizeof a;
+        getsockname(udp, reinterpret_cast<sockaddr*>(&a), &len);
+        bool both = bind(tcp, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+        close(udp);
+        close(tcp);
+        if (both) return ntohs(a.sin_port);
+    }
 }
 
 struct Dnsmasq {
     pid_t pid = -1;
-    int port = free_udp_port();
+    int port = 0;
     Dnsmasq() {
-        pid = fork();
-        if (pid == 0) {
-            std::string p = "--port=" + std::to_string(port);
-            execlp("dnsmasq", "dnsmasq", "--keep-in-foreground", p.c_str(), "--listen-address=127.0.0.1",
-                   "--bind-interfaces", "--no-resolv", "--no-hosts", "--local=/test/",
-                   "--pid-file=", "--log-facility=/dev/null", "--mx-host=example.test,mx1.example.test,10",
-                   "--mx-host=example.test,mx2.example.test,20", "--host-record=mx1.example.test,127.0.0.11",
-                   "--host-record=mx2.example.test,127.0.0.12,::12", "--mx-host=nullmx.test,.,0",
-                   "--host-record=implicit.test,127.0.0.13", "--server=/servfail.test/127.0.0.1#9",
-                   "--txt-record=spf.test,v=spf1 a -all", "--txt-record=spf.test,second record",
-                   "--local=/in-addr.arpa/", nullptr);
-            _exit(127);
+        // The port may be taken between the look and dnsmasq's bind: then dnsmasq exits at once,
+        // and another port is tried.
+        for (int tries = 0; tries < 10; ++tries) {
+            port = free_port();
+            pid = fork();
+            if (pid == 0) {
+                std::string p = "--port=" + std::to_string(port);
+                execlp("dnsmasq", "dnsmasq", "--keep-in-foreground", p.c_str(), "--listen-address=127.0.0.1",
+                       "--bind-interfaces", "--no-resolv", "--no-hosts", "--local=/test/",
+                       "--pid-file=", "--log-facility=/dev/null", "--mx-host=example.test,mx1.example.test,10",
+                       "--mx-host=example.test,mx2.example.test,20", "--host-record=mx1.example.test,127.0.0.11",
+                       "--host-record=mx2.example.test,127.0.0.12,::12", "--mx-host=nullmx.test,.,0",
+                       "--host-record=implicit.test,127.0.0.13", "--server=/servfail.test/127.0.0.1#9",
+                       "--txt-record=spf.test,v=spf1 a -all", "--txt-record=spf.test,second record",
+                       "--local=/in-addr.arpa/", nullptr);
+                _exit(127);
+            }
+            usleep(300000);
+            if (waitpid(pid, nullptr, WNOHANG) == 0) return;  // running
         }
-        usleep(300000);
+        FAIL("dnsmasq did not start");
     }
     conf::Dns config() const {  // one quick try at this server
         conf::Dns cfg;
