@@ -95,10 +95,44 @@ std::string not_found(const QueueManager& queue) {
                            : ": no such message in the queue\n";
 }
 
+// The answer to a request about many messages, given once every change it made is on disk
+// (so that `smtpgw queue hold` has returned only when a restart keeps the hold), and saying
+// which could not be written.
+struct PendingAnswer {
+    ControlServer::Reply reply;
+    std::string out;     // a line per message
+    std::string last;    // "ok: ...", once every message has been asked
+    size_t waiting = 1;  // the messages whose change is not on disk yet, and the request itself
+    std::vector<std::string> failed;
+
+    std::function<void(bool)> written(std::shared_ptr<PendingAnswer> self, const std::string& id) {
+        waiting++;
+        return [self = std::move(self), id](bool ok) {
+            if (!ok) self->failed.push_back(id);
+            self->done();
+        };
+    }
+    void done() {
+        if (--waiting > 0 || !reply) return;
+        auto answer = std::move(reply);
+        reply = nullptr;
+        if (failed.empty()) return answer(out + last);
+        for (const auto& id : failed)
+            out += id + ": the change could not be written to the spool (see the log)\n";
+        answer(out + "error: " + std::to_string(failed.size()) + " change(s) could not be written to the spool\n");
+    }
+    void error(const std::string& line) {  // at once, whatever is still being written
+        if (!reply) return;
+        auto answer = std::move(reply);
+        reply = nullptr;
+        answer(line);
+    }
+};
+
 // The answers to the control socket's requests (see control.hpp); `reload` reads the
 // configuration file again and says how that went.
-std::string control_answer(QueueManager& queue, const std::function<std::string()>& reload,
-                           const std::string& request) {
+void control_answer(QueueManager& queue, const std::function<std::string()>& reload, const std::string& request,
+                    ControlServer::Reply reply) {
     std::vector<std::string> w;
     size_t pos = 0;
     while (pos < request.size()) {
@@ -107,62 +141,70 @@ std::string control_answer(QueueManager& queue, const std::function<std::string(
         if (end > pos) w.push_back(request.substr(pos, end - pos));
         pos = end + 1;
     }
-    if (w.empty()) return "error: empty request\n";
+    if (w.empty()) return reply("error: empty request\n");
     log::info(Component::Control, "request: " + printable(request));
-    if (w[0] == "reload" && w.size() == 1) return reload();
+    if (w[0] == "reload" && w.size() == 1) return reply(reload());
     // The socket's group may write to it: IDs are checked as the command line checks them.
     for (size_t i = 1; i < w.size(); ++i)
         if (w[i] != "--all" && !QueueIdGenerator::is_valid(w[i]))
-            return "error: " + printable(w[i]) + ": not a queue ID\n";
+            return reply("error: " + printable(w[i]) + ": not a queue ID\n");
     if (w[0] == "flush" && w.size() <= 2) {
         std::string id = w.size() == 2 ? w[1] : "";
-        if (!id.empty() && queue.held(id)) return "error: " + id + " is on hold; smtpgw queue release " + id + "\n";
-        if (!queue.flush(id)) return "error: " + id + not_found(queue);
-        if (!id.empty()) return "ok: " + id + " is being tried now\n";
-        return queue.loading() ? "ok: every message is being tried now, those still being read from the spool as they "
-                                 "are read\n"
-                               : "ok: every message is being tried now\n";
+        if (!id.empty() && queue.held(id))
+            return reply("error: " + id + " is on hold; smtpgw queue release " + id + "\n");
+        if (!queue.flush(id)) return reply("error: " + id + not_found(queue));
+        if (!id.empty()) return reply("ok: " + id + " is being tried now\n");
+        return reply(queue.loading() ? "ok: every message is being tried now, those still being read from the spool "
+                                       "as they are read\n"
+                                     : "ok: every message is being tried now\n");
     }
     // `--all` while the spool is still being read: the messages read after it too.
     bool all = w.size() == 2 && w[1] == "--all";
     std::string later = all && queue.loading() ? "; those still being read from the spool are " : "";
+    auto pending = std::make_shared<PendingAnswer>();
+    pending->reply = std::move(reply);
     if (w[0] == "delete" && w.size() == 2) {
         std::vector<std::string> ids = all ? queue.ids() : std::vector<std::string>{w[1]};
-        std::string out;
         for (const auto& id : ids) {
-            switch (queue.remove(id)) {
-            case QueueManager::Removal::Unknown: return "error: " + id + not_found(queue);
-            case QueueManager::Removal::Removed: out += id + ": removed\n"; break;
-            case QueueManager::Removal::Later: out += id + ": removed as soon as its delivery attempt ends\n"; break;
+            switch (queue.remove(id, pending->written(pending, id))) {
+            case QueueManager::Removal::Unknown: return pending->error("error: " + id + not_found(queue));
+            case QueueManager::Removal::Removed: pending->out += id + ": removed\n"; break;
+            case QueueManager::Removal::Later:
+                pending->out += id + ": removed as soon as its delivery attempt ends\n";
+                break;
             }
         }
         if (all) queue.also_when_loaded(QueueManager::AllAction::Delete);
-        return out + "ok: " + std::to_string(ids.size()) + " message(s) deleted" +
-               (later.empty() ? "" : later + "deleted as they are read") + "\n";
+        pending->last = "ok: " + std::to_string(ids.size()) + " message(s) deleted" +
+                        (later.empty() ? "" : later + "deleted as they are read") + "\n";
+        return pending->done();
     }
     if ((w[0] == "hold" || w[0] == "release") && w.size() == 2) {
         bool hold = w[0] == "hold";
         std::vector<std::string> ids = all ? queue.ids() : std::vector<std::string>{w[1]};
-        std::string out;
         size_t changed = 0;
         for (const auto& id : ids) {
-            switch (hold ? queue.hold(id) : queue.unhold(id)) {
-            case QueueManager::Hold::Unknown: return "error: " + id + not_found(queue);
-            case QueueManager::Hold::Done: out += id + (hold ? ": placed on hold\n" : ": released\n"), changed++; break;
+            auto written = pending->written(pending, id);
+            switch (hold ? queue.hold(id, std::move(written)) : queue.unhold(id, std::move(written))) {
+            case QueueManager::Hold::Unknown: return pending->error("error: " + id + not_found(queue));
+            case QueueManager::Hold::Done:
+                pending->out += id + (hold ? ": placed on hold\n" : ": released\n"), changed++;
+                break;
             case QueueManager::Hold::Later:
-                out += id + ": placed on hold as soon as its delivery attempt ends\n", changed++;
+                pending->out += id + ": placed on hold as soon as its delivery attempt ends\n", changed++;
                 break;
             case QueueManager::Hold::Already:
-                if (!all) out += id + (hold ? ": already on hold\n" : ": not on hold\n");
+                if (!all) pending->out += id + (hold ? ": already on hold\n" : ": not on hold\n");
                 break;
             }
         }
         std::string done = hold ? "placed on hold" : "released";
         if (all) queue.also_when_loaded(hold ? QueueManager::AllAction::Hold : QueueManager::AllAction::Release);
-        return out + "ok: " + std::to_string(changed) + " message(s) " + done +
-               (later.empty() ? "" : later + done + " as they are read") + "\n";
+        pending->last = "ok: " + std::to_string(changed) + " message(s) " + done +
+                        (later.empty() ? "" : later + done + " as they are read") + "\n";
+        return pending->done();
     }
-    return "error: unknown request: " + printable(request) + "\n";
+    pending->error("error: unknown request: " + printable(request) + "\n");
 }
 
 // "warning: /etc/smtpgw/smtpgw.yaml:12:5: upstreams.o365: ..."
@@ -278,8 +320,10 @@ int serve(const std::string& config_file) {
         server.on_stored(
             [&](const Envelope& e, std::shared_ptr<const std::string> content) { queue->add(e, std::move(content)); });
         server.start();
-        control = std::make_unique<ControlServer>(
-            &loop, config->control_socket(), [&](const std::string& r) { return control_answer(*queue, reload, r); });
+        control = std::make_unique<ControlServer>(&loop, config->control_socket(),
+                                                  [&](const std::string& r, ControlServer::Reply reply) {
+                                                      control_answer(*queue, reload, r, std::move(reply));
+                                                  });
         control->start();
         if (!config->metrics.listen.empty()) {
             scrape = std::make_unique<metrics::HttpServer>(&loop, config->metrics.endpoint, [&] {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <stdexcept>
 
 namespace gateway {
@@ -25,8 +26,11 @@ struct ControlServer::Conn {
     std::string out;
     uv_write_t write{};
     bool answered = false;
+    bool replied = false;
+    std::shared_ptr<bool> open = std::make_shared<bool>(true);  // false once closing: a late reply is dropped
 
     void close() {
+        *open = false;
         owner->m_conns.erase(this);
         uv_close(reinterpret_cast<uv_handle_t*>(&pipe), [](uv_handle_t* h) { delete static_cast<Conn*>(h->data); });
     }
@@ -97,10 +101,17 @@ void ControlServer::on_connection(uv_stream_t* server, int status) {
             if (!request.empty() && request.back() == '\r') request.pop_back();
             c->answered = true;
             uv_read_stop(s);
-            c->out = nl == std::string::npos ? "error: request too long\n" : c->owner->m_handle(request);
-            uv_buf_t out = uv_buf_init(c->out.data(), unsigned(c->out.size()));
-            c->write.data = c;
-            uv_write(&c->write, s, &out, 1, [](uv_write_t* w, int) { static_cast<Conn*>(w->data)->close(); });
+            Reply reply = [c, open = c->open](std::string answer) {
+                if (!*open || c->replied) return;
+                c->replied = true;
+                c->out = std::move(answer);
+                uv_buf_t out = uv_buf_init(c->out.data(), unsigned(c->out.size()));
+                c->write.data = c;
+                uv_write(&c->write, reinterpret_cast<uv_stream_t*>(&c->pipe), &out, 1,
+                         [](uv_write_t* w, int) { static_cast<Conn*>(w->data)->close(); });
+            };
+            if (nl == std::string::npos) return reply("error: request too long\n");
+            c->owner->m_handle(request, std::move(reply));
         });
 }
 

@@ -3,8 +3,11 @@
 //   flush [ID]        retry now (every message without ID)
 //   delete ID         remove a message (after the attempt in flight, if one is)
 //   delete --all
+//   hold ID | --all   keep from being tried (after the attempt in flight, if one is)
+//   release ID | --all
 //   reload            read the configuration file again (as SIGHUP does)
-// The answer is text lines; the first word of the last line is "ok" or "error".
+// The answer is text lines; the first word of the last line is "ok" or "error". Changes to
+// messages are answered once they are written to the spool.
 #pragma once
 
 #include <uv.h>
@@ -18,8 +21,11 @@ namespace gateway {
 
 class ControlServer {
 public:
-    // `handle` gets a request line and returns the answer (lines ending in "\n").
-    using Handler = std::function<std::string(const std::string& request)>;
+    // `handle` gets a request line and gives the answer (lines ending in "\n") to `reply`, at
+    // once or later (once what it asked for is on disk); a reply after the connection was
+    // closed goes nowhere.
+    using Reply = std::function<void(std::string answer)>;
+    using Handler = std::function<void(const std::string& request, Reply reply)>;
     ControlServer(uv_loop_t* loop, std::string path, Handler handle);
     ~ControlServer();
     ControlServer(const ControlServer&) = delete;

@@ -181,54 +181,80 @@ bool QueueManager::flush(const std::string& id) {
     return found;
 }
 
-QueueManager::Removal QueueManager::remove(const std::string& id) {
+QueueManager::Removal QueueManager::remove(const std::string& id, Written written) {
     auto it = m_messages.find(id);
-    if (it == m_messages.end()) return Removal::Unknown;
+    if (it == m_messages.end()) {
+        done_now(written);
+        return Removal::Unknown;
+    }
     Message& m = it->second;
     if (!m.deleting) log::info(log::Component::Qmgr, id + ": deleted by the administrator");
     m.deleting = true;
-    if (m.active) return Removal::Later;  // finalize() takes it away when the attempt ends
-    erase_now(m);
+    if (m.active) {  // finalize() takes it away when the attempt ends
+        done_now(written);
+        return Removal::Later;
+    }
+    erase_now(m, std::move(written));
     return Removal::Removed;
 }
 
-QueueManager::Hold QueueManager::hold(const std::string& id) {
+QueueManager::Hold QueueManager::hold(const std::string& id, Written written) {
     auto it = m_messages.find(id);
-    if (it == m_messages.end()) return Hold::Unknown;
+    if (it == m_messages.end()) {
+        done_now(written);
+        return Hold::Unknown;
+    }
     Message& m = it->second;
-    if (m.env.held || m.holding) return Hold::Already;
+    if (m.env.held || m.holding) {
+        done_now(written);
+        return Hold::Already;
+    }
     log::info(log::Component::Qmgr, id + ": placed on hold by the administrator");
     if (m.active) {
         m.holding = true;  // persist() writes it when the attempt ends
+        done_now(written);
         return Hold::Later;
     }
     m_schedule.erase({m.env.next_attempt_us, id});
     m.env.held = true;
-    m_spool.update(m.env, [id](bool ok) {
+    m_spool.update(m.env, [id, written = std::move(written)](bool ok) {
         if (!ok) log::warning(log::Component::Qmgr, id + ": cannot write the envelope; the hold lasts until a restart");
+        if (written) written(ok);
     });
     return Hold::Done;
 }
 
-QueueManager::Hold QueueManager::unhold(const std::string& id) {
+QueueManager::Hold QueueManager::unhold(const std::string& id, Written written) {
     auto it = m_messages.find(id);
-    if (it == m_messages.end()) return Hold::Unknown;
+    if (it == m_messages.end()) {
+        done_now(written);
+        return Hold::Unknown;
+    }
     Message& m = it->second;
     if (m.holding) {
         m.holding = false;
         log::info(log::Component::Qmgr, id + ": released from hold");
+        done_now(written);
         return Hold::Done;
     }
-    if (!m.env.held) return Hold::Already;
+    if (!m.env.held) {
+        done_now(written);
+        return Hold::Already;
+    }
     log::info(log::Component::Qmgr, id + ": released from hold");
     m.env.held = false;
     schedule(m, now_us());
-    m_spool.update(m.env, [id](bool ok) {
+    m_spool.update(m.env, [id, written = std::move(written)](bool ok) {
         if (!ok)
             log::warning(log::Component::Qmgr, id + ": cannot write the envelope; it is held again after a restart");
+        if (written) written(ok);
     });
     arm_timer();
     return Hold::Done;
+}
+
+void QueueManager::done_now(const Written& written) {
+    if (written) written(true);
 }
 
 bool QueueManager::held(const std::string& id) const {
@@ -284,16 +310,17 @@ std::vector<std::string> QueueManager::ids() const {
     return out;
 }
 
-void QueueManager::erase_now(Message& m) {
+void QueueManager::erase_now(Message& m, Written written) {
     m_schedule.erase({m.env.next_attempt_us, m.env.id});
     m.active = true;  // never taken up again
     drop_content(m);
     std::string id = m.env.id;
-    m_spool.remove(id, m.env.attempts > 0, m.env.size, [this, id](bool ok) {
+    m_spool.remove(id, m.env.attempts > 0, m.env.size, [this, id, written = std::move(written)](bool ok) {
         if (!ok) log::warning(log::Component::Qmgr, id + ": cannot remove the queue files");
         log::info(log::Component::Qmgr, id + ": removed");
         if (auto it = m_messages.find(id); it != m_messages.end()) release(it->second);
         m_messages.erase(id);
+        if (written) written(ok);
     });
 }
 

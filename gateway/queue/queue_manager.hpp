@@ -58,15 +58,19 @@ public:
     // A message just stored; `content`, when given, spares its first delivery a disk read.
     void add(const Envelope& e, std::shared_ptr<const std::string> content = nullptr);
     bool flush(const std::string& id);  // "" for every message; false for an unknown ID
+    // `written`, when given, is called once: when the change is on disk (false: it could not be
+    // written), or at once when there is nothing to write now (an unknown ID, a message already
+    // so, or one whose change waits for the end of its delivery attempt).
+    using Written = std::function<void(bool ok)>;
     // `smtpgw queue delete`: the message goes without a bounce; one being delivered goes when
     // its attempt ends (Later).
     enum class Removal { Unknown, Removed, Later };
-    Removal remove(const std::string& id);
+    Removal remove(const std::string& id, Written written = nullptr);
     // `smtpgw queue hold` and `release`: a held message is never tried (nor expires) until
     // released; one being delivered is held when its attempt ends (Later).
     enum class Hold { Unknown, Done, Later, Already };
-    Hold hold(const std::string& id);
-    Hold unhold(const std::string& id);
+    Hold hold(const std::string& id, Written written = nullptr);
+    Hold unhold(const std::string& id, Written written = nullptr);
     bool held(const std::string& id) const;
     // `delete --all`, `hold --all` or `release --all` given while the spool is still being read
     // (loading()): the messages read after it get the same (flush("") does this by itself).
@@ -211,7 +215,8 @@ private:
     static constexpr size_t k_take_up_batch =
         1000;  // messages taken up in one turn of the loop              // 432s in a row, then the retry schedule
     void drop_content(Message& m);
-    void erase_now(Message& m);
+    void erase_now(Message& m, Written written = nullptr);
+    static void done_now(const Written& written);
 };
 
 }  // namespace gateway

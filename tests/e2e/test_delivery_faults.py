@@ -723,9 +723,9 @@ class DestinationHealthTest(unittest.TestCase):
     is not declared dead while two sessions deliver; every message goes on its first attempt."""
 
     def test_421_for_too_many_connections_does_not_stop_the_destination(self):
-        server = ScriptedSmtp("127.0.0.61", 2525, Script(slow=0.3, max_sessions=2))
+        server = ScriptedSmtp("127.0.0.66", 2525, Script(slow=0.3, max_sessions=2))
         gw = Gateway("""routes: [{ to: "*", via: busy }]
-upstreams: { busy: { host: 127.0.0.61, port: 2525, security: none } }
+upstreams: { busy: { host: 127.0.0.66, port: 2525, security: none } }
 delivery: { initial_concurrency: 8 }
 queue: { dir: {spool}, retry: [1h] }
 """)

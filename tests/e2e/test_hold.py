@@ -2,6 +2,7 @@
 and goes as soon as it is released; through the running gateway's control socket and on a
 stopped gateway's spool."""
 import re
+import subprocess
 import time
 import unittest
 
@@ -102,6 +103,42 @@ queue: {{ dir: {{spool}}, retry: [1s] }}
         r = self.gw.run("queue", "hold", "ABCDEF123456")
         self.assertEqual(r.returncode, 1)
         self.assertRegex(r.stdout, r"error: ABCDEF123456")
+
+
+class OnDiskWhenAnsweredTest(unittest.TestCase):
+    """When a queue command through the control socket answers ok, its change is in the spool:
+    a crash right after it keeps the hold, and a deleted message does not come back."""
+
+    MESSAGES = 40
+
+    def setUp(self):
+        self.gw = Gateway(f"""routes: [{{ to: "*", via: up }}]
+upstreams: {{ up: {{ host: {UPSTREAM[0]}, port: {UPSTREAM[1]}, security: none }} }}
+queue: {{ dir: {{spool}}, retry: [1h] }}
+""")
+        self.gw.start()
+
+    def tearDown(self):
+        self.gw.cleanup()
+
+    def test_hold_release_and_delete_are_on_disk_when_answered(self):
+        r = subprocess.run(["smtp-source", "-s", "5", "-m", str(self.MESSAGES), "-l", "300", "-f", "app@example.com",
+                            "-t", "someone@example.org", f"{self.gw.host}:{self.gw.port}"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        wait_for(lambda: sum(" status=deferred " in l for l in self.gw.log_lines()) >= self.MESSAGES, timeout=30,
+                 what="every first attempt")
+        out = self.gw.run("queue", "hold", "--all")
+        self.assertTrue(out.stdout.endswith(f"ok: {self.MESSAGES} message(s) placed on hold\n"), out.stdout)
+        # The gateway killed at once: what the spool says is what a restart finds.
+        self.assertEqual([m["id"] for m in self.gw.queue() if not m["held"]], [])
+        out = self.gw.run("queue", "release", "--all")
+        self.assertTrue(out.stdout.endswith(f"ok: {self.MESSAGES} message(s) released\n"), out.stdout)
+        self.assertEqual([m["id"] for m in self.gw.queue() if m["held"]], [])
+        out = self.gw.run("queue", "delete", "--all")
+        self.assertTrue(out.stdout.endswith(f"ok: {self.MESSAGES} message(s) deleted\n"), out.stdout)
+        self.gw.kill()
+        self.assertEqual(self.gw.queue(), [])
 
 
 if __name__ == "__main__":
