@@ -66,6 +66,14 @@ const Recipient* waiting(const Envelope& e) {
     return nullptr;
 }
 
+// "page=": 1 when absent; 0 when it is no page number.
+size_t queue_page_number(const WebRequest& r) {
+    auto p = r.query.find("page");
+    if (p == r.query.end() || p->second.empty()) return 1;
+    if (p->second.size() > 6 || p->second.find_first_not_of("0123456789") != std::string::npos) return 0;
+    return std::max<size_t>(1, std::stoul(p->second));
+}
+
 const char* const k_style = R"(body{font-family:sans-serif;margin:0;color:#222}
 header{background:#234;color:#fff;padding:.5em 1em;display:flex;gap:1em;align-items:center}
 header a{color:#fff}header form{margin-left:auto}main{padding:1em}
@@ -411,8 +419,35 @@ void Console::sign_in(const WebRequest& r, WebRespond respond) {
         });
 }
 
+QueueSelection Console::select_queue(const std::string& q, const std::string& show, size_t page_no) const {
+    QueueSelection out;
+    std::vector<const Envelope*> hits;
+    for (const Envelope* e : m_queue.messages()) {
+        if (!matches(*e, q)) continue;
+        if (show == "held" && !e->held) continue;
+        if (!show.empty() && show != "held") {
+            const Recipient* w = waiting(*e);
+            if (e->held || classify_wait(w ? w->dsn : "", w ? w->reason : "").category != show) continue;
+        }
+        hits.push_back(e);
+    }
+    out.total = hits.size();
+    out.first = std::min(hits.size(), (page_no - 1) * k_page_rows);
+    auto older = [](const Envelope* a, const Envelope* b) {
+        return a->arrival_us != b->arrival_us ? a->arrival_us < b->arrival_us : a->id < b->id;
+    };
+    auto from = hits.begin() + ptrdiff_t(out.first);
+    auto to = hits.begin() + ptrdiff_t(std::min(hits.size(), out.first + k_page_rows));
+    if (from != hits.begin()) std::nth_element(hits.begin(), from, hits.end(), older);
+    std::partial_sort(from, to, hits.end(), older);
+    out.rows.assign(from, to);
+    return out;
+}
+
 WebResponse Console::queue_page(const WebRequest& r, const Session& s) {
     std::string q = r.query.count("q") ? r.query.at("q") : "";
+    size_t page_no = queue_page_number(r);
+    if (page_no == 0) return {400, "text/plain; charset=utf-8", "not a page number\n", {}};
     std::string main;
     if (auto note = r.query.find("note"); note != r.query.end())
         main += "<p class=\"note\">" + html_escape(note->second) + "</p>";
@@ -424,16 +459,11 @@ WebResponse Console::queue_page(const WebRequest& r, const Session& s) {
         main += "<option value=\"" + std::string(option) + "\"" + (show == option ? " selected" : "") + ">" +
                 (*option ? option : "every message") + "</option>";
     main += "</select> <button>Search</button></form>";
-    auto all = m_queue.messages();
-    size_t shown = 0, total = 0;
+    auto selected = select_queue(q, show, page_no);
     std::string rows;
-    for (const Envelope* e : all) {
-        if (!matches(*e, q)) continue;
+    for (const Envelope* e : selected.rows) {
         const Recipient* w = waiting(*e);
         WaitInfo info = classify_wait(w ? w->dsn : "", w ? w->reason : "");
-        if (!show.empty() && (show == "held" ? !e->held : e->held || info.category != show)) continue;
-        if (++total > k_page_rows) continue;
-        shown++;
         std::string recipients;
         for (const auto& rc : e->recipients)
             recipients += html_escape(rc.address) + " <small>(" + to_string(rc.status) + ")</small><br>";
@@ -448,8 +478,24 @@ WebResponse Console::queue_page(const WebRequest& r, const Session& s) {
                 (w && !w->reason.empty() ? "<div class=\"reason\">" + html_escape(w->reason) + "</div>" : "") +
                 "</td><td>" + actions + "</td></tr>";
     }
-    main += "<p>" + std::to_string(total) + " of " + std::to_string(all.size()) + " message(s)" +
-            (total > shown ? ", the first " + std::to_string(shown) + " shown" : "") + ".</p>";
+    size_t shown = selected.rows.size();
+    main += "<p>" + std::to_string(selected.total) + " of " + std::to_string(m_queue.size()) + " message(s)";
+    if (shown < selected.total)
+        main += shown == 0 ? ", none on page " + std::to_string(page_no)
+                           : (selected.first == 0 ? ", the first " + std::to_string(shown) + " shown"
+                                                  : ", " + std::to_string(selected.first + 1) + " to " +
+                                                        std::to_string(selected.first + shown) + " shown");
+    main += ".</p>";
+    auto link = [&](size_t n, const char* label) {
+        return "<a href=\"/queue?q=" + form_escape(q) + "&amp;show=" + form_escape(show) +
+               "&amp;page=" + std::to_string(n) + "\">" + label + "</a> ";
+    };
+    if (page_no > 1 || selected.first + shown < selected.total) {
+        main += "<p class=\"pages\">";
+        if (page_no > 1) main += link(page_no - 1, "Earlier");
+        if (selected.first + shown < selected.total) main += link(page_no + 1, "Later");
+        main += "</p>";
+    }
     main +=
         "<table><thead><tr><th>Queue ID</th><th>Arrival</th><th>Sender</th><th>Recipients</th><th>Attempts</th>"
         "<th>Next attempt</th><th>Info</th><th></th></tr></thead><tbody>" +
@@ -484,12 +530,18 @@ WebResponse Console::queue_action(const WebRequest& r, const Session& s) {
     return {303, "text/plain", "", {{"Location", "/queue?note=" + form_escape(note)}}};
 }
 
+// The Email Queue's JSON: the page's messages (500 at most, oldest first), the page number in
+// the X-Page header, the messages matching in X-Total-Count, and a Link to the next page while
+// there is one.
 WebResponse Console::api_queue(const WebRequest& r) {
     std::string q = r.query.count("q") ? r.query.at("q") : "";
+    std::string show = r.query.count("show") ? r.query.at("show") : "";
+    size_t page_no = queue_page_number(r);
+    if (page_no == 0) return {400, "text/plain; charset=utf-8", "not a page number\n", {}};
+    auto selected = select_queue(q, show, page_no);
     std::string out = "[";
     bool first = true;
-    for (const Envelope* e : m_queue.messages()) {
-        if (!matches(*e, q)) continue;
+    for (const Envelope* e : selected.rows) {
         const Recipient* w = waiting(*e);
         WaitInfo info = classify_wait(w ? w->dsn : "", w ? w->reason : "");
         std::string j = envelope_json(*e);
@@ -498,7 +550,12 @@ WebResponse Console::api_queue(const WebRequest& r) {
                ",\"fix\":" + json_string(info.fix) + "}}";
         first = false;
     }
-    return {200, "application/json", out + "]\n", {}};
+    std::vector<std::pair<std::string, std::string>> headers{{"X-Page", std::to_string(page_no)},
+                                                             {"X-Total-Count", std::to_string(selected.total)}};
+    if (selected.first + selected.rows.size() < selected.total)
+        headers.emplace_back("Link", "</api/queue?q=" + form_escape(q) + "&show=" + form_escape(show) +
+                                         "&page=" + std::to_string(page_no + 1) + ">; rel=\"next\"");
+    return {200, "application/json", out + "]\n", headers};
 }
 
 }  // namespace gateway

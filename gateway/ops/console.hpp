@@ -46,6 +46,15 @@ std::string html_escape(const std::string& s);
 // The same for text of many lines (a header section, a report), for <pre>: the line breaks stay.
 std::string html_escape_lines(const std::string& s);
 
+// One page of the Email Queue, oldest first: the messages matching the search and the filter,
+// found in one pass with only the page's own put in order, so that a large queue holds the loop
+// for a moment per request and not for a sort (or the JSON) of every message.
+struct QueueSelection {
+    std::vector<const Envelope*> rows;
+    size_t total = 0;  // messages matching
+    size_t first = 0;  // how many matching messages come before rows[0]
+};
+
 class Console {
 public:
     Console(uv_loop_t* loop, std::shared_ptr<const conf::Config> config, QueueManager& queue);
@@ -72,6 +81,7 @@ private:
     WebResponse queue_page(const WebRequest& r, const Session& s);
     WebResponse queue_action(const WebRequest& r, const Session& s);
     WebResponse api_queue(const WebRequest& r);
+    QueueSelection select_queue(const std::string& q, const std::string& show, size_t page_no) const;
     std::string page(const std::string& title, const Session* s, const std::string& main,
                      const std::string& head = "") const;
     void log_access(const WebRequest& r, const std::string& user, int status) const;

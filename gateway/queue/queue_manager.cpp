@@ -267,9 +267,6 @@ std::vector<const Envelope*> QueueManager::messages() const {
     out.reserve(m_messages.size());
     for (const auto& [id, m] : m_messages)
         out.push_back(&m.env);
-    std::sort(out.begin(), out.end(), [](const Envelope* a, const Envelope* b) {
-        return a->arrival_us != b->arrival_us ? a->arrival_us < b->arrival_us : a->id < b->id;
-    });
     return out;
 }
 

@@ -76,7 +76,7 @@ public:
     // (loading()): the messages read after it get the same (flush("") does this by itself).
     enum class AllAction { Delete, Hold, Release };
     void also_when_loaded(AllAction action);
-    // The messages, oldest first (the console's Email Queue).
+    // The messages, in no particular order (the console's Email Queue).
     std::vector<const Envelope*> messages() const;
     std::vector<std::string> ids() const;
     int64_t oldest_arrival_us() const;  // 0 for an empty queue

@@ -324,5 +324,65 @@ admin: {{ listen: "127.0.0.1:{port}", https: true, accounts: {gw.dir}/admins }}
         self.assertEqual(r.stdout, "200")
 
 
+class LargeQueuePagesTest(unittest.TestCase):
+    """The Email Queue of more messages than a page holds: 500 a page, oldest first, in the page
+    and in its JSON, with the count of all that match and a way to the next page."""
+
+    MESSAGES = 520
+
+    @classmethod
+    def setUpClass(cls):
+        cls.port = free_tcp_port()
+        cls.gw = Gateway()
+        cls.gw.write_config(f"""admin: {{ listen: "127.0.0.1:{cls.port}", accounts: {cls.gw.dir}/admins }}
+queue: {{ dir: {{spool}}, retry: [1h] }}
+""")
+        r = subprocess.run([BIN, "admin", "add", "alice", "-c", cls.gw.config_path], input=PASSWORD + "\n",
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        cls.gw.start()
+        r = subprocess.run(["smtp-source", "-s", "5", "-m", str(cls.MESSAGES), "-l", "300", "-f", "app@example.com",
+                            "-t", "someone@example.org", f"{cls.gw.host}:{cls.gw.port}"],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: sum(" status=deferred " in l for l in cls.gw.log_lines()) >= cls.MESSAGES, timeout=60,
+                 what="every first attempt")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.gw.cleanup()
+
+    def test_pages_of_the_queue(self):
+        b = Browser(self.port)
+        b.sign_in()
+        oldest_first = [m["id"] for m in sorted(self.gw.queue(), key=lambda m: (m["arrival"], m["id"]))]
+        self.assertEqual(len(oldest_first), self.MESSAGES)
+
+        r = b.request("GET", "/api/queue")
+        first = json.loads(r.text)
+        self.assertEqual((r.headers["X-Page"], r.headers["X-Total-Count"]), ("1", str(self.MESSAGES)))
+        self.assertEqual(r.headers["Link"], '</api/queue?q=&show=&page=2>; rel="next"')
+        r = b.request("GET", "/api/queue?page=2")
+        second = json.loads(r.text)
+        self.assertNotIn("Link", r.headers)
+        self.assertEqual(len(first), 500)
+        self.assertEqual([m["id"] for m in first + second], oldest_first)
+        self.assertEqual(json.loads(b.request("GET", "/api/queue?page=3").text), [])
+
+        page = b.request("GET", "/queue").text
+        self.assertIn(f"<p>{self.MESSAGES} of {self.MESSAGES} message(s), the first 500 shown.</p>", page)
+        self.assertIn('<a href="/queue?q=&amp;show=&amp;page=2">Later</a>', page)
+        self.assertEqual(re.findall(r'<tr id="m-([0-9A-F]+)"', page), oldest_first[:500])
+        page = b.request("GET", "/queue?page=2").text
+        self.assertIn(f"<p>{self.MESSAGES} of {self.MESSAGES} message(s), 501 to {self.MESSAGES} shown.</p>", page)
+        self.assertIn('<a href="/queue?q=&amp;show=&amp;page=1">Earlier</a>', page)
+        self.assertEqual(re.findall(r'<tr id="m-([0-9A-F]+)"', page), oldest_first[500:])
+        # A search narrows the count; a page that is no number is refused.
+        page = b.request("GET", "/queue?q=" + oldest_first[7]).text
+        self.assertIn(f"<p>1 of {self.MESSAGES} message(s).</p>", page)
+        for path in ("/queue?page=x", "/api/queue?page=-1"):
+            self.assertEqual(b.request("GET", path).status, 400, path)
+
+
 if __name__ == "__main__":
     unittest.main()
