@@ -17,7 +17,7 @@ from scripted import Script, ScriptedSmtp
 from token_endpoint import App, TokenEndpoint
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SMTP_HOST = "127.0.0.42"
+SMTP_HOST = "127.0.0.67"  # no other test listens here (tests run two at a time)
 SECRET = "s3cret~Value.of-the_app"
 
 
