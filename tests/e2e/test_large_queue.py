@@ -151,14 +151,17 @@ class LargeQueueTest(unittest.TestCase):
         gw.host, gw.port = host.rsplit(":", 1)[0].strip("[]"), int(port)
         return answer.splitlines()[-1]
 
+    def ask_while_loading(self, request, answer, restart=False):
+        """start_and_ask, its answer matched against the pattern `answer`, and the queue read."""
+        self.assertRegex(self.start_and_ask(request, restart), "^" + answer + "$")
+        self.gw.wait_log(rf"qmgr\[\d+\]: queue loaded: {MESSAGES} message\(s\)", timeout=60)
+        return self.gw
+
     def test_a_flush_while_the_queue_is_being_read_reaches_the_messages_read_after_it(self):
         # An administrator who mends the route and runs `smtpgw queue flush` just after the start
         # means every message, not only those read from the spool so far.
-        answer = self.start_and_ask("flush")
-        gw = self.gw
-        self.assertEqual(answer, "ok: every message is being tried now, those still being read from the spool as "
-                                 "they are read")
-        gw.wait_log(rf"qmgr\[\d+\]: queue loaded: {MESSAGES} message\(s\)", timeout=60)
+        gw = self.ask_while_loading("flush", r"ok: every message is being tried now, those still being read from the "
+                                             r"spool as they are read")
         # Each message tried again now (its second attempt), not in an hour.
         wait_for(lambda: self.deferred() >= MESSAGES, timeout=120, what="every message tried again")
         attempts = wait_for(lambda: (lambda q: q if all(e["attempts"] == 2 for e in q) else None)(gw.queue()),
@@ -166,12 +169,8 @@ class LargeQueueTest(unittest.TestCase):
         self.assertEqual(len(attempts), MESSAGES)
 
     def test_delete_all_while_the_queue_is_being_read_removes_the_messages_read_after_it(self):
-        answer = self.start_and_ask("delete --all")
-        gw = self.gw
-        m = re.fullmatch(r"ok: (\d+) message\(s\) deleted; those still being read from the spool are deleted as "
-                         r"they are read", answer)
-        self.assertIsNotNone(m, answer)
-        gw.wait_log(rf"qmgr\[\d+\]: queue loaded: {MESSAGES} message\(s\)", timeout=60)
+        gw = self.ask_while_loading("delete --all", r"ok: \d+ message\(s\) deleted; those still being read from the "
+                                                    r"spool are deleted as they are read")
         late = self.submit("after the deletion")  # new mail is not in what was deleted
         wait_for(lambda: [e["id"] for e in gw.queue()] == [late] or None, timeout=60, what="every message removed")
         lines = gw.log_lines()
@@ -179,21 +178,16 @@ class LargeQueueTest(unittest.TestCase):
         self.assertEqual(sum(" status=" in l and late not in l for l in lines), 0)  # none was tried first
 
     def test_hold_all_while_the_queue_is_being_read_holds_the_messages_read_after_it_and_release_all_too(self):
-        answer = self.start_and_ask("hold --all")
-        gw = self.gw
-        m = re.fullmatch(r"ok: (\d+) message\(s\) placed on hold; those still being read from the spool are "
-                         r"placed on hold as they are read", answer)
-        self.assertIsNotNone(m, answer)
-        gw.wait_log(rf"qmgr\[\d+\]: queue loaded: {MESSAGES} message\(s\)", timeout=60)
+        gw = self.ask_while_loading("hold --all", r"ok: \d+ message\(s\) placed on hold; those still being read from "
+                                                  r"the spool are placed on hold as they are read")
         held = wait_for(lambda: (lambda q: q if len(q) == MESSAGES and all(e["held"] for e in q) else None)(gw.queue()),
                         timeout=60, what="every envelope held")
         self.assertEqual(len(held), MESSAGES)
         self.assertEqual(sum(": placed on hold by the administrator" in l for l in gw.log_lines()), MESSAGES)
         # Held across a restart, and `release --all` while the spool is read again releases every
         # one: each is tried at once (it was due in an hour), not only those read so far.
-        answer = self.start_and_ask("release --all", restart=True)
-        self.assertRegex(answer, r"^ok: \d+ message\(s\) released; those still being read from the spool are "
-                                 r"released as they are read$")
+        self.ask_while_loading("release --all", r"ok: \d+ message\(s\) released; those still being read from the "
+                                                r"spool are released as they are read", restart=True)
         wait_for(lambda: sum(": released from hold" in l for l in gw.log_lines()) >= MESSAGES or None, timeout=60,
                  what="every message released")
         wait_for(lambda: self.deferred() >= MESSAGES or None, timeout=120, what="every message tried again")
