@@ -42,6 +42,23 @@ std::string ascii_lower(std::string_view s) {
     return out;
 }
 
+bool CaseFreeSearch::in(std::string_view text) const {
+    size_t n = m_needle.size();
+    if (n == 0) return true;
+    if (text.size() < n) return false;
+    auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c; };
+    char first = m_needle[0];
+    char first_upper = first >= 'a' && first <= 'z' ? char(first - 'a' + 'A') : first;
+    for (size_t i = 0, last = text.size() - n; i <= last; ++i) {
+        if (text[i] != first && text[i] != first_upper) continue;
+        size_t k = 1;
+        while (k < n && lower(text[i + k]) == m_needle[k])
+            ++k;
+        if (k == n) return true;
+    }
+    return false;
+}
+
 std::string_view trim_space(std::string_view s) {
     auto blank = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
     while (!s.empty() && blank(s.front()))

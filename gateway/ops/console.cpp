@@ -47,16 +47,11 @@ std::string hex(const std::string& bytes) {
 
 bool contains(const std::string& text, const char* what) { return text.find(what) != std::string::npos; }
 
-bool matches(const Envelope& e, const std::string& q) {
+bool matches(const Envelope& e, const CaseFreeSearch& q) {
     if (q.empty()) return true;
-    auto has = [&](const std::string& s) {
-        return std::search(s.begin(), s.end(), q.begin(), q.end(), [](char a, char b) {
-                   return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
-               }) != s.end();
-    };
-    if (has(e.id) || has(e.sender) || has(e.orig_sender)) return true;
+    if (q.in(e.id) || q.in(e.sender) || q.in(e.orig_sender)) return true;
     return std::any_of(e.recipients.begin(), e.recipients.end(),
-                       [&](const Recipient& r) { return has(r.address) || has(r.reason); });
+                       [&](const Recipient& r) { return q.in(r.address) || q.in(r.reason); });
 }
 
 // The last reason of the first recipient still waiting.
@@ -129,25 +124,30 @@ std::string html_escape_lines(const std::string& s) {
     return out;
 }
 
-WaitInfo classify_wait(const std::string& dsn, const std::string& reason) {
-    if (reason.empty()) return {"waiting", "not tried yet; it goes at its next attempt"};
-    if (contains(reason, "timed out") || contains(reason, "Connection timed out"))
-        return {"connection timed out",
-                "nothing answered: check the firewall between the gateway and the server, and the host and port"};
-    if (contains(reason, "Connection refused"))
-        return {"connection refused", "nothing listens there: check the port, and that the server runs"};
+const WaitInfo& classify_wait(const std::string& dsn, const std::string& reason) {
+    static const WaitInfo waiting{"waiting", "not tried yet; it goes at its next attempt"},
+        timed_out{"connection timed out",
+                  "nothing answered: check the firewall between the gateway and the server, and the host and port"},
+        refused{"connection refused", "nothing listens there: check the port, and that the server runs"},
+        lookup{"lookup error", "the DNS has no usable answer for the name: check the domain and dns.servers"},
+        tls{"TLS incompatibility", "the two sides do not agree on TLS: the reason names the setting to change"},
+        auth{"AUTH incompatibility", "the credentials or the mechanism do not fit: the reason names what to change"},
+        denied{"permission denied", "the server refuses this gateway or this sender: the reason says which"},
+        temporary{"greylisted / temporary", "the server asked to try again later, and the gateway does"};
+    if (reason.empty()) return waiting;
+    if (contains(reason, "timed out") || contains(reason, "Connection timed out")) return timed_out;
+    if (contains(reason, "Connection refused")) return refused;
     if (contains(reason, "Host or domain name not found") || contains(reason, "Name service error") ||
         contains(reason, "lookup"))
-        return {"lookup error", "the DNS has no usable answer for the name: check the domain and dns.servers"};
-    if (contains(reason, "TLS") || contains(reason, "STARTTLS") || contains(reason, "certificate"))
-        return {"TLS incompatibility", "the two sides do not agree on TLS: the reason names the setting to change"};
+        return lookup;
+    if (contains(reason, "TLS") || contains(reason, "STARTTLS") || contains(reason, "certificate")) return tls;
     if (contains(reason, "SASL") || contains(reason, "AUTH") || contains(reason, "authenticat") ||
         contains(reason, "OAuth"))
-        return {"AUTH incompatibility", "the credentials or the mechanism do not fit: the reason names what to change"};
+        return auth;
     if (dsn.rfind("5.7", 0) == 0 || dsn.rfind("4.7", 0) == 0 || contains(reason, "denied") ||
         contains(reason, "not permitted"))
-        return {"permission denied", "the server refuses this gateway or this sender: the reason says which"};
-    return {"greylisted / temporary", "the server asked to try again later, and the gateway does"};
+        return denied;
+    return temporary;
 }
 
 Console::Console(uv_loop_t* loop, std::shared_ptr<const conf::Config> config, QueueManager& queue)
@@ -422,12 +422,21 @@ void Console::sign_in(const WebRequest& r, WebRespond respond) {
 QueueSelection Console::select_queue(const std::string& q, const std::string& show, size_t page_no) const {
     QueueSelection out;
     std::vector<const Envelope*> hits;
+    CaseFreeSearch text(q);
+    // After a mass deferral most messages wait for the same reason: the last one's kind is kept.
+    const Recipient* last = nullptr;
+    bool last_shown = false;
     for (const Envelope* e : m_queue.messages()) {
-        if (!matches(*e, q)) continue;
+        if (!matches(*e, text)) continue;
         if (show == "held" && !e->held) continue;
         if (!show.empty() && show != "held") {
+            if (e->held) continue;
             const Recipient* w = waiting(*e);
-            if (e->held || classify_wait(w ? w->dsn : "", w ? w->reason : "").category != show) continue;
+            static const Recipient none;
+            if (!w) w = &none;
+            if (!last || w->reason != last->reason || w->dsn != last->dsn)
+                last = w, last_shown = classify_wait(w->dsn, w->reason).category == show;
+            if (!last_shown) continue;
         }
         hits.push_back(e);
     }
@@ -463,7 +472,7 @@ WebResponse Console::queue_page(const WebRequest& r, const Session& s) {
     std::string rows;
     for (const Envelope* e : selected.rows) {
         const Recipient* w = waiting(*e);
-        WaitInfo info = classify_wait(w ? w->dsn : "", w ? w->reason : "");
+        const WaitInfo& info = classify_wait(w ? w->dsn : "", w ? w->reason : "");
         std::string recipients;
         for (const auto& rc : e->recipients)
             recipients += html_escape(rc.address) + " <small>(" + to_string(rc.status) + ")</small><br>";
@@ -543,7 +552,7 @@ WebResponse Console::api_queue(const WebRequest& r) {
     bool first = true;
     for (const Envelope* e : selected.rows) {
         const Recipient* w = waiting(*e);
-        WaitInfo info = classify_wait(w ? w->dsn : "", w ? w->reason : "");
+        const WaitInfo& info = classify_wait(w ? w->dsn : "", w ? w->reason : "");
         std::string j = envelope_json(*e);
         j.pop_back();  // the closing brace: the Info goes with it
         out += (first ? "" : ",") + j + ",\"info\":{\"category\":" + json_string(info.category) +

@@ -36,7 +36,7 @@ struct WaitInfo {
     std::string category;  // "connection timed out", "connection refused", "lookup error", ...
     std::string fix;       // one sentence
 };
-WaitInfo classify_wait(const std::string& dsn, const std::string& reason);
+const WaitInfo& classify_wait(const std::string& dsn, const std::string& reason);
 
 // The Retry now / Hold / Release / Delete buttons of a queued message.
 std::string queue_actions(const Envelope& e, const std::string& csrf);

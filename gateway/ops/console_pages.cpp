@@ -112,7 +112,7 @@ std::string Console::destinations_table(bool probe_buttons, const Session* s) co
             state = d->dead_until_us ? "<b class=\"dead\">dead</b> until " + format_time(d->dead_until_us)
                                      : std::string("<span class=\"healthy\">healthy</span>");
             if (!d->reason.empty()) {
-                WaitInfo info = classify_wait(d->dsn, d->reason);
+                const WaitInfo& info = classify_wait(d->dsn, d->reason);
                 error = "<b>" + html_escape(info.category) + "</b> <span class=\"reason\">" + html_escape(d->reason) +
                         "</span>";
             }
@@ -249,7 +249,7 @@ void Console::message_page(const WebRequest& r, const Session& s, WebRespond res
             for (const auto& rc : e->recipients) {
                 std::string info;
                 if (rc.status == RcptStatus::Deferred || rc.status == RcptStatus::Pending) {
-                    WaitInfo w = classify_wait(rc.dsn, rc.reason);
+                    const WaitInfo& w = classify_wait(rc.dsn, rc.reason);
                     info = "<b>" + html_escape(w.category) + "</b> " + html_escape(w.fix);
                 }
                 main += "<tr><td>" + html_escape(rc.address) + "</td><td>" + to_string(rc.status) +

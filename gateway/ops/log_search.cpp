@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <cstring>
 
@@ -16,13 +15,6 @@ namespace {
 constexpr size_t k_block = 1 << 20;
 constexpr size_t k_max_line = 64 * 1024;  // a longer line is cut (the gateway writes none)
 
-bool icontains(const std::string& hay, const std::string& needle) {
-    if (needle.empty()) return true;
-    return std::search(hay.begin(), hay.end(), needle.begin(), needle.end(), [](char a, char b) {
-               return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
-           }) != hay.end();
-}
-
 bool has(const std::string& line, const char* what) { return line.find(what) != std::string::npos; }
 
 }  // namespace
@@ -32,20 +24,25 @@ bool valid_log_status(const std::string& status) {
 }
 
 bool log_line_matches(const std::string& line, const LogQuery& q) {
+    return log_line_matches(line, q, CaseFreeSearch(q.text));
+}
+
+bool log_line_matches(const std::string& line, const LogQuery& q, const CaseFreeSearch& text) {
     if (q.status == "sent" && !has(line, "status=sent")) return false;
     if (q.status == "deferred" && !has(line, "status=deferred")) return false;
     if (q.status == "bounced" && !has(line, "status=bounced") && !has(line, "status=expired")) return false;
     if (q.status == "rejected" && !has(line, ": reject: ")) return false;
-    return icontains(line, q.text);
+    return text.in(line);
 }
 
 LogPage search_log(const std::vector<std::string>& files, const LogQuery& q) {
     LogPage page;
     size_t matched = 0;
     uint64_t scanned = 0;
+    CaseFreeSearch text(q.text);
     auto take = [&](std::string line) {  // false: the page is full and one more was seen
         if (!line.empty() && line.back() == '\r') line.pop_back();
-        if (line.empty() || !log_line_matches(line, q)) return true;
+        if (line.empty() || !log_line_matches(line, q, text)) return true;
         if (matched++ < q.skip) return true;
         if (page.lines.size() == q.limit) {
             page.more = true;

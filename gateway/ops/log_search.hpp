@@ -4,6 +4,8 @@
 // page whatever the size of the log. Blocking: it runs on libuv's thread pool.
 #pragma once
 
+#include "gateway/common/text.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -28,6 +30,7 @@ struct LogPage {
 // The status names a query may filter on.
 bool valid_log_status(const std::string& status);
 bool log_line_matches(const std::string& line, const LogQuery& q);
+bool log_line_matches(const std::string& line, const LogQuery& q, const CaseFreeSearch& text);  // with q.text
 LogPage search_log(const std::vector<std::string>& files, const LogQuery& q);
 
 constexpr uint64_t k_max_log_scan = 1ull << 30;  // bytes read for one search at most

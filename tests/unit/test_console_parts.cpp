@@ -133,3 +133,37 @@ TEST_CASE("a chart escapes its names and draws one line a series", "[overview]")
     CHECK(lines == 2);
     CHECK(svg.find(">10</text>") != std::string::npos);  // the scale: 7 rounds up to 10
 }
+
+TEST_CASE("a search matches ASCII letters of either case, and nothing else loosely", "[log]") {
+    CHECK(CaseFreeSearch("").in(""));
+    CHECK(CaseFreeSearch("").in("anything"));
+    CHECK(CaseFreeSearch("SINK@").in("to=<sink@sink.test>"));
+    CHECK(CaseFreeSearch("connection refused").in("connect to mx[127.0.0.1]:25: Connection Refused"));
+    CHECK(CaseFreeSearch("abc").in("xxABC"));  // at the very end
+    CHECK(CaseFreeSearch("abc").in("abc"));
+    CHECK_FALSE(CaseFreeSearch("abc").in("ab"));
+    CHECK_FALSE(CaseFreeSearch("abcd").in("abcabcab"));
+    CHECK_FALSE(CaseFreeSearch("[").in("{"));  // '[' and '{' are 32 apart, but no letters
+    CHECK_FALSE(CaseFreeSearch("@").in("`"));
+    CHECK(CaseFreeSearch("\xc3\xa9t\xc3\xa9").in("\xc3\xa9T\xc3\xa9"));  // other octets as they are
+    CHECK_FALSE(CaseFreeSearch("\xc3\xa9").in("\xc3\x89"));              // É is not é: ASCII only
+
+    // Against the plain definition, on texts made of few letters so that near misses abound.
+    auto fold = [](std::string s) {
+        for (char& c : s)
+            if (c >= 'A' && c <= 'Z') c = char(c - 'A' + 'a');
+        return s;
+    };
+    uint32_t seed = 7;
+    auto next = [&] { return seed = seed * 1103515245u + 12345u, (seed >> 16) & 0x7fff; };
+    const char letters[] = "aAbB.";
+    for (int round = 0; round < 20000; ++round) {
+        std::string text, needle;
+        for (unsigned i = next() % 12; i > 0; --i)
+            text += letters[next() % 5];
+        for (unsigned i = next() % 4; i > 0; --i)
+            needle += letters[next() % 5];
+        bool expected = fold(text).find(fold(needle)) != std::string::npos;
+        if (CaseFreeSearch(needle).in(text) != expected) FAIL("\"" << needle << "\" in \"" << text << "\"");
+    }
+}
