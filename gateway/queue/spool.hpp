@@ -202,7 +202,8 @@ private:
     static constexpr uint64_t k_free_bytes_limit = 64 * 1024 * 1024;  // nor more than this in all
 
     std::mutex m_mutex;
-    std::condition_variable m_cv;
+    std::condition_variable m_cv;                  // the writer waits on it
+    std::condition_variable m_bulk_cv;             // the bulk writer
     std::vector<Job> m_jobs;                       // to the writer: messages being received
     std::deque<Job> m_bulk;                        // to the bulk writer: envelope updates and removals
     std::vector<std::function<void()>> m_results;  // back to the loop

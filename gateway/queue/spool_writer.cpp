@@ -3,7 +3,9 @@
 #include "gateway/queue/spool_internal.hpp"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,6 +26,28 @@ int write_all(int fd, const char* p, size_t n) {
         }
         p += w;
         n -= size_t(w);
+    }
+    return 0;
+}
+
+// Several pieces in one call, short writes carried on.
+int write_all(int fd, std::vector<iovec> pieces) {
+    size_t i = 0;
+    while (i < pieces.size()) {
+        ssize_t w = ::writev(fd, pieces.data() + i, int(std::min<size_t>(pieces.size() - i, IOV_MAX)));
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        size_t done = size_t(w);
+        size_t before = i;
+        while (i < pieces.size() && done >= pieces[i].iov_len)
+            done -= pieces[i++].iov_len;
+        if (i < pieces.size()) {
+            if (w == 0 && i == before) return EIO;  // no progress
+            pieces[i].iov_base = static_cast<char*>(pieces[i].iov_base) + done;
+            pieces[i].iov_len -= done;
+        }
     }
     return 0;
 }
@@ -52,7 +76,7 @@ void Spool::run_writer(bool bulk) {
             std::unique_lock<std::mutex> lock(m_mutex);
             auto ready = [&] { return m_stop || !(bulk ? m_bulk.empty() : m_jobs.empty()); };
             // Idle: look at the free space now and then, so MAIL sees a current figure.
-            if (!m_cv.wait_for(lock, std::chrono::seconds(2), ready)) {
+            if (!(bulk ? m_bulk_cv : m_cv).wait_for(lock, std::chrono::seconds(2), ready)) {
                 lock.unlock();
                 if (!bulk) refresh_free_space();
                 continue;
@@ -134,12 +158,19 @@ void Spool::run_batch(std::vector<Job>& batch, SyncPool& sync_pool) {
         return ::unlink(path.c_str()) == 0 ? 0 : errno;
     };
 
-    for (auto& job : batch) {
+    // The last content of a message that is committed by the next job: written with its
+    // envelope and trailer in one call.
+    const std::string* carried = nullptr;
+    for (size_t k = 0; k < batch.size(); ++k) {
+        Job& job = batch[k];
         SpoolTxn* t = job.txn.get();
         switch (job.kind) {
         case JobKind::Write: {
             open_message(*t);
-            if (!t->error) t->error = write_all(t->fd, job.data.data(), job.data.size());
+            if (k + 1 < batch.size() && batch[k + 1].kind == JobKind::Commit && batch[k + 1].txn == job.txn)
+                carried = &job.data;
+            else if (!t->error)
+                t->error = write_all(t->fd, job.data.data(), job.data.size());
             if (!t->error) t->written += job.data.size();
             uint64_t left = t->backlog.fetch_sub(job.data.size()) - job.data.size();
             if (left <= k_backlog_limit / 2 && t->paused.exchange(false)) {
@@ -163,16 +194,16 @@ void Spool::run_batch(std::vector<Job>& batch, SyncPool& sync_pool) {
             f.fd = t->fd;
             t->fd = -1;
             f.error = t->error;
-            if (!f.error) f.error = write_all(f.fd, job.data.data(), job.data.size());
-            if (!f.error) {
-                std::string trailer = message_trailer(t->written);
-                f.error = write_all(f.fd, trailer.data(), trailer.size());
-            }
+            std::string trailer = message_trailer(t->written);
+            std::vector<iovec> pieces;
+            if (carried) pieces.push_back({const_cast<char*>(carried->data()), carried->size()});
+            pieces.push_back({job.data.data(), job.data.size()});
+            pieces.push_back({trailer.data(), trailer.size()});
+            carried = nullptr;
+            if (!f.error) f.error = write_all(f.fd, std::move(pieces));
             // A recycled file may be longer than the new message: cut the old tail off.
-            if (!f.error && t->recycled) {
-                off_t end = lseek(f.fd, 0, SEEK_CUR);
-                if (end < 0 || ftruncate(f.fd, end) != 0) f.error = errno;
-            }
+            uint64_t end = t->written + job.data.size() + trailer.size();
+            if (!f.error && t->recycled && ftruncate(f.fd, off_t(end)) != 0) f.error = errno;
             pending.push_back(std::move(f));
             break;
         }
@@ -234,14 +265,15 @@ void Spool::run_batch(std::vector<Job>& batch, SyncPool& sync_pool) {
             if (f.done) results.push_back([done = std::move(f.done), err = f.error] { done(err); });
         }
     }
-    refresh_free_space();
-    if (results.empty()) return;
-    {
-        std::lock_guard<std::mutex> lock(m_mutex);
-        for (auto& r : results)
-            m_results.push_back(std::move(r));
+    if (!results.empty()) {
+        {
+            std::lock_guard<std::mutex> lock(m_mutex);
+            for (auto& r : results)
+                m_results.push_back(std::move(r));
+        }
+        uv_async_send(m_async);
     }
-    uv_async_send(m_async);
+    refresh_free_space();
 }
 
 }  // namespace gateway

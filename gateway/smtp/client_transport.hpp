@@ -26,7 +26,7 @@ public:
         virtual void on_data(std::string_view plaintext) = 0;
         virtual void on_lost() = 0;  // closed by the peer, or a socket error
         virtual void on_tls(bool ok, const std::string& error, bool peer_spoke_plaintext) = 0;
-        virtual void on_sent() = 0;  // a write completed (progress)
+        virtual void on_sent() = 0;  // a queued write completed (progress); not for one taken at once
     };
 
     ClientTransport(uv_loop_t* loop, Handler& handler);
