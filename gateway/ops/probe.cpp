@@ -283,7 +283,7 @@ private:
     void flush() {
         if (!m_client || !m_transport || m_finished) return;
         std::string out = m_client->take_output();
-        if (!out.empty()) m_transport->send(out);
+        if (!out.empty()) m_transport->send(std::move(out));
         arm(m_config.delivery.timeouts.helo.count());
     }
 

@@ -97,6 +97,11 @@ void ClientTransport::send(std::string_view plaintext) {
     write_raw(m_tls->take_output());
 }
 
+void ClientTransport::send(std::string&& plaintext) {
+    if (!m_tls_done) return write_raw(std::move(plaintext));
+    send(std::string_view(plaintext));
+}
+
 void ClientTransport::write_raw(std::string bytes) {
     if (!m_socket || bytes.empty()) return;
     // Nothing queued: the socket mostly takes it all at once, and then no write request is made

@@ -36,6 +36,7 @@ public:
 
     void connect(const sockaddr* address, const std::string& source = {});  // source: a local IP, or any
     void send(std::string_view plaintext);
+    void send(std::string&& plaintext);  // the same, without a copy when there is no TLS
     void start_tls(std::shared_ptr<tls::Context> context, const std::string& server_name);
     void close();
 

@@ -375,7 +375,7 @@ void DeliverySession::fail_hop(const std::string& dsn, const std::string& reason
 void DeliverySession::send_output() {
     if (!m_client || !m_transport) return;
     std::string out = m_client->take_output();
-    if (!out.empty()) m_transport->send(out);
+    if (!out.empty()) m_transport->send(std::move(out));
 }
 
 void DeliverySession::arm_timer() {

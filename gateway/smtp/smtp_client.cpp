@@ -343,25 +343,34 @@ void WireLines::append(std::string_view in, std::string& out) {
 }
 
 void WireLines::lines(std::string_view in, std::string& out) {
-    // The content is canonical (<CR><LF> only), so a run up to the next <LF> is copied in one piece.
+    // The content is canonical (<CR><LF> only). Lines that go out as they are (the usual case)
+    // are gathered and appended in one piece; only a dot to double or a line to break stops a run.
     out.reserve(out.size() + in.size() + 64);
     size_t pos = 0;
+    size_t run = 0;  // start of the bytes not yet appended
     while (pos < in.size()) {
-        if (m_at_line_start && m_stuff && in[pos] == '.') out += '.';
+        if (m_at_line_start && m_stuff && in[pos] == '.') {
+            out.append(in.data() + run, pos - run);
+            out += '.';
+            run = pos;
+        }
         m_at_line_start = false;
         const void* nl = std::memchr(in.data() + pos, '\n', in.size() - pos);
         size_t end = nl ? size_t(static_cast<const char*>(nl) - in.data()) + 1 : in.size();
         // Characters of this run that count toward the line length (not the CR LF).
         size_t text_end = end;
         if (nl) text_end = end - 1 - (end >= pos + 2 && in[end - 2] == '\r' ? 1 : 0);
-        while (m_line + (text_end - pos) > m_limit && pos < text_end) {
-            size_t take = m_limit > m_line ? m_limit - m_line : 0;
-            out.append(in.data() + pos, take);
-            out += "\r\n ";
-            pos += take;
-            m_line = 1;
+        if (m_line + (text_end - pos) > m_limit) {
+            out.append(in.data() + run, pos - run);
+            while (m_line + (text_end - pos) > m_limit && pos < text_end) {
+                size_t take = m_limit > m_line ? m_limit - m_line : 0;
+                out.append(in.data() + pos, take);
+                out += "\r\n ";
+                pos += take;
+                m_line = 1;
+            }
+            run = pos;
         }
-        out.append(in.data() + pos, end - pos);
         m_line += text_end > pos ? text_end - pos : 0;
         if (nl) {
             m_at_line_start = true;
@@ -369,6 +378,7 @@ void WireLines::lines(std::string_view in, std::string& out) {
         }
         pos = end;
     }
+    out.append(in.data() + run, in.size() - run);
 }
 
 void WireLines::finish(std::string& out) {

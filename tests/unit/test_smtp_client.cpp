@@ -317,6 +317,51 @@ TEST_CASE("content: dot-stuffing and long lines broken as Postfix does", "[clien
     CHECK(c.take_output() == expected);
 }
 
+TEST_CASE("content lines come out the same whatever pieces they arrive in", "[client]") {
+    // The plain definition, line by line over the whole content: a leading dot doubled, a line
+    // longer than the limit broken with <CR><LF><SPACE> (the space counting toward the next part).
+    auto expected = [](const std::string& content, size_t limit, bool stuff) {
+        std::string out;
+        size_t pos = 0;
+        while (pos < content.size()) {
+            size_t end = content.find("\r\n", pos);
+            bool ended = end != std::string::npos;
+            std::string text = content.substr(pos, (ended ? end : content.size()) - pos);
+            if (stuff && !text.empty() && text[0] == '.') out += '.';
+            size_t line = 0, i = 0;
+            while (line + (text.size() - i) > limit) {
+                out += text.substr(i, limit - line) + "\r\n ";
+                i += limit - line;
+                line = 1;
+            }
+            out += text.substr(i) + "\r\n";
+            pos = ended ? end + 2 : content.size();
+        }
+        return out;
+    };
+    uint32_t seed = 11;
+    auto next = [&](uint32_t n) { return (seed = seed * 1103515245u + 12345u) / 65536 % n; };
+    const char* tokens[] = {"a", "b", ".", "\r\n", "\r\n."};
+    for (int round = 0; round < 3000; ++round) {
+        std::string content;
+        for (uint32_t i = next(40); i > 0; --i)
+            content += tokens[next(5)];
+        size_t limit = 2 + next(8);
+        bool stuff = next(4) != 0;
+        WireLines wire(limit, stuff);
+        std::string out;
+        for (size_t pos = 0; pos < content.size();) {
+            size_t piece = std::min<size_t>(content.size() - pos, 1 + next(12));
+            wire.append(std::string_view(content).substr(pos, piece), out);
+            pos += piece;
+        }
+        wire.finish(out);
+        if (out != expected(content, limit, stuff))
+            FAIL("limit " << limit << (stuff ? ", dots doubled" : "") << ": \"" << content << "\" gave \"" << out
+                          << "\"");
+    }
+}
+
 TEST_CASE("content without a final line break gets one before the dot", "[client]") {
     SmtpClient c(ClientSettings{"gw", 998, "gw"});
     c.feed("220 x\r\n250 x\r\n");
