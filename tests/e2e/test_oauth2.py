@@ -279,7 +279,7 @@ class OAuth2ConfigTest(unittest.TestCase):
         with open(path, "w") as f:
             f.write(f"""user: root
 hostname: gw.example.com
-listen: [{{ address: "127.0.0.1:2525" }}]
+listen: [{{ address: "127.0.0.1:0" }}]
 routes: [{{ to: "*", via: exo }}]
 upstreams:
   exo:
